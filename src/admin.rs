@@ -1,0 +1,53 @@
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process serves),
+//! `/readyz` (the store answers). Kept off the proxy port so it is never exposed by accident.
+
+use std::sync::Arc;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::http::{Body, full, json_response};
+use crate::store::SharedStore;
+
+pub struct Admin {
+    pub registry: Registry,
+    pub store: SharedStore,
+}
+
+impl Admin {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method_not_allowed"}),
+            );
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let mut resp = Response::new(full(crate::metrics::render(&self.registry)));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                resp
+            }
+            "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            "/readyz" => match self.store.ping().await {
+                Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({"status": "unavailable", "reason": "the store does not answer"}),
+                    )
+                }
+            },
+            _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
+        }
+    }
+}

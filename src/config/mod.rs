@@ -1,0 +1,647 @@
+//! Configuration: the only module that knows the YAML shape.
+//!
+//! Loading happens in two steps (STYLE habit 8): `raw` mirrors the file with
+//! `deny_unknown_fields`, then [`Config::parse`] checks every value and reference and reports
+//! *every* problem it finds, each with the file, line and column it came from.
+
+mod raw;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, Method, Uri};
+use serde_saphyr::{Location, Spanned};
+
+use crate::routes::{Route, RouteAuth, RouteTable, canonicalize};
+use raw::{RawConfig, RawRoute};
+
+/// A validated configuration. Every field holds a checked value.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (or a label such as `<inline>` for tests).
+    pub source: PathBuf,
+    /// Proxy and `/o/` endpoints.
+    pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`; absent means no admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    pub store: StoreConfig,
+    pub oauth: OAuthConfig,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: RouteTable,
+    pub identity_headers: IdentityHeaders,
+    pub cache: CacheConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// Embedded SQLite database file, resolved against the config file's directory.
+    Sqlite { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// Scope name -> human description, as django-oauth-toolkit's `SCOPES`.
+    pub scopes: BTreeMap<String, String>,
+    /// Granted when a token request names no scope (intersected with the client's scopes).
+    pub default_scopes: Vec<String>,
+    pub access_token_expire_seconds: i64,
+    pub refresh_token_expire_seconds: i64,
+    /// Issue a new refresh token on every refresh and invalidate the old one.
+    pub rotate_refresh_token: bool,
+    /// The `realm` of `WWW-Authenticate: Bearer` challenges.
+    pub realm: String,
+    /// Password hashes verified at once, at most (each runs on a blocking thread).
+    pub password_hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Prepended to the canonical request path; empty or starting with `/`, no trailing `/`.
+    pub base_path: String,
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request until the upstream's response headers arrive.
+    pub response_timeout: Duration,
+}
+
+impl UpstreamConfig {
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user: HeaderName,
+    pub client: HeaderName,
+    pub scopes: HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Token cache capacity (entries).
+    pub max_entries: u64,
+    /// Longest time a cached token is trusted without asking the store again; bounds how long
+    /// an out-of-process change (a user removed with the CLI) takes to reach this gateway.
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub token_request_max_bytes: usize,
+}
+
+/// One thing wrong with a config file, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+/// Everything wrong with a config file, reported at once.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{} has {n} problem{}:",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.line == 0 {
+                writeln!(f, "  {}: {}", self.file, p.message)?;
+            } else {
+                writeln!(f, "  {}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub const DEFAULT_REALM: &str = "portcullis";
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, path, base)
+    }
+
+    /// Validates YAML text. `source` names it in errors; `base_dir` anchors relative paths.
+    pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let file = source.display().to_string();
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError {
+                file: file.clone(),
+                problems: vec![Problem {
+                    line,
+                    column,
+                    message: first_line(&e.to_string()),
+                }],
+            }
+        })?;
+        let mut v = Validator::default();
+        let config = v.config(raw, source, base_dir);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            v.problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError {
+                file,
+                problems: v.problems,
+            })
+        }
+    }
+}
+
+/// serde-saphyr's messages may carry a rendered snippet after the first line; the location is
+/// reported separately, so keep only the message itself.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    let line = match line.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map_or(line, |(_, m)| m),
+        None => line,
+    };
+    line.to_owned()
+}
+
+/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+pub fn is_valid_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn at(&mut self, loc: &Location, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: loc.line(),
+            column: loc.column(),
+            message: message.into(),
+        });
+    }
+
+    fn positive<T: Copy + Into<u64>>(
+        &mut self,
+        field: &Option<Spanned<T>>,
+        name: &str,
+    ) -> Option<u64> {
+        let s = field.as_ref()?;
+        let v: u64 = s.value.into();
+        if v == 0 {
+            self.at(&s.referenced, format!("`{name}` must be greater than zero"));
+        }
+        Some(v)
+    }
+
+    fn addr(&mut self, s: &Spanned<String>, key: &str) -> SocketAddr {
+        s.value.parse().unwrap_or_else(|_| {
+            self.at(
+                &s.referenced,
+                format!(
+                    "`{key}` must be an IP address and port such as 127.0.0.1:8080, got {:?}",
+                    s.value
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn config(&mut self, raw: RawConfig, source: &Path, base_dir: &Path) -> Config {
+        let listen = self.addr(&raw.listen, "listen");
+        let admin_listen = raw
+            .admin_listen
+            .as_ref()
+            .map(|a| self.addr(a, "admin_listen"));
+        if admin_listen == Some(listen) && listen.port() != 0 {
+            let loc = raw
+                .admin_listen
+                .as_ref()
+                .map(|a| a.referenced)
+                .unwrap_or(raw.listen.referenced);
+            self.at(&loc, "`admin_listen` must differ from `listen`");
+        }
+
+        let sqlite = &raw.store.sqlite;
+        if sqlite.value.trim().is_empty() {
+            self.at(
+                &sqlite.referenced,
+                "`store.sqlite` must name a database file",
+            );
+        }
+        let store = StoreConfig::Sqlite {
+            path: base_dir.join(&sqlite.value),
+        };
+
+        let oauth = self.oauth(&raw.oauth);
+        let upstreams = self.upstreams(&raw.upstreams);
+        let routes = self.routes(&raw.routes, &oauth, &upstreams);
+        let identity_headers = self.identity_headers(raw.identity_headers.as_ref());
+
+        let cache = raw.cache.as_ref();
+        let cache = CacheConfig {
+            max_entries: cache
+                .and_then(|c| self.positive(&c.max_entries, "cache.max_entries"))
+                .unwrap_or(1_000_000),
+            ttl: Duration::from_secs(
+                cache
+                    .and_then(|c| self.positive(&c.ttl_seconds, "cache.ttl_seconds"))
+                    .unwrap_or(60),
+            ),
+        };
+        let limits = raw.limits.as_ref();
+        let limits = Limits {
+            max_connections: limits
+                .and_then(|l| self.positive(&l.max_connections, "limits.max_connections"))
+                .unwrap_or(10_000) as usize,
+            header_read_timeout: Duration::from_secs(
+                limits
+                    .and_then(|l| {
+                        self.positive(
+                            &l.header_read_timeout_seconds,
+                            "limits.header_read_timeout_seconds",
+                        )
+                    })
+                    .unwrap_or(10),
+            ),
+            token_request_max_bytes: limits
+                .and_then(|l| {
+                    self.positive(&l.token_request_max_bytes, "limits.token_request_max_bytes")
+                })
+                .unwrap_or(16 * 1024) as usize,
+        };
+
+        Config {
+            source: source.to_path_buf(),
+            listen,
+            admin_listen,
+            store,
+            oauth,
+            upstreams,
+            routes,
+            identity_headers,
+            cache,
+            limits,
+        }
+    }
+
+    fn oauth(&mut self, raw: &raw::RawOAuth) -> OAuthConfig {
+        let mut scopes = BTreeMap::new();
+        for (name, description) in &raw.scopes {
+            if !is_valid_scope_token(name) {
+                self.at(
+                    &description.referenced,
+                    format!("scope name {name:?} is not a valid RFC 6749 scope token"),
+                );
+            }
+            scopes.insert(name.clone(), description.value.clone());
+        }
+        if scopes.is_empty() {
+            self.problems.push(Problem {
+                line: 0,
+                column: 0,
+                message: "`oauth.scopes` must define at least one scope".into(),
+            });
+        }
+        let mut default_scopes = Vec::new();
+        for s in &raw.default_scopes {
+            if !scopes.contains_key(&s.value) {
+                self.at(
+                    &s.referenced,
+                    format!(
+                        "default scope {:?} is not defined in `oauth.scopes`",
+                        s.value
+                    ),
+                );
+            } else if !default_scopes.contains(&s.value) {
+                default_scopes.push(s.value.clone());
+            }
+        }
+        let access = self
+            .positive(
+                &raw.access_token_expire_seconds,
+                "oauth.access_token_expire_seconds",
+            )
+            .unwrap_or(3600);
+        let refresh = self
+            .positive(
+                &raw.refresh_token_expire_seconds,
+                "oauth.refresh_token_expire_seconds",
+            )
+            .unwrap_or(14 * 24 * 3600);
+        let realm = match &raw.realm {
+            Some(r)
+                if r.value.is_empty()
+                    || r.value.contains(['"', '\\'])
+                    || r.value.chars().any(char::is_control) =>
+            {
+                self.at(&r.referenced, "`oauth.realm` must be non-empty and contain no quote, backslash or control character");
+                DEFAULT_REALM.to_owned()
+            }
+            Some(r) => r.value.clone(),
+            None => DEFAULT_REALM.to_owned(),
+        };
+        let default_concurrency = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let password_hash_concurrency = self
+            .positive(
+                &raw.password_hash_concurrency,
+                "oauth.password_hash_concurrency",
+            )
+            .map_or(default_concurrency, |n| n as usize);
+        OAuthConfig {
+            scopes,
+            default_scopes,
+            access_token_expire_seconds: access.min(i64::MAX as u64 / 4) as i64,
+            refresh_token_expire_seconds: refresh.min(i64::MAX as u64 / 4) as i64,
+            rotate_refresh_token: raw.rotate_refresh_token.unwrap_or(true),
+            realm,
+            password_hash_concurrency,
+        }
+    }
+
+    fn upstreams(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<raw::RawUpstream>>,
+    ) -> BTreeMap<String, UpstreamConfig> {
+        let mut out = BTreeMap::new();
+        for (name, up) in raw {
+            let url = &up.value.url;
+            let parsed = url.value.parse::<Uri>().ok().and_then(|uri| {
+                let parts = uri.into_parts();
+                Some((parts.scheme?, parts.authority?, parts.path_and_query))
+            });
+            let Some((scheme, authority, path_and_query)) = parsed else {
+                self.at(&url.referenced, format!("upstream {name:?}: `url` must be an absolute URL such as http://127.0.0.1:9000, got {:?}", url.value));
+                continue;
+            };
+            if scheme != Scheme::HTTP {
+                self.at(
+                    &url.referenced,
+                    format!("upstream {name:?}: only http:// upstreams are supported"),
+                );
+            }
+            if authority.as_str().contains('@') {
+                self.at(
+                    &url.referenced,
+                    format!("upstream {name:?}: credentials in the URL are not supported"),
+                );
+            }
+            let mut base_path = String::new();
+            if let Some(pq) = path_and_query {
+                if pq.query().is_some() {
+                    self.at(
+                        &url.referenced,
+                        format!("upstream {name:?}: the URL must not have a query"),
+                    );
+                }
+                base_path = pq.path().trim_end_matches('/').to_owned();
+            }
+            let connect = self
+                .positive(&up.value.connect_timeout_ms, "connect_timeout_ms")
+                .unwrap_or(2_000);
+            let response = self
+                .positive(&up.value.response_timeout_ms, "response_timeout_ms")
+                .unwrap_or(30_000);
+            out.insert(
+                name.clone(),
+                UpstreamConfig {
+                    name: name.clone(),
+                    scheme,
+                    authority,
+                    base_path,
+                    connect_timeout: Duration::from_millis(connect),
+                    response_timeout: Duration::from_millis(response),
+                },
+            );
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        raw: &[Spanned<RawRoute>],
+        oauth: &OAuthConfig,
+        upstreams: &BTreeMap<String, UpstreamConfig>,
+    ) -> RouteTable {
+        let mut routes: Vec<(Route, Location)> = Vec::new();
+        let mut ids = BTreeSet::new();
+        for entry in raw {
+            let r = &entry.value;
+            let loc = r.path.referenced;
+            let path = &r.path.value;
+            let prefix = match canonicalize(path) {
+                Ok(c) if c == path.as_str() => path.clone(),
+                Ok(c) => {
+                    self.at(
+                        &loc,
+                        format!("route path {path:?} is not canonical; write it as {c:?}"),
+                    );
+                    c.into_owned()
+                }
+                Err(e) => {
+                    self.at(&loc, format!("route path {path:?} is invalid: {e}"));
+                    continue;
+                }
+            };
+            if prefix == "/o" || prefix.starts_with("/o/") {
+                self.at(
+                    &loc,
+                    "the /o/ path namespace is reserved for the OAuth endpoints",
+                );
+            }
+            let methods = r.methods.as_ref().map(|ms| {
+                let mut out: Vec<Method> = Vec::new();
+                for m in ms {
+                    match Method::from_bytes(m.value.as_bytes()) {
+                        Ok(method) if m.value.bytes().all(|b| b.is_ascii_uppercase()) => {
+                            if !out.contains(&method) {
+                                out.push(method)
+                            }
+                        }
+                        _ => self.at(
+                            &m.referenced,
+                            format!(
+                                "{:?} is not an HTTP method (write methods in upper case)",
+                                m.value
+                            ),
+                        ),
+                    }
+                }
+                if ms.is_empty() {
+                    self.at(&loc, "`methods` is empty: omit it to allow every method");
+                }
+                out.into_boxed_slice()
+            });
+            let public = match &r.auth {
+                None => false,
+                Some(a) if a.value == "none" => true,
+                Some(a) if a.value == "bearer" => false,
+                Some(a) => {
+                    self.at(
+                        &a.referenced,
+                        format!("`auth` must be `bearer` or `none`, got {:?}", a.value),
+                    );
+                    false
+                }
+            };
+            let mut scopes: Vec<Box<str>> = Vec::new();
+            for s in r.scopes.iter().flatten() {
+                if !oauth.scopes.contains_key(&s.value) {
+                    self.at(
+                        &s.referenced,
+                        format!(
+                            "unknown scope {:?} (defined: {})",
+                            s.value,
+                            join(oauth.scopes.keys())
+                        ),
+                    );
+                } else if !scopes.iter().any(|x| **x == *s.value) {
+                    scopes.push(s.value.as_str().into());
+                }
+            }
+            if public && r.scopes.is_some() {
+                self.at(&loc, "a route with `auth: none` cannot require `scopes`");
+            }
+            if !upstreams.contains_key(&r.upstream.value) {
+                self.at(
+                    &r.upstream.referenced,
+                    format!(
+                        "unknown upstream {:?} (defined: {})",
+                        r.upstream.value,
+                        join(upstreams.keys())
+                    ),
+                );
+            }
+            let id = match &r.id {
+                Some(id) => id.value.clone(),
+                None => match &methods {
+                    Some(ms) => {
+                        let names: Vec<&str> = ms.iter().map(Method::as_str).collect();
+                        format!("{} {prefix}", names.join(","))
+                    }
+                    None => prefix.clone(),
+                },
+            };
+            if !ids.insert(id.clone()) {
+                self.at(
+                    &loc,
+                    format!("route id {id:?} is used twice; give one of them an `id:`"),
+                );
+            }
+            let route = Route {
+                id: id.into(),
+                prefix: prefix.into(),
+                methods,
+                auth: if public {
+                    RouteAuth::Public
+                } else {
+                    RouteAuth::Bearer {
+                        scopes: scopes.into(),
+                    }
+                },
+                upstream: r.upstream.value.as_str().into(),
+            };
+            if let Some((_, first)) = routes.iter().find(|(other, _)| {
+                other.prefix == route.prefix
+                    && match (&other.methods, &route.methods) {
+                        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+                        _ => true,
+                    }
+            }) {
+                self.at(
+                    &loc,
+                    format!(
+                        "duplicate route: path {:?} with these methods is already routed at line {}",
+                        route.prefix,
+                        first.line()
+                    ),
+                );
+            }
+            routes.push((route, loc));
+        }
+        RouteTable::new(routes.into_iter().map(|(r, _)| r).collect())
+    }
+
+    fn identity_headers(&mut self, raw: Option<&raw::RawIdentityHeaders>) -> IdentityHeaders {
+        let mut pick = |v: Option<&Spanned<String>>, default: &'static str| -> HeaderName {
+            match v {
+                None => HeaderName::from_static(default),
+                Some(s) => HeaderName::from_bytes(s.value.as_bytes()).unwrap_or_else(|_| {
+                    self.at(
+                        &s.referenced,
+                        format!("{:?} is not a valid header name", s.value),
+                    );
+                    HeaderName::from_static(default)
+                }),
+            }
+        };
+        let headers = IdentityHeaders {
+            user: pick(raw.and_then(|r| r.user.as_ref()), "x-auth-user"),
+            client: pick(raw.and_then(|r| r.client.as_ref()), "x-auth-client"),
+            scopes: pick(raw.and_then(|r| r.scopes.as_ref()), "x-auth-scopes"),
+        };
+        let names: BTreeSet<String> = [&headers.user, &headers.client, &headers.scopes]
+            .iter()
+            .map(|h| h.as_str().replace('_', "-"))
+            .collect();
+        if names.len() != 3 {
+            self.problems.push(Problem {
+                line: 0,
+                column: 0,
+                message: "`identity_headers` must name three different headers".into(),
+            });
+        }
+        headers
+    }
+}
+
+fn join<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> String {
+    let v: Vec<String> = items.into_iter().map(|s| s.as_ref().to_owned()).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Shared, immutable view of a validated config.
+pub type SharedConfig = Arc<Config>;
+
+#[cfg(test)]
+mod tests;

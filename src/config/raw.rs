@@ -1,0 +1,109 @@
+//! The YAML file's shape, field for field. Nothing outside `config` sees these types; every
+//! struct denies unknown keys so that a misspelled `scopes:` fails instead of opening a route.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: S<String>,
+    #[serde(default)]
+    pub admin_listen: Option<S<String>>,
+    pub store: RawStore,
+    pub oauth: RawOAuth,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, S<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<S<RawRoute>>,
+    #[serde(default)]
+    pub identity_headers: Option<RawIdentityHeaders>,
+    #[serde(default)]
+    pub cache: Option<RawCache>,
+    #[serde(default)]
+    pub limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub sqlite: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    pub scopes: BTreeMap<String, S<String>>,
+    #[serde(default)]
+    pub default_scopes: Vec<S<String>>,
+    #[serde(default)]
+    pub access_token_expire_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub refresh_token_expire_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub rotate_refresh_token: Option<bool>,
+    #[serde(default)]
+    pub realm: Option<S<String>>,
+    #[serde(default)]
+    pub password_hash_concurrency: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: S<String>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<S<u64>>,
+    #[serde(default)]
+    pub response_timeout_ms: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(default)]
+    pub id: Option<S<String>>,
+    pub path: S<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<S<String>>>,
+    #[serde(default)]
+    pub scopes: Option<Vec<S<String>>>,
+    #[serde(default)]
+    pub auth: Option<S<String>>,
+    pub upstream: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityHeaders {
+    #[serde(default)]
+    pub user: Option<S<String>>,
+    #[serde(default)]
+    pub client: Option<S<String>>,
+    #[serde(default)]
+    pub scopes: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    #[serde(default)]
+    pub max_entries: Option<S<u64>>,
+    #[serde(default)]
+    pub ttl_seconds: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub max_connections: Option<S<u64>>,
+    #[serde(default)]
+    pub header_read_timeout_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub token_request_max_bytes: Option<S<u64>>,
+}

@@ -1,0 +1,187 @@
+use std::path::Path;
+
+use super::*;
+
+const BASE: &str = r#"
+listen: 127.0.0.1:8080
+admin_listen: 127.0.0.1:9090
+store:
+  sqlite: data/portcullis.db
+oauth:
+  scopes: { read: Read scope, write: Write scope, groups: Access to your groups }
+  default_scopes: [read]
+upstreams:
+  legacy: { url: http://127.0.0.1:9000 }
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.yaml"), Path::new("/etc/portcullis"))
+}
+
+fn problems(text: &str) -> Vec<(u64, String)> {
+    parse(text)
+        .expect_err("config should be rejected")
+        .problems
+        .into_iter()
+        .map(|p| (p.line, p.message))
+        .collect()
+}
+
+#[test]
+fn shipped_config_is_valid() {
+    let text = include_str!("../../config/portcullis.yaml");
+    let c = parse(text).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.oauth.access_token_expire_seconds, 1200);
+    assert_eq!(c.oauth.refresh_token_expire_seconds, 3600);
+    assert!(c.oauth.rotate_refresh_token);
+    assert_eq!(c.oauth.default_scopes, vec!["read"]);
+    assert_eq!(c.routes.len(), 4);
+    assert_eq!(c.identity_headers.user.as_str(), "x-auth-user");
+    let StoreConfig::Sqlite { path } = &c.store;
+    assert_eq!(
+        path,
+        Path::new("/etc/portcullis/data/portcullis.db"),
+        "relative to the config file"
+    );
+    let users = c.routes.find(&Method::GET, "/api/users/1").unwrap();
+    assert_eq!(&*users.id, "GET,HEAD /api/users");
+    assert_eq!(
+        users.auth,
+        RouteAuth::Bearer {
+            scopes: vec![Box::from("read")].into()
+        }
+    );
+    assert_eq!(
+        c.routes.find(&Method::GET, "/public/x").unwrap().auth,
+        RouteAuth::Public
+    );
+}
+
+#[test]
+fn defaults_apply() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.oauth.access_token_expire_seconds, 3600);
+    assert_eq!(c.oauth.refresh_token_expire_seconds, 14 * 24 * 3600);
+    assert_eq!(c.oauth.realm, "portcullis");
+    assert_eq!(c.cache.ttl, Duration::from_secs(60));
+    assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(c.identity_headers.scopes.as_str(), "x-auth-scopes");
+    let legacy = &c.upstreams["legacy"];
+    assert_eq!(legacy.url(), "http://127.0.0.1:9000");
+    assert_eq!(legacy.connect_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn unknown_keys_are_errors_with_their_line() {
+    let cases = [
+        (format!("{BASE}routs: []\n"), 11, "routs"),
+        (
+            format!("{BASE}routes:\n  - {{ path: /api, scoeps: [read], upstream: legacy }}\n"),
+            12,
+            "scoeps",
+        ),
+        (
+            BASE.replace("default_scopes", "default_scope"),
+            8,
+            "default_scope",
+        ),
+    ];
+    for (text, line, key) in cases {
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, line, "{p:?}");
+        assert!(p[0].1.contains(key), "{p:?}");
+    }
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let text = format!(
+        "{BASE}routes:
+  - {{ path: /api/users, methods: [GET], scopes: [read, admin], upstream: legacy }}
+  - {{ path: /api/users, methods: [GET, POST], scopes: [read], upstream: legacy }}
+  - {{ path: /api, scopes: [write], upstream: nowhere }}
+  - {{ path: /api//x, upstream: legacy }}
+  - {{ path: /p, auth: none, scopes: [read], upstream: legacy }}
+  - {{ path: /q, methods: [get], upstream: legacy }}
+  - {{ path: /o/applications, upstream: legacy }}
+"
+    );
+    let p = problems(&text);
+    let expect: &[(u64, &str)] = &[
+        (12, "unknown scope \"admin\""),
+        (13, "duplicate route: path \"/api/users\""),
+        (14, "unknown upstream \"nowhere\""),
+        (15, "not canonical"),
+        (16, "cannot require `scopes`"),
+        (17, "\"get\" is not an HTTP method"),
+        (18, "reserved"),
+    ];
+    assert_eq!(p.len(), expect.len(), "{p:#?}");
+    for ((line, msg), (want_line, want)) in p.iter().zip(expect) {
+        assert_eq!(line, want_line, "{msg}");
+        assert!(msg.contains(want), "{msg:?} should contain {want:?}");
+    }
+    let rendered = parse(&text).unwrap_err().to_string();
+    assert!(
+        rendered.starts_with("test.yaml has 7 problems"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("test.yaml:14:"), "{rendered}");
+}
+
+#[test]
+fn bad_values_are_errors() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "listen: 127.0.0.1:8080",
+            "listen: localhost",
+            "`listen` must be an IP address",
+        ),
+        (
+            "url: http://127.0.0.1:9000",
+            "url: https://10.0.0.1",
+            "only http://",
+        ),
+        (
+            "url: http://127.0.0.1:9000",
+            "url: not a url",
+            "absolute URL",
+        ),
+        (
+            "default_scopes: [read]",
+            "default_scopes: [admin]",
+            "default scope \"admin\"",
+        ),
+        (
+            "admin_listen: 127.0.0.1:9090",
+            "admin_listen: 127.0.0.1:8080",
+            "must differ",
+        ),
+        (
+            "read: Read scope",
+            "\"re ad\": Read scope",
+            "not a valid RFC 6749 scope token",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = BASE.replace(from, to);
+        assert_ne!(text, BASE, "{from}");
+        let p = problems(&text);
+        assert!(p.iter().any(|(_, m)| m.contains(want)), "{to}: {p:?}");
+    }
+    let zero = format!("{BASE}cache: {{ ttl_seconds: 0 }}\n");
+    assert!(problems(&zero)[0].1.contains("greater than zero"));
+    let ids =
+        format!("{BASE}identity_headers: {{ user: X-Who, client: x_who, scopes: X-Scopes }}\n");
+    assert!(problems(&ids)[0].1.contains("three different headers"));
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_location() {
+    let err = parse("listen: [unclosed\n").unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].line >= 1, "{err}");
+}

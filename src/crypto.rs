@@ -1,0 +1,189 @@
+//! Secrets: generating tokens and client secrets, digesting them for storage, and hashing
+//! passwords. The raw value of a token or secret never leaves the function that returns it to
+//! the client; everything else holds a [`Digest`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+/// Prefix of access tokens, so that secret scanners can recognise leaked ones.
+pub const ACCESS_TOKEN_PREFIX: &str = "pcat_";
+/// Prefix of refresh tokens.
+pub const REFRESH_TOKEN_PREFIX: &str = "pcrt_";
+/// Prefix of client secrets.
+pub const CLIENT_SECRET_PREFIX: &str = "pccs_";
+
+/// SHA-256 of a token or client secret: the only form in which they are stored or cached.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn of(secret: &str) -> Digest {
+        Digest(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// Constant-time equality, for comparing a presented secret's digest with a stored one.
+    pub fn ct_eq(&self, other: &Digest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for Digest {
+    // A digest is not a secret, but it is a lookup key: print a short fingerprint only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Digest({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// 256 bits from the operating system's CSPRNG, base64url without padding, after `prefix`.
+pub fn generate_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    let mut out = String::with_capacity(prefix.len() + 43);
+    out.push_str(prefix);
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut out);
+    out
+}
+
+/// A public client identifier: 192 random bits, base64url (32 characters).
+pub fn generate_client_id() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Hashes and verifies user passwords with argon2id (RustCrypto defaults: m=19 MiB, t=2, p=1)
+/// on blocking threads, at most `concurrency` at once, so hashing never stalls the runtime.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    permits: Arc<Semaphore>,
+    /// Verified against when the user does not exist, so that an unknown user and a wrong
+    /// password take the same path and the same time.
+    dummy_hash: Arc<str>,
+}
+
+impl fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PasswordHasher")
+            .field("available", &self.permits.available_permits())
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("password hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+fn hash_blocking(password: &[u8]) -> Result<String, HashError> {
+    Argon2::default()
+        .hash_password(password)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Hash(e.to_string()))
+}
+
+fn verify_blocking(password: &[u8], phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default().verify_password(password, &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+impl PasswordHasher {
+    pub fn new(concurrency: usize) -> Result<Self, HashError> {
+        let dummy = generate_secret("");
+        Ok(PasswordHasher {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy_hash: hash_blocking(dummy.as_bytes())?.into(),
+        })
+    }
+
+    /// A new argon2id PHC string for `password`.
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        tokio::task::spawn_blocking(move || hash_blocking(password.as_bytes())).await?
+    }
+
+    /// Verifies `password` against `stored` (a PHC string). With `None` (no such user) a dummy
+    /// hash is verified instead and the answer is `false`.
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let known = stored.is_some();
+        let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let ok =
+            tokio::task::spawn_blocking(move || verify_blocking(password.as_bytes(), &phc)).await?;
+        Ok(ok && known)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_prefixed_256_bit_base64url() {
+        let t = generate_secret(ACCESS_TOKEN_PREFIX);
+        let body = t.strip_prefix(ACCESS_TOKEN_PREFIX).unwrap();
+        assert_eq!(body.len(), 43);
+        assert_eq!(URL_SAFE_NO_PAD.decode(body).unwrap().len(), 32);
+        assert_ne!(generate_secret(""), generate_secret(""));
+    }
+
+    #[test]
+    fn digest_is_sha256() {
+        // SHA-256("abc"), FIPS 180-2 test vector.
+        let d = Digest::of("abc");
+        assert_eq!(d.0[..4], [0xba, 0x78, 0x16, 0xbf]);
+        assert!(d.ct_eq(&Digest::of("abc")));
+        assert!(!d.ct_eq(&Digest::of("abd")));
+        assert!(!format!("{d:?}").contains("abc"));
+    }
+
+    #[tokio::test]
+    async fn password_round_trip_and_unknown_user() {
+        let hasher = PasswordHasher::new(2).unwrap();
+        let phc = hasher.hash("correct horse".into()).await.unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(
+            hasher
+                .verify("correct horse".into(), Some(phc.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!hasher.verify("wrong".into(), Some(phc)).await.unwrap());
+        assert!(!hasher.verify("correct horse".into(), None).await.unwrap());
+        assert!(
+            !hasher
+                .verify("x".into(), Some("not a phc string".into()))
+                .await
+                .unwrap()
+        );
+    }
+}

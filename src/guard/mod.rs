@@ -1,0 +1,158 @@
+//! The resource-server guard: bearer-token extraction (RFC 6750 §2.1, header only) and the
+//! scope check. Pure and IO-free; the token lookup itself is the cache's job.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::crypto::ACCESS_TOKEN_PREFIX;
+use crate::store::cache::Principal;
+
+/// Length of an access token: prefix + 43 base64url characters (256 bits).
+const ACCESS_TOKEN_LEN: usize = ACCESS_TOKEN_PREFIX.len() + 43;
+
+/// Why a request was not authorized (RFC 6750 §3).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` credentials at all: a bare challenge, no error code.
+    #[error("the request carries no bearer token")]
+    MissingToken,
+    /// Present but malformed, unknown, revoked or expired.
+    #[error("the access token is {0}")]
+    InvalidToken(&'static str),
+    /// Valid, but lacks scopes the route requires.
+    #[error("the access token lacks a required scope")]
+    InsufficientScope { required: Arc<[Box<str>]> },
+}
+
+impl AuthError {
+    /// The metrics `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+}
+
+fn is_b64token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+}
+
+/// The bearer token of a request, taken from the `Authorization` header only.
+///
+/// A request with another scheme (say `Basic`) carries no bearer token. A token that cannot
+/// be one of ours (wrong prefix or length) is rejected here, without a store lookup.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::InvalidToken("malformed"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::InvalidToken("malformed"))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::MissingToken);
+    }
+    let token = rest.trim_start_matches(' ');
+    let body = token.trim_end_matches('=');
+    if body.is_empty() || !body.bytes().all(is_b64token_char) {
+        return Err(AuthError::InvalidToken("malformed"));
+    }
+    if token.len() != ACCESS_TOKEN_LEN || !token.starts_with(ACCESS_TOKEN_PREFIX) {
+        return Err(AuthError::InvalidToken("unknown"));
+    }
+    Ok(token)
+}
+
+/// Every scope in `required` must be held by the principal.
+pub fn check_scopes(principal: &Principal, required: &Arc<[Box<str>]>) -> Result<(), AuthError> {
+    if required.iter().all(|s| principal.has_scope(s)) {
+        Ok(())
+    } else {
+        Err(AuthError::InsufficientScope {
+            required: Arc::clone(required),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const TOKEN: &str = "pcat_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_extraction() {
+        assert_eq!(TOKEN.len(), ACCESS_TOKEN_LEN);
+        let ok = format!("Bearer {TOKEN}");
+        let lower = format!("bearer {TOKEN}");
+        let spaces = format!("Bearer   {TOKEN}");
+        let two = [ok.as_str(), ok.as_str()];
+        let trailing = format!("Bearer {TOKEN} ");
+        let cases: Vec<(Vec<&str>, Result<&str, AuthError>)> = vec![
+            (vec![], Err(AuthError::MissingToken)),
+            (vec![&ok], Ok(TOKEN)),
+            (vec![&lower], Ok(TOKEN)),
+            (vec![&spaces], Ok(TOKEN)),
+            (vec!["Basic dXNlcjpwYXNz"], Err(AuthError::MissingToken)),
+            (vec!["Bearer"], Err(AuthError::InvalidToken("malformed"))),
+            (vec!["Bearer "], Err(AuthError::InvalidToken("malformed"))),
+            (
+                vec!["Bearer a,b"],
+                Err(AuthError::InvalidToken("malformed")),
+            ),
+            (vec![&trailing], Err(AuthError::InvalidToken("malformed"))),
+            (two.to_vec(), Err(AuthError::InvalidToken("malformed"))),
+            (vec!["Bearer abc"], Err(AuthError::InvalidToken("unknown"))),
+            (
+                vec!["Bearer pcrt_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"],
+                Err(AuthError::InvalidToken("unknown")),
+            ),
+        ];
+        for (values, want) in cases {
+            assert_eq!(bearer_token(&headers(&values)), want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn all_required_scopes_must_be_held() {
+        let p = Principal {
+            client_id: "c".into(),
+            username: None,
+            scopes: vec!["read".into(), "write".into()].into(),
+            expires_at: 0,
+        };
+        let req = |s: &[&str]| -> Arc<[Box<str>]> { s.iter().map(|x| Box::from(*x)).collect() };
+        let cases: &[(&[&str], bool)] = &[
+            (&[], true),
+            (&["read"], true),
+            (&["read", "write"], true),
+            (&["groups"], false),
+            (&["read", "groups"], false),
+            (&["rea"], false),
+        ];
+        for (required, ok) in cases {
+            assert_eq!(
+                check_scopes(&p, &req(required)).is_ok(),
+                *ok,
+                "{required:?}"
+            );
+        }
+    }
+}

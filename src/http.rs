@@ -1,0 +1,181 @@
+//! Response bodies and the one place that turns failures into HTTP responses.
+//!
+//! Every error a request can meet is a [`GatewayError`]; [`GatewayError::into_response`]
+//! alone chooses its status code, headers and JSON body, and [`GatewayError::source`] records
+//! who caused it (client, upstream, or the gateway itself).
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::guard::AuthError;
+use crate::oauth::error::{OAuthError, OAuthErrorCode};
+use crate::routes::PathError;
+use crate::store::StoreError;
+
+/// Body of every response: our own bytes, or an upstream's body streamed through.
+pub type Body = Either<Full<Bytes>, Incoming>;
+
+/// A complete in-memory response body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// A JSON response that must never be cached (token endpoint, RFC 6749 §5.1).
+pub fn no_store_json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = json_response(status, value);
+    let h = resp.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Who caused a failure; decides 4xx versus 5xx and the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Client,
+    Upstream,
+    Internal,
+}
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("no route matches this method and path")]
+    RouteNotFound,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("store failure: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal failure: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn source(&self) -> ErrorSource {
+        match self {
+            GatewayError::UpstreamUnavailable(_) | GatewayError::UpstreamTimeout => {
+                ErrorSource::Upstream
+            }
+            GatewayError::Store(_) | GatewayError::Internal(_) => ErrorSource::Internal,
+            _ => ErrorSource::Client,
+        }
+    }
+
+    /// Renders the error. `realm` is the `WWW-Authenticate: Bearer` realm.
+    pub fn into_response(self, realm: &str) -> Response<Body> {
+        use serde_json::json;
+        match self {
+            GatewayError::BadPath(e) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "bad_request", "error_description": e.to_string()}),
+            ),
+            GatewayError::RouteNotFound => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not_found", "error_description": "no route matches this method and path"}),
+            ),
+            GatewayError::Auth(e) => auth_response(&e, realm),
+            GatewayError::OAuth(e) => oauth_response(&e),
+            GatewayError::MethodNotAllowed { allow } => {
+                let mut r = no_store_json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": "invalid_request", "error_description": format!("use {allow}")}),
+                );
+                r.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+                r
+            }
+            GatewayError::BodyTooLarge => no_store_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"error": "invalid_request", "error_description": "request body too large"}),
+            ),
+            GatewayError::UpstreamUnavailable(_) => json_response(
+                StatusCode::BAD_GATEWAY,
+                &json!({"error": "bad_gateway", "error_description": "the upstream could not be reached"}),
+            ),
+            GatewayError::UpstreamTimeout => json_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                &json!({"error": "gateway_timeout", "error_description": "the upstream did not answer in time"}),
+            ),
+            GatewayError::Store(_) | GatewayError::Internal(_) => no_store_json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "temporarily_unavailable", "error_description": "try again later"}),
+            ),
+        }
+    }
+}
+
+fn auth_response(e: &AuthError, realm: &str) -> Response<Body> {
+    use serde_json::json;
+    let (status, challenge, body) = match e {
+        AuthError::MissingToken => (
+            StatusCode::UNAUTHORIZED,
+            format!("Bearer realm=\"{realm}\""),
+            json!({"error": "unauthorized", "error_description": "a bearer token is required"}),
+        ),
+        AuthError::InvalidToken(why) => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"the access token is {why}\""
+            ),
+            json!({"error": "invalid_token", "error_description": format!("the access token is {why}")}),
+        ),
+        AuthError::InsufficientScope { required } => {
+            let scope = required.join(" ");
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""
+                ),
+                json!({"error": "insufficient_scope", "error_description": "the access token lacks a required scope", "scope": scope}),
+            )
+        }
+    };
+    let mut resp = json_response(status, &body);
+    // realm and scope names are validated config values, so this cannot fail.
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+fn oauth_response(e: &OAuthError) -> Response<Body> {
+    let status = match e.code {
+        OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut resp = no_store_json(
+        status,
+        &serde_json::json!({"error": e.code.as_str(), "error_description": e.description}),
+    );
+    if e.code == OAuthErrorCode::InvalidClient && e.basic_challenge {
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"portcullis token endpoint\""),
+        );
+    }
+    resp
+}

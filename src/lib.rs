@@ -1,0 +1,22 @@
+//! Portcullis: an OAuth2 gateway in front of legacy HTTP APIs.
+//!
+//! The binary (`src/main.rs`) is a thin edge over this library; integration tests drive the
+//! same library entry points (`app::Gateway::start`) on ephemeral loopback ports.
+//! See ARCHITECTURE.md for the code map and the invariants each module keeps.
+
+pub mod admin;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod gateway;
+pub mod guard;
+pub mod http;
+pub mod listener;
+pub mod manage;
+pub mod metrics;
+pub mod oauth;
+pub mod proxy;
+pub mod routes;
+pub mod store;

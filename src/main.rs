@@ -1,0 +1,294 @@
+//! The `portcullis` binary: parses the command line, sets up logging, loads the config and
+//! runs one command. Exit codes: 0 success, 1 failure, 2 invalid config or usage.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use portcullis::clock::{Clock as _, SystemClock};
+use portcullis::config::{Config, ConfigError};
+use portcullis::crypto::PasswordHasher;
+use portcullis::manage;
+use portcullis::store::GrantType;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An OAuth2 gateway in front of legacy HTTP APIs"
+)]
+struct Cli {
+    /// The YAML config file.
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "config/portcullis.yaml"
+    )]
+    config: PathBuf,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "PORTCULLIS_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Run the gateway with a sample legacy API, a demo user and client, and print the flow.
+    Demo,
+    /// Validate the config file and exit.
+    Check,
+    /// Manage users (resource owners for the password grant).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage OAuth clients (applications).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        name: String,
+        #[command(flatten)]
+        password: PasswordStdin,
+    },
+    /// List users.
+    List,
+    /// Remove a user and every token issued to them.
+    Remove { name: String },
+    /// Set a user's password, read from standard input.
+    SetPassword {
+        name: String,
+        #[command(flatten)]
+        password: PasswordStdin,
+    },
+}
+
+#[derive(Args)]
+struct PasswordStdin {
+    /// Read the password from the first line of standard input (never from the command line).
+    #[arg(long, required = true)]
+    password_stdin: bool,
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Register a client; prints its id and secret once.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// A grant type the client may use (repeat for several).
+        #[arg(long = "grant", required = true, value_parser = parse_grant)]
+        grants: Vec<GrantType>,
+        /// A scope the client may obtain (repeat for several; default: the config's default_scopes).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Print a JSON object with client_id and client_secret.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a client and every token issued to it.
+    Remove { client_id: String },
+    /// Give a client a new secret; the old one stops working at once.
+    RotateSecret {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_grant(s: &str) -> Result<GrantType, String> {
+    s.parse().map_err(|_| {
+        let all: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
+        format!("unknown grant {s:?} (one of: {})", all.join(", "))
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(config_error) = e.downcast_ref::<ConfigError>() {
+                eprint!("error: {config_error}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(password.to_owned())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo => return portcullis::demo::run(&cli.config).await,
+        Command::Check => {
+            let config = Config::load(&cli.config)?;
+            println!(
+                "{}: OK ({} routes, {} upstreams, {} scopes)",
+                cli.config.display(),
+                config.routes.len(),
+                config.upstreams.len(),
+                config.oauth.scopes.len()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    let config = Config::load(&cli.config)?;
+    let store = portcullis::app::open_store(&config).await?;
+    match cli.command {
+        Command::Serve => {
+            let running = portcullis::app::start(config, store, Arc::new(SystemClock)).await?;
+            portcullis::app::shutdown_signal().await;
+            running.shutdown().await;
+        }
+        Command::Users(cmd) => match cmd {
+            UsersCommand::Add { name, .. } => {
+                let password = read_password()?;
+                manage::add_user(&store, &PasswordHasher::new(1)?, &name, &password).await?;
+                println!("added user {name}");
+            }
+            UsersCommand::SetPassword { name, .. } => {
+                let password = read_password()?;
+                manage::set_password(&store, &PasswordHasher::new(1)?, &name, &password).await?;
+                println!("password set for {name}");
+            }
+            UsersCommand::List => {
+                for u in store.users().await? {
+                    println!("{}", u.username);
+                }
+            }
+            UsersCommand::Remove { name } => {
+                manage::remove_user(&store, &name).await?;
+                println!("removed user {name} and their tokens");
+            }
+        },
+        Command::Clients(cmd) => match cmd {
+            ClientsCommand::Add {
+                name,
+                grants,
+                scopes,
+                json,
+            } => {
+                let new =
+                    manage::add_client(&store, &config.oauth, &name, &grants, &scopes).await?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"client_id": new.client.client_id, "client_secret": new.secret})
+                    );
+                } else {
+                    println!("client_id:     {}", new.client.client_id);
+                    println!("client_secret: {}", new.secret);
+                    println!("(the secret is shown only now; store it safely)");
+                }
+            }
+            ClientsCommand::List { json } => {
+                let clients = store.clients().await?;
+                if json {
+                    let list: Vec<_> = clients
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "client_id": c.client_id,
+                                "name": c.name,
+                                "grants": c.grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                                "scopes": c.scopes,
+                                "created_at": c.created_at,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::Array(list));
+                } else {
+                    for c in clients {
+                        let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
+                        println!(
+                            "{}  {}  grants={}  scopes={}",
+                            c.client_id,
+                            c.name,
+                            grants.join(","),
+                            c.scopes.join(",")
+                        );
+                    }
+                }
+            }
+            ClientsCommand::Remove { client_id } => {
+                manage::remove_client(&store, &client_id).await?;
+                println!("removed client {client_id} and its tokens");
+            }
+            ClientsCommand::RotateSecret { client_id, json } => {
+                let secret = manage::rotate_client_secret(&store, &client_id).await?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({"client_id": client_id, "client_secret": secret})
+                    );
+                } else {
+                    println!("client_secret: {secret}");
+                    println!("(the secret is shown only now; the old one no longer works)");
+                }
+            }
+        },
+        Command::Demo | Command::Check => unreachable!("handled above"),
+    }
+    let _ = SystemClock.now();
+    Ok(())
+}

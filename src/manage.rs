@@ -1,0 +1,171 @@
+//! Managing users and clients: the operations behind `portcullis users …` and
+//! `portcullis clients …`, shared by the CLI, the demo and the tests.
+
+use crate::clock::Clock;
+use crate::clock::SystemClock;
+use crate::config::OAuthConfig;
+use crate::crypto::{
+    CLIENT_SECRET_PREFIX, Digest, PasswordHasher, generate_client_id, generate_secret,
+};
+use crate::store::{ClientRecord, GrantType, SharedStore, StoreError, UserRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] crate::crypto::HashError),
+}
+
+/// Django's username rule: 1–150 characters, letters, digits and `@ . + - _`.
+pub fn validate_username(name: &str) -> Result<(), ManageError> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 150
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "@.+-_".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ManageError::Invalid(format!(
+            "invalid username {name:?}: use 1-150 letters, digits and @ . + - _"
+        )))
+    }
+}
+
+/// Passwords must be non-empty and at most 1024 bytes (hashing cost stays bounded).
+pub fn validate_password(password: &str) -> Result<(), ManageError> {
+    if password.is_empty() || password.len() > 1024 {
+        return Err(ManageError::Invalid(
+            "the password must be 1 to 1024 bytes long".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn add_user(
+    store: &SharedStore,
+    hasher: &PasswordHasher,
+    name: &str,
+    password: &str,
+) -> Result<(), ManageError> {
+    validate_username(name)?;
+    validate_password(password)?;
+    let password_hash = hasher.hash(password.to_owned()).await?;
+    store
+        .add_user(UserRecord {
+            username: name.to_owned(),
+            password_hash,
+            created_at: SystemClock.now(),
+        })
+        .await?;
+    Ok(())
+}
+
+pub async fn set_password(
+    store: &SharedStore,
+    hasher: &PasswordHasher,
+    name: &str,
+    password: &str,
+) -> Result<(), ManageError> {
+    validate_password(password)?;
+    let hash = hasher.hash(password.to_owned()).await?;
+    if store.set_password(name, hash).await? {
+        Ok(())
+    } else {
+        Err(ManageError::NotFound(format!("user {name:?}")))
+    }
+}
+
+pub async fn remove_user(store: &SharedStore, name: &str) -> Result<(), ManageError> {
+    if store.remove_user(name).await? {
+        Ok(())
+    } else {
+        Err(ManageError::NotFound(format!("user {name:?}")))
+    }
+}
+
+/// A registered client and its secret, which exists in clear only here.
+#[derive(Debug)]
+pub struct NewClient {
+    pub client: ClientRecord,
+    pub secret: String,
+}
+
+/// Registers a client. With no `scopes`, the client gets the configured default scopes.
+pub async fn add_client(
+    store: &SharedStore,
+    oauth: &OAuthConfig,
+    name: &str,
+    grants: &[GrantType],
+    scopes: &[String],
+) -> Result<NewClient, ManageError> {
+    if name.trim().is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(ManageError::Invalid(
+            "the client name must be 1-255 printable characters".into(),
+        ));
+    }
+    if grants.is_empty() {
+        return Err(ManageError::Invalid("give at least one --grant".into()));
+    }
+    let mut g = grants.to_vec();
+    g.sort();
+    g.dedup();
+    let scopes: Vec<String> = if scopes.is_empty() {
+        oauth.default_scopes.clone()
+    } else {
+        let mut out: Vec<String> = Vec::new();
+        for s in scopes {
+            if !oauth.scopes.contains_key(s) {
+                let known: Vec<&str> = oauth.scopes.keys().map(String::as_str).collect();
+                return Err(ManageError::Invalid(format!(
+                    "unknown scope {s:?} (defined: {})",
+                    known.join(", ")
+                )));
+            }
+            if !out.contains(s) {
+                out.push(s.clone());
+            }
+        }
+        out
+    };
+    let secret = generate_secret(CLIENT_SECRET_PREFIX);
+    let client = ClientRecord {
+        client_id: generate_client_id(),
+        name: name.to_owned(),
+        secret_digest: Digest::of(&secret),
+        grants: g,
+        scopes,
+        created_at: SystemClock.now(),
+    };
+    store.add_client(client.clone()).await?;
+    Ok(NewClient { client, secret })
+}
+
+/// Gives a client a new secret; the old one stops working at once.
+pub async fn rotate_client_secret(
+    store: &SharedStore,
+    client_id: &str,
+) -> Result<String, ManageError> {
+    let secret = generate_secret(CLIENT_SECRET_PREFIX);
+    if store
+        .set_client_secret(client_id, Digest::of(&secret))
+        .await?
+    {
+        Ok(secret)
+    } else {
+        Err(ManageError::NotFound(format!("client {client_id:?}")))
+    }
+}
+
+pub async fn remove_client(store: &SharedStore, client_id: &str) -> Result<(), ManageError> {
+    if store.remove_client(client_id).await? {
+        Ok(())
+    } else {
+        Err(ManageError::NotFound(format!("client {client_id:?}")))
+    }
+}

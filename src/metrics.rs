@@ -1,0 +1,105 @@
+//! Prometheus metric families, registered on a registry the application owns (no globals).
+//! Every label value comes from the config or from a fixed set, never from a request.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthDecisionLabels {
+    /// Route id from the config, or `none` when no route matched.
+    pub route: Arc<str>,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// Why: `token`, `public`, `no_route`, `bad_path`, `missing_token`, `invalid_token`,
+    /// `insufficient_scope`, `store_error`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenIssuedLabels {
+    /// `password`, `client_credentials`, `refresh_token`, or `other` for anything else.
+    pub grant_type: &'static str,
+    /// `issued`, or the RFC 6749 §5.2 error code returned.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: Arc<str>,
+    /// `2xx` … `5xx`, or `error` (unreachable) / `timeout`.
+    pub status_class: &'static str,
+}
+
+/// All metric families of one gateway instance.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub auth_decisions: Family<AuthDecisionLabels, Counter>,
+    pub tokens_issued: Family<TokenIssuedLabels, Counter>,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub upstream_duration: Family<UpstreamLabels, Histogram>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            auth_decisions: Family::default(),
+            tokens_issued: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            upstream_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+        };
+        let r = registry.sub_registry_with_prefix("portcullis");
+        r.register(
+            "auth_decisions",
+            "Authorization decisions on proxied requests, by route, decision and reason",
+            m.auth_decisions.clone(),
+        );
+        r.register(
+            "token_issued",
+            "Token endpoint requests, by grant type and outcome",
+            m.tokens_issued.clone(),
+        );
+        r.register(
+            "token_cache_hits",
+            "Bearer token lookups answered by the cache",
+            m.cache_hits.clone(),
+        );
+        r.register(
+            "token_cache_misses",
+            "Bearer token lookups that went to the store",
+            m.cache_misses.clone(),
+        );
+        r.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request upstream until its response headers arrived",
+            m.upstream_duration.clone(),
+        );
+        m
+    }
+
+    pub fn status_class(status: u16) -> &'static str {
+        match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        }
+    }
+}
+
+/// Renders a registry in the Prometheus/OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
+}

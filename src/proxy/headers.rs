@@ -1,0 +1,266 @@
+//! Header rewriting for proxied requests and responses. Pure: table-tested without sockets.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+
+use crate::config::IdentityHeaders;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes the headers named in `Connection`, then the hop-by-hop set. Runs before the
+/// gateway adds anything, so a client cannot use `Connection` to delete the gateway's headers.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// What the gateway asserts about the caller, set as identity headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub user: Option<&'a str>,
+    pub client: &'a str,
+    pub scopes: &'a [Box<str>],
+}
+
+/// Where the request came from, for `X-Forwarded-*`.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub peer: IpAddr,
+    pub proto: &'static str,
+    /// The `Host` the client asked for (or the HTTP/2 `:authority`).
+    pub host: Option<HeaderValue>,
+}
+
+/// True when `name` would be read as one of the identity headers by a backend that ignores
+/// case and treats `_` as `-` (as Django's `META` and CGI do).
+fn spoofs_identity(name: &HeaderName, identity: &IdentityHeaders) -> bool {
+    let n = name.as_str();
+    [&identity.user, &identity.client, &identity.scopes]
+        .iter()
+        .any(|id| {
+            let id = id.as_str();
+            n.len() == id.len()
+                && n.bytes()
+                    .zip(id.bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-') || (a == b'-' && b == b'_'))
+        })
+}
+
+/// Rewrites a request's headers for the upstream, in this order: hop-by-hop (including the
+/// `Connection`-listed ones) removed; `Authorization`, `Host` and every client-sent variant of
+/// the identity headers removed; `X-Forwarded-*` set; identity headers set.
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    identity_headers: &IdentityHeaders,
+    forwarded: &Forwarded,
+    identity: Option<Identity<'_>>,
+) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::HOST);
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| spoofs_identity(name, identity_headers))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+
+    let peer = forwarded.peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(forwarded.proto),
+    );
+    match &forwarded.host {
+        Some(h) => {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+
+    if let Some(id) = identity {
+        if let Some(user) = id.user.and_then(|u| HeaderValue::from_str(u).ok()) {
+            headers.insert(identity_headers.user.clone(), user);
+        }
+        if let Ok(client) = HeaderValue::from_str(id.client) {
+            headers.insert(identity_headers.client.clone(), client);
+        }
+        if let Ok(scopes) = HeaderValue::from_str(&id.scopes.join(" ")) {
+            headers.insert(identity_headers.scopes.clone(), scopes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> IdentityHeaders {
+        IdentityHeaders {
+            user: HeaderName::from_static("x-auth-user"),
+            client: HeaderName::from_static("x-auth-client"),
+            scopes: HeaderName::from_static("x-auth-scopes"),
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn fwd() -> Forwarded {
+        Forwarded {
+            peer: "127.0.0.9".parse().unwrap(),
+            proto: "http",
+            host: Some(HeaderValue::from_static("api.example")),
+        }
+    }
+
+    /// client sends -> upstream sees
+    #[test]
+    fn client_sends_upstream_sees() {
+        let scopes: Vec<Box<str>> = vec!["read".into(), "write".into()];
+        let identity = Identity {
+            user: Some("alice"),
+            client: "cid",
+            scopes: &scopes,
+        };
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Option<Identity<'a>>,
+            &'a [(&'a str, Option<&'a str>)],
+        );
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("authorization", "Bearer x"),
+                    ("host", "api.example"),
+                    ("accept", "*/*"),
+                ],
+                Some(identity),
+                &[
+                    ("authorization", None),
+                    ("host", None),
+                    ("accept", Some("*/*")),
+                    ("x-auth-user", Some("alice")),
+                    ("x-auth-client", Some("cid")),
+                    ("x-auth-scopes", Some("read write")),
+                    ("x-forwarded-for", Some("127.0.0.9")),
+                    ("x-forwarded-proto", Some("http")),
+                    ("x-forwarded-host", Some("api.example")),
+                ],
+            ),
+            (
+                &[
+                    ("x-auth-user", "mallory"),
+                    ("X_AUTH_USER", "mallory"),
+                    ("x_auth-client", "evil"),
+                    ("x-auth-scopes", "admin"),
+                ],
+                None,
+                &[
+                    ("x-auth-user", None),
+                    ("x_auth_user", None),
+                    ("x_auth-client", None),
+                    ("x-auth-scopes", None),
+                ],
+            ),
+            (
+                &[("x-auth-user", "mallory")],
+                Some(Identity {
+                    user: None,
+                    client: "svc",
+                    scopes: &scopes,
+                }),
+                &[("x-auth-user", None), ("x-auth-client", Some("svc"))],
+            ),
+            (
+                &[
+                    (
+                        "connection",
+                        "close, x-forwarded-for, x-auth-client, x-custom",
+                    ),
+                    ("x-custom", "1"),
+                    ("keep-alive", "5"),
+                    ("te", "trailers"),
+                    ("upgrade", "h2c"),
+                ],
+                Some(identity),
+                &[
+                    ("connection", None),
+                    ("x-custom", None),
+                    ("keep-alive", None),
+                    ("te", None),
+                    ("upgrade", None),
+                    ("x-forwarded-for", Some("127.0.0.9")),
+                    ("x-auth-client", Some("cid")),
+                ],
+            ),
+            (
+                &[("x-forwarded-for", "10.0.0.1")],
+                None,
+                &[("x-forwarded-for", Some("10.0.0.1, 127.0.0.9"))],
+            ),
+            (
+                &[("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")],
+                None,
+                &[
+                    ("x-forwarded-proto", Some("http")),
+                    ("x-forwarded-host", Some("api.example")),
+                ],
+            ),
+        ];
+        for (i, (sent, identity, seen)) in cases.iter().enumerate() {
+            let mut h = map(sent);
+            rewrite_request_headers(&mut h, &ids(), &fwd(), *identity);
+            for (name, want) in *seen {
+                let got = h.get(*name).map(|v| v.to_str().unwrap());
+                assert_eq!(got, *want, "case {i}: header {name}");
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The route table: which upstream serves a canonical path, and what authorization it needs.
+//! Pure and IO-free; built once from validated config and shared read-only.
+
+mod path;
+
+use std::sync::Arc;
+
+use http::Method;
+
+pub use path::{PathError, canonicalize};
+
+/// What a route demands of a request before it is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// Forwarded without a token (`auth: none`). Identity headers are still stripped.
+    Public,
+    /// A valid bearer token holding every one of these scopes (possibly none).
+    Bearer { scopes: Arc<[Box<str>]> },
+}
+
+/// One entry of the `routes:` list, validated.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Stable name used as the metrics label and in logs (from `id:` or derived from the entry).
+    pub id: Arc<str>,
+    /// Canonical, segment-aware path prefix.
+    pub prefix: Box<str>,
+    /// Methods this route answers; `None` means all methods.
+    pub methods: Option<Box<[Method]>>,
+    pub auth: RouteAuth,
+    /// Name of the upstream in the `upstreams:` map.
+    pub upstream: Arc<str>,
+}
+
+impl Route {
+    /// True when `path` is the prefix itself or lies below it at a segment boundary:
+    /// `/api` covers `/api` and `/api/x`, never `/apix`.
+    pub fn covers(&self, path: &str) -> bool {
+        let prefix = &*self.prefix;
+        match path.strip_prefix(prefix) {
+            None => false,
+            Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        }
+    }
+
+    pub fn allows_method(&self, method: &Method) -> bool {
+        self.methods
+            .as_deref()
+            .is_none_or(|methods| methods.contains(method))
+    }
+}
+
+/// Routes ordered so that the first match is the longest matching prefix.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        // Stable sort: among equal prefixes the config order is kept, and config validation
+        // has already rejected two routes with one prefix and an overlapping method.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        RouteTable { routes }
+    }
+
+    /// The route whose prefix covers `path` and whose methods include `method`, longest
+    /// prefix first. `path` must already be canonical.
+    pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.allows_method(method) && r.covers(path))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, prefix: &str, methods: Option<&[Method]>) -> Route {
+        Route {
+            id: id.into(),
+            prefix: prefix.into(),
+            methods: methods.map(|m| m.to_vec().into_boxed_slice()),
+            auth: RouteAuth::Public,
+            upstream: "legacy".into(),
+        }
+    }
+
+    #[test]
+    fn longest_matching_prefix_and_method_wins() {
+        let table = RouteTable::new(vec![
+            route("users", "/api/users", Some(&[Method::GET, Method::HEAD])),
+            route(
+                "write",
+                "/api",
+                Some(&[Method::POST, Method::PUT, Method::PATCH, Method::DELETE]),
+            ),
+            route("groups", "/api/groups", None),
+            route("public", "/public", None),
+            route("slash", "/static/", None),
+        ]);
+        let cases: &[(Method, &str, Option<&str>)] = &[
+            (Method::GET, "/api/users", Some("users")),
+            (Method::GET, "/api/users/1", Some("users")),
+            (Method::HEAD, "/api/users/1", Some("users")),
+            (Method::POST, "/api/users/1", Some("write")),
+            (Method::GET, "/api/usersx", None),
+            (Method::GET, "/api", None),
+            (Method::DELETE, "/api", Some("write")),
+            (Method::GET, "/api/groups/7", Some("groups")),
+            (Method::POST, "/api/groups", Some("groups")),
+            (Method::GET, "/apix", None),
+            (Method::POST, "/apix", None),
+            (Method::GET, "/public", Some("public")),
+            (Method::OPTIONS, "/public/a", Some("public")),
+            (Method::GET, "/static/", Some("slash")),
+            (Method::GET, "/static/a.css", Some("slash")),
+            (Method::GET, "/static", None),
+            (Method::GET, "/", None),
+        ];
+        for (method, path, want) in cases {
+            let got = table.find(method, path).map(|r| &*r.id);
+            assert_eq!(got, *want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn root_prefix_covers_everything() {
+        let table = RouteTable::new(vec![route("all", "/", None)]);
+        for p in ["/", "/a", "/a/b/"] {
+            assert_eq!(table.find(&Method::GET, p).map(|r| &*r.id), Some("all"));
+        }
+    }
+}
