@@ -1,0 +1,556 @@
+//! The real `portcullis` binary: `check`, `users`, `clients`, `serve` (with its logs captured
+//! and searched for secrets) and `demo` (its printed flow, followed over HTTP).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Resp, basic};
+use http::StatusCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn portcullis(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    // The upstream is never contacted by these tests unless a test starts one there.
+    let path = dir.join("portcullis.yaml");
+    std::fs::write(&path, common::config_yaml("http://127.0.0.1:9", "", "")).unwrap();
+    path
+}
+
+#[test]
+fn check_reports_problems_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path());
+    let ok = portcullis(&good, &["check"], None);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("OK (4 routes"));
+
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(&good)
+        .unwrap()
+        .replace("scopes: [groups]", "scopes: [groupz]")
+        .replace("upstream: legacy }\n", "upstream: legacyy }\n");
+    std::fs::write(&bad, text).unwrap();
+    let out = portcullis(&bad, &["check"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("has 5 problems"), "{err}");
+    assert!(
+        err.contains(&format!("{}:17:35: unknown scope", bad.display())),
+        "{err}"
+    );
+    assert!(err.contains("unknown scope \"groupz\""), "{err}");
+    assert!(err.contains("unknown upstream \"legacyy\""), "{err}");
+
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        std::fs::read_to_string(&good).unwrap().replace(
+            "  - { path: /public, auth: none",
+            "  - { path: /public, auht: none",
+        ),
+    )
+    .unwrap();
+    let out = portcullis(&typo, &["check"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown field `auht`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn users_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let add = portcullis(
+        &config,
+        &["users", "add", "carol", "--password-stdin"],
+        Some("s3cret pass\n"),
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    let dup = portcullis(
+        &config,
+        &["users", "add", "carol", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+    let no_flag = portcullis(&config, &["users", "add", "dave"], Some("x\n"));
+    assert_eq!(
+        no_flag.status.code(),
+        Some(2),
+        "the password never comes from argv"
+    );
+    let bad_name = portcullis(
+        &config,
+        &["users", "add", "no spaces", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert!(stderr(&bad_name).contains("invalid username"));
+    let empty = portcullis(
+        &config,
+        &["users", "add", "erin", "--password-stdin"],
+        Some(""),
+    );
+    assert!(!empty.status.success());
+
+    portcullis(
+        &config,
+        &["users", "add", "bob", "--password-stdin"],
+        Some("pw\n"),
+    );
+    let list = portcullis(&config, &["users", "list"], None);
+    assert_eq!(stdout(&list), "bob\ncarol\n");
+    let set = portcullis(
+        &config,
+        &["users", "set-password", "carol", "--password-stdin"],
+        Some("new one\n"),
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    let set_missing = portcullis(
+        &config,
+        &["users", "set-password", "zed", "--password-stdin"],
+        Some("x\n"),
+    );
+    assert!(stderr(&set_missing).contains("no user \"zed\""));
+    let rm = portcullis(&config, &["users", "remove", "bob"], None);
+    assert!(rm.status.success());
+    assert_eq!(
+        stdout(&portcullis(&config, &["users", "list"], None)),
+        "carol\n"
+    );
+    let rm_again = portcullis(&config, &["users", "remove", "bob"], None);
+    assert_eq!(rm_again.status.code(), Some(1));
+    let db = std::fs::read(dir.path().join("data/portcullis.db")).unwrap();
+    assert!(
+        !db.windows(7).any(|w| w == b"new one"),
+        "passwords are stored hashed"
+    );
+}
+
+#[test]
+fn clients_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let add = portcullis(
+        &config,
+        &[
+            "clients",
+            "add",
+            "--name",
+            "billing",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "read",
+            "--scope",
+            "write",
+            "--json",
+        ],
+        None,
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    let created: serde_json::Value = serde_json::from_str(&stdout(&add)).unwrap();
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("pccs_"));
+
+    let list = portcullis(&config, &["clients", "list", "--json"], None);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    assert_eq!(listed[0]["client_id"], id.as_str());
+    assert_eq!(
+        listed[0]["grants"],
+        serde_json::json!(["password", "refresh_token"])
+    );
+    assert_eq!(listed[0]["scopes"], serde_json::json!(["read", "write"]));
+    assert!(!stdout(&list).contains(&secret));
+
+    let bad_scope = portcullis(
+        &config,
+        &[
+            "clients", "add", "--name", "x", "--grant", "password", "--scope", "admin",
+        ],
+        None,
+    );
+    assert!(stderr(&bad_scope).contains("unknown scope \"admin\""));
+    let bad_grant = portcullis(
+        &config,
+        &["clients", "add", "--name", "x", "--grant", "implicit"],
+        None,
+    );
+    assert_eq!(bad_grant.status.code(), Some(2));
+
+    let rotated = portcullis(&config, &["clients", "rotate-secret", &id, "--json"], None);
+    let rotated: serde_json::Value = serde_json::from_str(&stdout(&rotated)).unwrap();
+    assert_ne!(rotated["client_secret"].as_str().unwrap(), secret);
+    let plain = portcullis(
+        &config,
+        &[
+            "clients",
+            "add",
+            "--name",
+            "other",
+            "--grant",
+            "client_credentials",
+        ],
+        None,
+    );
+    assert!(stdout(&plain).contains("client_secret: pccs_"));
+
+    let rm = portcullis(&config, &["clients", "remove", &id], None);
+    assert!(rm.status.success());
+    assert!(!stdout(&portcullis(&config, &["clients", "list"], None)).contains(&id));
+    let missing = portcullis(&config, &["clients", "rotate-secret", &id], None);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+/// A running `portcullis` process with its output lines collected.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(config: &Path, args: &[&str], read_stdout: bool) -> Proc {
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out: Box<dyn std::io::Read + Send> = if read_stdout {
+            Box::new(child.stdout.take().unwrap())
+        } else {
+            Box::new(child.stderr.take().unwrap())
+        };
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Keep the other stream drained too, and collected.
+        let other: Box<dyn std::io::Read + Send> = if read_stdout {
+            Box::new(child.stderr.take().unwrap())
+        } else {
+            Box::new(child.stdout.take().unwrap())
+        };
+        std::thread::spawn(move || {
+            for line in BufReader::new(other).lines().map_while(Result::ok) {
+                let _ = tx2.send(line);
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM, then the rest of the output.
+    fn stop(mut self) -> (bool, String) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status.success(), self.seen.join("\n"))
+    }
+}
+
+async fn post_form(url: &str, auth: Option<&str>, form: &[(&str, &str)]) -> Resp {
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req =
+        http::Request::post(url).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let resp = client
+        .request(req.body(body.into()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    use http_body_util::BodyExt;
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn get(url: &str, token: &str) -> Resp {
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Default::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    use http_body_util::BodyExt;
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn serve_logs_never_contain_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = common::Upstream::start().await;
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(&config, common::config_yaml(&upstream.url(), "", "")).unwrap();
+    let password = "hunter2-very-secret";
+    portcullis(
+        &config,
+        &["users", "add", "alice", "--password-stdin"],
+        Some(&format!("{password}\n")),
+    );
+    let add = portcullis(
+        &config,
+        &[
+            "clients",
+            "add",
+            "--name",
+            "app",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "read",
+            "--json",
+        ],
+        None,
+    );
+    let created: serde_json::Value = serde_json::from_str(&stdout(&add)).unwrap();
+    let (id, secret) = (
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+
+    let mut proc = Proc::spawn(&config, &["--log-format", "json", "serve"], false);
+    let line = proc.wait_for("portcullis listening");
+    let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
+    let addr = log["addr"].as_str().unwrap().to_owned();
+    let token_url = format!("http://{addr}/o/token/");
+
+    let ok = post_form(
+        &token_url,
+        Some(&basic(id, secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", password),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    let access = ok.json()["access_token"].as_str().unwrap().to_owned();
+    let refresh = ok.json()["refresh_token"].as_str().unwrap().to_owned();
+    let wrong_pw = post_form(
+        &token_url,
+        Some(&basic(id, secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "hunter3-wrong-guess"),
+        ],
+    )
+    .await;
+    assert_eq!(wrong_pw.status, StatusCode::BAD_REQUEST);
+    let wrong_secret = post_form(
+        &token_url,
+        Some(&basic(id, "pccs_guessed-secret-value")),
+        &[("grant_type", "password")],
+    )
+    .await;
+    assert_eq!(wrong_secret.status, StatusCode::UNAUTHORIZED);
+    let refreshed = post_form(
+        &token_url,
+        Some(&basic(id, secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    // Rotation revoked the first access token with its refresh token.
+    let revoked = get(&format!("http://{addr}/api/users/1"), &access).await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+    let access2 = refreshed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let api = get(
+        &format!("http://{addr}/api/users/1?access_token={access2}"),
+        &access2,
+    )
+    .await;
+    assert_eq!(api.status, StatusCode::OK);
+    let bad = get(
+        &format!("http://{addr}/api/users/1"),
+        "pcat_forged-token-value-that-does-not-exist-x",
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    proc.wait_for("\"status\":401");
+
+    let (clean_exit, logs) = proc.stop();
+    assert!(clean_exit, "SIGTERM drains and exits 0:\n{logs}");
+    assert!(
+        logs.contains("token issued"),
+        "the log is not empty:\n{logs}"
+    );
+    assert!(logs.contains("\"route\":\"GET,HEAD /api/users\""), "{logs}");
+    for secret_value in [
+        access.as_str(),
+        refresh.as_str(),
+        secret,
+        password,
+        "hunter3-wrong-guess",
+        "pccs_guessed-secret-value",
+        "pcat_forged-token-value",
+        refreshed.json()["access_token"].as_str().unwrap(),
+    ] {
+        assert!(
+            !logs.contains(secret_value),
+            "a secret reached the logs: {secret_value}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn demo_prints_a_flow_that_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.yaml");
+    // Port 0 everywhere: the demo binds its sample API where the upstream points.
+    std::fs::write(&config, common::config_yaml("http://127.0.0.1:0", "", "")).unwrap();
+    let mut proc = Proc::spawn(&config, &["demo"], true);
+    let export = proc.wait_for("export PORTCULLIS=");
+    proc.wait_for("Press Ctrl-C to stop.");
+    let vars: std::collections::HashMap<&str, &str> = export
+        .trim_start_matches("export ")
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let base = vars["PORTCULLIS"];
+    let auth = basic(vars["CLIENT_ID"], vars["CLIENT_SECRET"]);
+
+    let token = post_form(
+        &format!("{base}/o/token/"),
+        Some(&auth),
+        &[
+            ("grant_type", "password"),
+            ("username", "demo"),
+            ("password", vars["DEMO_PASSWORD"]),
+            ("scope", "read"),
+        ],
+    )
+    .await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text());
+    let access = token.json()["access_token"].as_str().unwrap().to_owned();
+    let api = get(&format!("{base}/api/users/1"), &access).await;
+    assert_eq!(api.status, StatusCode::OK);
+    assert_eq!(api.json()["service"], "sample legacy API");
+    assert_eq!(api.upstream_saw("x-auth-user").as_deref(), Some("demo"));
+
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let post = http::Request::post(format!("{base}/api/users"))
+        .header("authorization", format!("Bearer {access}"))
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(
+        client.request(post).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let refreshed = post_form(
+        &format!("{base}/o/token/"),
+        Some(&auth),
+        &[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                token.json()["refresh_token"].as_str().unwrap(),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    assert_eq!(refreshed.json()["scope"], "read");
+    let (clean_exit, out) = proc.stop();
+    assert!(clean_exit, "{out}");
+}

@@ -1,0 +1,335 @@
+//! Test harness: the real gateway (library entry point) on ephemeral loopback ports, a real
+//! upstream (the sample API, which echoes what it received), and a real HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use portcullis::app::{self, Running};
+use portcullis::clock::{ManualClock, SharedClock};
+use portcullis::config::Config;
+use portcullis::crypto::PasswordHasher;
+use portcullis::manage;
+use portcullis::store::{GrantType, SharedStore};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The issue's example routes, pointing at `{upstream}`.
+pub fn config_yaml(upstream: &str, extra_oauth: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+store:
+  sqlite: data/portcullis.db
+oauth:
+  scopes: {{ read: Read scope, write: Write scope, groups: Access to your groups }}
+  default_scopes: [read]
+  access_token_expire_seconds: 1200
+  refresh_token_expire_seconds: 3600
+{extra_oauth}
+upstreams:
+  legacy: {{ url: {upstream}, response_timeout_ms: 500 }}
+routes:
+  - {{ path: /api/users, methods: [GET, HEAD], scopes: [read], upstream: legacy }}
+  - {{ path: /api, methods: [POST, PUT, PATCH, DELETE], scopes: [write], upstream: legacy }}
+  - {{ path: /api/groups, scopes: [groups], upstream: legacy }}
+  - {{ path: /public, auth: none, upstream: legacy }}
+{extra}
+identity_headers: {{ user: X-Auth-User, client: X-Auth-Client, scopes: X-Auth-Scopes }}
+"#
+    )
+}
+
+/// A sample-API upstream on an ephemeral port, counting the requests it served.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = watch::channel(false);
+        tokio::spawn(portcullis::demo::sample_api(listener, rx));
+        Upstream { addr, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub id: String,
+    pub secret: String,
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub store: SharedStore,
+    pub config: Config,
+    pub clock: ManualClock,
+    pub upstream: Upstream,
+    pub http: Client<HttpConnector, Full<Bytes>>,
+    /// A client with every grant and the read and write scopes.
+    pub client: TestClient,
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub extra_oauth: String,
+    pub extra: String,
+    /// Replaces the upstream URL (for unreachable-upstream tests).
+    pub upstream_url: Option<String>,
+}
+
+static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with(Options::default()).await
+    }
+
+    pub async fn with(opts: Options) -> Harness {
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let url = opts.upstream_url.clone().unwrap_or_else(|| upstream.url());
+        let yaml = config_yaml(&url, &opts.extra_oauth, &opts.extra);
+        let path = dir.path().join("portcullis.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let config = Config::load(&path).unwrap();
+        let store = app::open_store(&config).await.unwrap();
+        let clock = ManualClock::new(1_800_000_000);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let running = app::start(config.clone(), Arc::clone(&store), shared)
+            .await
+            .unwrap();
+        let hasher = PasswordHasher::new(1).unwrap();
+        manage::add_user(&store, &hasher, "alice", PASSWORD)
+            .await
+            .unwrap();
+        let client = add_client(&store, &config, &GrantType::ALL, &["read", "write"]).await;
+        Harness {
+            addr: running.addr,
+            admin: running.admin_addr.unwrap(),
+            running: Some(running),
+            dir,
+            store,
+            config,
+            clock,
+            upstream,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            client,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/portcullis.db")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn add_user(&self, name: &str) {
+        let hasher = PasswordHasher::new(1).unwrap();
+        manage::add_user(&self.store, &hasher, name, PASSWORD)
+            .await
+            .unwrap();
+    }
+
+    pub async fn new_client(&self, grants: &[GrantType], scopes: &[&str]) -> TestClient {
+        add_client(&self.store, &self.config, grants, scopes).await
+    }
+
+    /// Sends a request and returns status, headers and body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+        let resp = self.http.request(req).await.expect("gateway answers");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.send(Method::GET, path, &headers, b"").await
+    }
+
+    /// POSTs a form to /o/token/ with HTTP Basic client authentication.
+    pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> Resp {
+        let basic = basic(&client.id, &client.secret);
+        self.token_raw(Some(&basic), form).await
+    }
+
+    pub async fn token_raw(&self, authorization: Option<&str>, form: &[(&str, &str)]) -> Resp {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(a) = authorization {
+            headers.push(("authorization", a));
+        }
+        self.send(Method::POST, "/o/token/", &headers, body.as_bytes())
+            .await
+    }
+
+    /// A password-grant token pair for alice with `scope`.
+    pub async fn password_token(&self, scope: &str) -> Value {
+        let r = self
+            .token(
+                &self.client,
+                &[
+                    ("grant_type", "password"),
+                    ("username", "alice"),
+                    ("password", PASSWORD),
+                    ("scope", scope),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .http
+            .get(format!("http://{}/metrics", self.admin).parse().unwrap())
+            .await
+            .unwrap();
+        String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    }
+
+    /// Stops the gateway, draining connections; returns the data folder for inspection.
+    pub async fn shutdown(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        self.dir
+    }
+}
+
+pub async fn add_client(
+    store: &SharedStore,
+    config: &Config,
+    grants: &[GrantType],
+    scopes: &[&str],
+) -> TestClient {
+    let n = NEXT_USER.fetch_add(1, Ordering::Relaxed);
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let new = manage::add_client(
+        store,
+        &config.oauth,
+        &format!("test client {n}"),
+        grants,
+        &scopes,
+    )
+    .await
+    .unwrap();
+    TestClient {
+        id: new.client.client_id,
+        secret: new.secret,
+    }
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// For a proxied request: the headers the sample API received.
+    pub fn upstream_saw(&self, header: &str) -> Option<String> {
+        self.json()["headers"][header].as_str().map(str::to_owned)
+    }
+}
+
+/// Looks for `needle` anywhere in the files of `dir` (database, WAL, logs).
+pub fn dir_contains(dir: &Path, needle: &str) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                return true;
+            }
+        }
+    }
+    false
+}

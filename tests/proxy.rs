@@ -1,0 +1,422 @@
+//! The guard and the proxy over real HTTP: RFC 6750 challenges, routing, header hygiene,
+//! streaming, HTTP/2, upstream failures, metrics and health endpoints.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Harness, Options};
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::test]
+async fn the_core_flow() {
+    let h = Harness::start().await;
+    let token = h.password_token("read").await;
+    let access = token["access_token"].as_str().unwrap();
+
+    let r = h.get("/api/users/1?fields=name&x=%20", Some(access)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = r.json();
+    assert_eq!(seen["path"], "/api/users/1");
+    assert_eq!(seen["query"], "fields=name&x=%20", "query string kept");
+    assert_eq!(r.upstream_saw("x-auth-user").as_deref(), Some("alice"));
+    assert_eq!(
+        r.upstream_saw("x-auth-client").as_deref(),
+        Some(h.client.id.as_str())
+    );
+    assert_eq!(r.upstream_saw("x-auth-scopes").as_deref(), Some("read"));
+    assert_eq!(
+        r.upstream_saw("authorization"),
+        None,
+        "credentials are not forwarded"
+    );
+    assert_eq!(
+        r.upstream_saw("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(r.upstream_saw("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(r.upstream_saw("x-forwarded-host"), Some(h.addr.to_string()));
+
+    let forbidden = h
+        .send(
+            Method::POST,
+            "/api/users",
+            &[("authorization", &format!("Bearer {access}"))],
+            b"{}",
+        )
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        forbidden.header("www-authenticate"),
+        Some("Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"write\"")
+    );
+    assert_eq!(forbidden.json()["error"], "insufficient_scope");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc6750_challenges() {
+    let h = Harness::start().await;
+    let missing = h.get("/api/users", None).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some("Bearer realm=\"portcullis\"")
+    );
+
+    let basic = h
+        .send(
+            Method::GET,
+            "/api/users",
+            &[("authorization", "Basic YTpi")],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        basic.header("www-authenticate"),
+        Some("Bearer realm=\"portcullis\"")
+    );
+
+    let unknown = format!("pcat_{}", "A".repeat(43));
+    for bad in ["garbage!", "short", unknown.as_str(), ""] {
+        let r = h
+            .send(
+                Method::GET,
+                "/api/users",
+                &[("authorization", &format!("Bearer {bad}"))],
+                b"",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad:?}");
+        let challenge = r.header("www-authenticate").unwrap();
+        assert!(
+            challenge.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
+            "{challenge}"
+        );
+        assert_eq!(r.json()["error"], "invalid_token");
+    }
+
+    // RFC 6750 §2.1 only: a token in the query string or form body is not a credential.
+    let access = h.password_token("read").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let in_query = h
+        .get(&format!("/api/users?access_token={access}"), None)
+        .await;
+    assert_eq!(in_query.status, StatusCode::UNAUTHORIZED);
+
+    // Expired.
+    h.clock.advance(1201);
+    let expired = h.get("/api/users", Some(&access)).await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        expired
+            .header("www-authenticate")
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    // Route scopes: groups needs the groups scope.
+    h.clock.advance(-1201);
+    let r = h.get("/api/groups", Some(&access)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .ends_with("scope=\"groups\"")
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_deny_and_longest_prefix() {
+    let h = Harness::start().await;
+    let rw = h.password_token("read write").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("Bearer {rw}");
+    let cases: &[(Method, &str, StatusCode)] = &[
+        (Method::GET, "/apix", StatusCode::NOT_FOUND),
+        (Method::GET, "/api", StatusCode::NOT_FOUND),
+        (Method::GET, "/", StatusCode::NOT_FOUND),
+        (Method::GET, "/api/usersx", StatusCode::NOT_FOUND),
+        (Method::GET, "/api/users", StatusCode::OK),
+        (Method::HEAD, "/api/users/7", StatusCode::OK),
+        (Method::POST, "/api/users", StatusCode::OK),
+        (Method::DELETE, "/api/x", StatusCode::OK),
+        (Method::POST, "/api/groups", StatusCode::FORBIDDEN),
+        (Method::GET, "/o/applications/", StatusCode::NOT_FOUND),
+        (Method::GET, "/api/../admin", StatusCode::NOT_FOUND),
+        (
+            Method::GET,
+            "/api/users/%2e%2e/%2e%2e/admin",
+            StatusCode::NOT_FOUND,
+        ),
+        (Method::GET, "/api/users/%2fadmin", StatusCode::BAD_REQUEST),
+        (Method::GET, "//api//users", StatusCode::OK),
+    ];
+    for (method, path, want) in cases {
+        let r = h
+            .send(method.clone(), path, &[("authorization", &auth)], b"")
+            .await;
+        assert_eq!(r.status, *want, "{method} {path}: {}", r.text());
+        if *want == StatusCode::NOT_FOUND {
+            assert_eq!(r.json()["error"], "not_found");
+        }
+    }
+    let dotted = h
+        .send(
+            Method::GET,
+            "/api/users/x/../1",
+            &[("authorization", &auth)],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        dotted.json()["path"],
+        "/api/users/1",
+        "the canonical path is what is forwarded"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn public_routes_and_header_hygiene() {
+    let h = Harness::start().await;
+    let r = h
+        .send(
+            Method::GET,
+            "/public/info",
+            &[
+                ("x-auth-user", "root"),
+                ("X_Auth_User", "root"),
+                ("x-auth-scopes", "write"),
+                ("x-auth_client", "evil"),
+                ("authorization", "Bearer whatever"),
+                ("connection", "keep-alive, x-forwarded-for, x-keep-me-not"),
+                ("x-keep-me-not", "1"),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("te", "trailers"),
+                ("x-custom", "kept"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let headers = r.json()["headers"].clone();
+    for gone in [
+        "x-auth-user",
+        "x_auth_user",
+        "x-auth-scopes",
+        "x-auth_client",
+        "x-auth-client",
+        "authorization",
+        "x-keep-me-not",
+        "te",
+    ] {
+        assert!(
+            headers.get(gone).is_none(),
+            "{gone} reached the upstream: {headers}"
+        );
+    }
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(
+        headers["x-forwarded-for"], "127.0.0.1",
+        "a Connection-listed header was dropped before ours was set"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let h = Harness::start().await;
+    let rw = h.password_token("write").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let big = vec![b'x'; 3 * 1024 * 1024 + 17];
+    let r = h
+        .send(
+            Method::PUT,
+            "/api/blob",
+            &[("authorization", &format!("Bearer {rw}"))],
+            &big,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["body_bytes"], big.len());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let h = Harness::start().await;
+    let access = h.password_token("read").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = Request::get(h.url("/api/users/2"))
+        .header("authorization", format!("Bearer {access}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["headers"]["x-auth-user"], "alice");
+    assert_eq!(
+        body["headers"]["x-forwarded-host"],
+        h.addr.to_string(),
+        ":authority becomes X-Forwarded-Host"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_down_is_502() {
+    // Bind then drop a listener: nothing listens on that port now.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let h = Harness::with(Options {
+        upstream_url: Some(format!("http://127.0.0.1:{port}")),
+        ..Options::default()
+    })
+    .await;
+    let r = h.get("/public/x", None).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.json()["error"], "bad_gateway");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_timeout_is_504() {
+    // An upstream that accepts and reads but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = silent.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let h = Harness::with(Options {
+        upstream_url: Some(format!("http://{addr}")),
+        ..Options::default()
+    })
+    .await;
+    let r = tokio::time::timeout(Duration::from_secs(10), h.get("/public/slow", None))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.json()["error"], "gateway_timeout");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_and_health() {
+    let h = Harness::start().await;
+    let access = h.password_token("read").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    h.get("/api/users", Some(&access)).await;
+    h.get("/api/users", Some(&access)).await;
+    h.get("/api/users", None).await;
+    h.get("/api/groups", Some(&access)).await;
+    h.get("/nowhere", None).await;
+    h.token(
+        &h.client,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "bad"),
+        ],
+    )
+    .await;
+
+    let m = h.metrics().await;
+    for line in [
+        r#"portcullis_auth_decisions_total{route="GET,HEAD /api/users",decision="allow",reason="token"} 2"#,
+        r#"portcullis_auth_decisions_total{route="GET,HEAD /api/users",decision="deny",reason="missing_token"} 1"#,
+        r#"portcullis_auth_decisions_total{route="/api/groups",decision="deny",reason="insufficient_scope"} 1"#,
+        r#"portcullis_auth_decisions_total{route="none",decision="deny",reason="no_route"} 1"#,
+        r#"portcullis_token_issued_total{grant_type="password",outcome="issued"} 1"#,
+        r#"portcullis_token_issued_total{grant_type="password",outcome="invalid_grant"} 1"#,
+        r#"portcullis_token_cache_misses_total 1"#,
+        r#"portcullis_token_cache_hits_total 2"#,
+        r#"portcullis_upstream_request_duration_seconds_count{upstream="legacy",status_class="2xx"} 2"#,
+    ] {
+        assert!(m.contains(line), "missing {line}\n{m}");
+    }
+    assert!(!m.contains(&access));
+
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let resp = h
+            .http
+            .get(format!("http://{}{path}", h.admin).parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+    }
+    // The admin endpoints are not on the proxy port.
+    assert_eq!(h.get("/metrics", None).await.status, StatusCode::NOT_FOUND);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn user_removal_ends_access_after_the_cache_ttl_bound() {
+    let h = Harness::start().await;
+    h.add_user("bob").await;
+    let r = h
+        .token(
+            &h.client,
+            &[
+                ("grant_type", "password"),
+                ("username", "bob"),
+                ("password", common::PASSWORD),
+            ],
+        )
+        .await;
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    portcullis::manage::remove_user(&h.store, "bob")
+        .await
+        .unwrap();
+    let again = h
+        .token(
+            &h.client,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(
+        again.json()["error"],
+        "invalid_grant",
+        "tokens go with the user"
+    );
+    h.shutdown().await;
+}
