@@ -85,7 +85,7 @@ fn check_reports_problems_with_file_and_line() {
     let out = portcullis(&typo, &["check"], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("unknown field `auht`"),
+        stderr(&out).contains("typo.yaml:18:22: unknown key `routes[3].auht`"),
         "{}",
         stderr(&out)
     );

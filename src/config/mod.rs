@@ -4,6 +4,7 @@
 //! `deny_unknown_fields`, then [`Config::parse`] checks every value and reference and reports
 //! *every* problem it finds, each with the file, line and column it came from.
 
+mod keys;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,7 +157,7 @@ impl Config {
     /// Validates YAML text. `source` names it in errors; `base_dir` anchors relative paths.
     pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
         let file = source.display().to_string();
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let syntax_error = |e: serde_saphyr::Error| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -169,8 +170,30 @@ impl Config {
                     message: first_line(&e.to_string()),
                 }],
             }
-        })?;
+        };
+        let mut unknown: Vec<Vec<keys::Segment>> = Vec::new();
+        let raw: RawConfig = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_ignored::deserialize(de, |path| {
+                let segments = keys::segments(&path);
+                if !keys::is_span_marker(&segments) {
+                    unknown.push(segments)
+                }
+            })
+        })
+        .map_err(syntax_error)?;
         let mut v = Validator::default();
+        if !unknown.is_empty() {
+            // Unknown keys are errors: a misspelled `scopes:` must never open a route.
+            let tree: keys::Node = serde_saphyr::from_str(text).map_err(syntax_error)?;
+            for path in &unknown {
+                let (line, column) = tree.locate(path).map_or((0, 0), |l| (l.line(), l.column()));
+                v.problems.push(Problem {
+                    line,
+                    column,
+                    message: format!("unknown key `{}`", keys::display(path)),
+                });
+            }
+        }
         let config = v.config(raw, source, base_dir);
         if v.problems.is_empty() {
             Ok(config)
@@ -397,11 +420,11 @@ impl Validator {
 
     fn upstreams(
         &mut self,
-        raw: &BTreeMap<String, Spanned<raw::RawUpstream>>,
+        raw: &BTreeMap<String, raw::RawUpstream>,
     ) -> BTreeMap<String, UpstreamConfig> {
         let mut out = BTreeMap::new();
         for (name, up) in raw {
-            let url = &up.value.url;
+            let url = &up.url;
             let parsed = url.value.parse::<Uri>().ok().and_then(|uri| {
                 let parts = uri.into_parts();
                 Some((parts.scheme?, parts.authority?, parts.path_and_query))
@@ -433,10 +456,10 @@ impl Validator {
                 base_path = pq.path().trim_end_matches('/').to_owned();
             }
             let connect = self
-                .positive(&up.value.connect_timeout_ms, "connect_timeout_ms")
+                .positive(&up.connect_timeout_ms, "connect_timeout_ms")
                 .unwrap_or(2_000);
             let response = self
-                .positive(&up.value.response_timeout_ms, "response_timeout_ms")
+                .positive(&up.response_timeout_ms, "response_timeout_ms")
                 .unwrap_or(30_000);
             out.insert(
                 name.clone(),
@@ -455,14 +478,13 @@ impl Validator {
 
     fn routes(
         &mut self,
-        raw: &[Spanned<RawRoute>],
+        raw: &[RawRoute],
         oauth: &OAuthConfig,
         upstreams: &BTreeMap<String, UpstreamConfig>,
     ) -> RouteTable {
         let mut routes: Vec<(Route, Location)> = Vec::new();
         let mut ids = BTreeSet::new();
-        for entry in raw {
-            let r = &entry.value;
+        for r in raw {
             let loc = r.path.referenced;
             let path = &r.path.value;
             let prefix = match canonicalize(path) {

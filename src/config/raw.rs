@@ -1,5 +1,7 @@
-//! The YAML file's shape, field for field. Nothing outside `config` sees these types; every
-//! struct denies unknown keys so that a misspelled `scopes:` fails instead of opening a route.
+//! The YAML file's shape, field for field. Nothing outside `config` sees these types.
+//! Unknown keys are not denied here but collected (all of them, with their locations) by
+//! `Config::parse` through `serde_ignored`, which makes each one an error: a misspelled
+//! `scopes:` fails instead of opening a route.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +11,6 @@ use serde_saphyr::Spanned;
 pub type S<T> = Spanned<T>;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: S<String>,
     #[serde(default)]
@@ -17,9 +18,9 @@ pub struct RawConfig {
     pub store: RawStore,
     pub oauth: RawOAuth,
     #[serde(default)]
-    pub upstreams: BTreeMap<String, S<RawUpstream>>,
+    pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
-    pub routes: Vec<S<RawRoute>>,
+    pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub identity_headers: Option<RawIdentityHeaders>,
     #[serde(default)]
@@ -29,13 +30,11 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub sqlite: S<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawOAuth {
     pub scopes: BTreeMap<String, S<String>>,
     #[serde(default)]
@@ -53,7 +52,6 @@ pub struct RawOAuth {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub url: S<String>,
     #[serde(default)]
@@ -63,7 +61,6 @@ pub struct RawUpstream {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     #[serde(default)]
     pub id: Option<S<String>>,
@@ -78,7 +75,6 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawIdentityHeaders {
     #[serde(default)]
     pub user: Option<S<String>>,
@@ -89,7 +85,6 @@ pub struct RawIdentityHeaders {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawCache {
     #[serde(default)]
     pub max_entries: Option<S<u64>>,
@@ -98,7 +93,6 @@ pub struct RawCache {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawLimits {
     #[serde(default)]
     pub max_connections: Option<S<u64>>,

@@ -97,6 +97,34 @@ fn unknown_keys_are_errors_with_their_line() {
 }
 
 #[test]
+fn all_unknown_keys_are_reported_at_once_with_other_problems() {
+    let text = format!(
+        "{BASE}colour: blue
+routes:
+  - {{ path: /api, scoeps: [read], upstream: legacy }}
+  - {{ path: /b, scopes: [nope], upstream: legacy, methds: [GET] }}
+limits: {{ max_conections: 5 }}
+"
+    );
+    let p = problems(&text);
+    let expect: &[(u64, &str)] = &[
+        (11, "unknown key `colour`"),
+        (13, "unknown key `routes[0].scoeps`"),
+        (14, "unknown scope \"nope\""),
+        (14, "unknown key `routes[1].methds`"),
+        (15, "unknown key `limits.max_conections`"),
+    ];
+    assert_eq!(p.len(), expect.len(), "{p:#?}");
+    for (want_line, want) in expect {
+        assert!(
+            p.iter()
+                .any(|(line, msg)| line == want_line && msg.contains(want)),
+            "{want:?} at line {want_line} missing from {p:#?}"
+        );
+    }
+}
+
+#[test]
 fn every_semantic_problem_is_reported_at_once() {
     let text = format!(
         "{BASE}routes:
