@@ -2,17 +2,17 @@
 //! runs one command. Exit codes: 0 success, 1 failure, 2 invalid config or usage.
 
 use std::io::{BufRead as _, IsTerminal as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use portcullis::clock::{Clock as _, SystemClock};
+use portcullis::clock::SystemClock;
 use portcullis::config::{Config, ConfigError};
 use portcullis::crypto::PasswordHasher;
 use portcullis::manage;
-use portcullis::store::GrantType;
+use portcullis::store::{GrantType, SharedStore};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -178,7 +178,7 @@ fn read_password() -> anyhow::Result<String> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo => return portcullis::demo::run(&cli.config).await,
+        Command::Demo => portcullis::demo::run(&cli.config).await,
         Command::Check => {
             let config = Config::load(&cli.config)?;
             println!(
@@ -188,107 +188,122 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.upstreams.len(),
                 config.oauth.scopes.len()
             );
-            return Ok(());
+            Ok(())
         }
-        _ => {}
-    }
-    let config = Config::load(&cli.config)?;
-    let store = portcullis::app::open_store(&config).await?;
-    match cli.command {
         Command::Serve => {
+            let (config, store) = open(&cli.config).await?;
             let running = portcullis::app::start(config, store, Arc::new(SystemClock)).await?;
             portcullis::app::shutdown_signal().await;
             running.shutdown().await;
+            Ok(())
         }
-        Command::Users(cmd) => match cmd {
-            UsersCommand::Add { name, .. } => {
-                let password = read_password()?;
-                manage::add_user(&store, &PasswordHasher::new(1)?, &name, &password).await?;
-                println!("added user {name}");
-            }
-            UsersCommand::SetPassword { name, .. } => {
-                let password = read_password()?;
-                manage::set_password(&store, &PasswordHasher::new(1)?, &name, &password).await?;
-                println!("password set for {name}");
-            }
-            UsersCommand::List => {
-                for u in store.users().await? {
-                    println!("{}", u.username);
-                }
-            }
-            UsersCommand::Remove { name } => {
-                manage::remove_user(&store, &name).await?;
-                println!("removed user {name} and their tokens");
-            }
-        },
-        Command::Clients(cmd) => match cmd {
-            ClientsCommand::Add {
-                name,
-                grants,
-                scopes,
-                json,
-            } => {
-                let new =
-                    manage::add_client(&store, &config.oauth, &name, &grants, &scopes).await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"client_id": new.client.client_id, "client_secret": new.secret})
-                    );
-                } else {
-                    println!("client_id:     {}", new.client.client_id);
-                    println!("client_secret: {}", new.secret);
-                    println!("(the secret is shown only now; store it safely)");
-                }
-            }
-            ClientsCommand::List { json } => {
-                let clients = store.clients().await?;
-                if json {
-                    let list: Vec<_> = clients
-                        .iter()
-                        .map(|c| {
-                            json!({
-                                "client_id": c.client_id,
-                                "name": c.name,
-                                "grants": c.grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-                                "scopes": c.scopes,
-                                "created_at": c.created_at,
-                            })
-                        })
-                        .collect();
-                    println!("{}", serde_json::Value::Array(list));
-                } else {
-                    for c in clients {
-                        let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
-                        println!(
-                            "{}  {}  grants={}  scopes={}",
-                            c.client_id,
-                            c.name,
-                            grants.join(","),
-                            c.scopes.join(",")
-                        );
-                    }
-                }
-            }
-            ClientsCommand::Remove { client_id } => {
-                manage::remove_client(&store, &client_id).await?;
-                println!("removed client {client_id} and its tokens");
-            }
-            ClientsCommand::RotateSecret { client_id, json } => {
-                let secret = manage::rotate_client_secret(&store, &client_id).await?;
-                if json {
-                    println!(
-                        "{}",
-                        json!({"client_id": client_id, "client_secret": secret})
-                    );
-                } else {
-                    println!("client_secret: {secret}");
-                    println!("(the secret is shown only now; the old one no longer works)");
-                }
-            }
-        },
-        Command::Demo | Command::Check => unreachable!("handled above"),
+        Command::Users(cmd) => {
+            let (_, store) = open(&cli.config).await?;
+            users(cmd, &store).await
+        }
+        Command::Clients(cmd) => {
+            let (config, store) = open(&cli.config).await?;
+            clients(cmd, &config, &store).await
+        }
     }
-    let _ = SystemClock.now();
+}
+
+async fn open(path: &Path) -> anyhow::Result<(Config, SharedStore)> {
+    let config = Config::load(path)?;
+    let store = portcullis::app::open_store(&config).await?;
+    Ok((config, store))
+}
+
+async fn users(cmd: UsersCommand, store: &SharedStore) -> anyhow::Result<()> {
+    match cmd {
+        UsersCommand::Add { name, .. } => {
+            let password = read_password()?;
+            manage::add_user(store, &PasswordHasher::new(1)?, &name, &password).await?;
+            println!("added user {name}");
+        }
+        UsersCommand::SetPassword { name, .. } => {
+            let password = read_password()?;
+            manage::set_password(store, &PasswordHasher::new(1)?, &name, &password).await?;
+            println!("password set for {name}");
+        }
+        UsersCommand::List => {
+            for u in store.users().await? {
+                println!("{}", u.username);
+            }
+        }
+        UsersCommand::Remove { name } => {
+            manage::remove_user(store, &name).await?;
+            println!("removed user {name} and their tokens");
+        }
+    }
+    Ok(())
+}
+
+async fn clients(cmd: ClientsCommand, config: &Config, store: &SharedStore) -> anyhow::Result<()> {
+    match cmd {
+        ClientsCommand::Add {
+            name,
+            grants,
+            scopes,
+            json,
+        } => {
+            let new = manage::add_client(store, &config.oauth, &name, &grants, &scopes).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"client_id": new.client.client_id, "client_secret": new.secret})
+                );
+            } else {
+                println!("client_id:     {}", new.client.client_id);
+                println!("client_secret: {}", new.secret);
+                println!("(the secret is shown only now; store it safely)");
+            }
+        }
+        ClientsCommand::List { json } => {
+            let clients = store.clients().await?;
+            if json {
+                let list: Vec<_> = clients
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "client_id": c.client_id,
+                            "name": c.name,
+                            "grants": c.grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                            "scopes": c.scopes,
+                            "created_at": c.created_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for c in clients {
+                    let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
+                    println!(
+                        "{}  {}  grants={}  scopes={}",
+                        c.client_id,
+                        c.name,
+                        grants.join(","),
+                        c.scopes.join(",")
+                    );
+                }
+            }
+        }
+        ClientsCommand::Remove { client_id } => {
+            manage::remove_client(store, &client_id).await?;
+            println!("removed client {client_id} and its tokens");
+        }
+        ClientsCommand::RotateSecret { client_id, json } => {
+            let secret = manage::rotate_client_secret(store, &client_id).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"client_id": client_id, "client_secret": secret})
+                );
+            } else {
+                println!("client_secret: {secret}");
+                println!("(the secret is shown only now; the old one no longer works)");
+            }
+        }
+    }
     Ok(())
 }
