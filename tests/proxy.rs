@@ -112,7 +112,9 @@ async fn rfc6750_challenges() {
         .await;
     assert_eq!(in_query.status, StatusCode::UNAUTHORIZED);
 
-    // Expired.
+    // Expired, after the token was cached by a successful request: the cache hit is checked
+    // against the clock too.
+    assert_eq!(h.get("/api/users", Some(&access)).await.status, StatusCode::OK);
     h.clock.advance(1201);
     let expired = h.get("/api/users", Some(&access)).await;
     assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
