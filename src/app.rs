@@ -17,9 +17,10 @@ use crate::clock::SharedClock;
 use crate::config::{Config, StoreConfig};
 use crate::crypto::PasswordHasher;
 use crate::gateway::Gateway;
+use crate::lifecycle;
 use crate::listener::{ConnectionLimits, serve};
 use crate::metrics::Metrics;
-use crate::oauth::TokenEndpoint;
+use crate::oauth::AuthServer;
 use crate::proxy::Upstreams;
 use crate::store::cache::TokenCache;
 use crate::store::sqlite::SqliteStore;
@@ -62,6 +63,16 @@ pub async fn start(
     store: SharedStore,
     clock: SharedClock,
 ) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (`listen` in {})",
+            config.listen,
+            config.source.display()
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let mut oauth = config.oauth.clone();
+    oauth.issuer.get_or_insert_with(|| format!("http://{addr}"));
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let cache = TokenCache::new(
@@ -76,22 +87,22 @@ pub async fn start(
         move || PasswordHasher::new(n)
     })
     .await??;
-    let token_endpoint = TokenEndpoint::new(
+    let auth_server = AuthServer::new(
         Arc::clone(&store),
         cache.clone(),
         hasher,
         Arc::clone(&clock),
         metrics.clone(),
-        Arc::new(config.oauth.clone()),
+        Arc::new(oauth),
         config.limits.token_request_max_bytes,
     );
     let gateway = Arc::new(Gateway {
         routes: config.routes.clone(),
         upstreams: Upstreams::new(config.upstreams.values()),
-        cache,
-        token_endpoint,
+        cache: cache.clone(),
+        auth_server,
         identity_headers: config.identity_headers.clone(),
-        metrics,
+        metrics: metrics.clone(),
         realm: config.oauth.realm.clone(),
     });
 
@@ -101,14 +112,6 @@ pub async fn start(
         drain_grace: Duration::from_secs(30),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (`listen` in {})",
-            config.listen,
-            config.source.display()
-        )
-    })?;
-    let addr = listener.local_addr()?;
     let mut tasks = Vec::new();
 
     let admin_addr = match config.admin_listen {
@@ -139,6 +142,19 @@ pub async fn start(
         None => None,
     };
 
+    tasks.push(tokio::spawn(lifecycle::sweep_periodically(
+        Arc::clone(&store),
+        metrics,
+        Arc::clone(&clock),
+        config.cleanup.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(lifecycle::follow_revocations(
+        Arc::clone(&store),
+        cache,
+        config.cache.revocation_poll,
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(serve(
         listener,
         limits,

@@ -57,6 +57,39 @@ pub fn generate_secret(prefix: &str) -> String {
     out
 }
 
+/// The token pair that replaces a rotated refresh token, derived from the presented refresh
+/// token and a per-rotation random salt (HMAC-SHA-256). A client that retries the same refresh
+/// within the grace period gets the very same pair back, though only digests are stored: only
+/// a holder of the old refresh token (and the stored salt) can compute it again.
+pub fn derive_rotated(refresh_token: &str, salt: &[u8; 32]) -> (String, String) {
+    use hmac::{Hmac, KeyInit, Mac};
+    let derive = |prefix: &str, label: &[u8]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(refresh_token.as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(label);
+        mac.update(salt);
+        let bytes = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(prefix.len() + 43);
+        out.push_str(prefix);
+        URL_SAFE_NO_PAD.encode_string(bytes, &mut out);
+        out
+    };
+    (
+        derive(ACCESS_TOKEN_PREFIX, b"portcullis rotation: access token\0"),
+        derive(
+            REFRESH_TOKEN_PREFIX,
+            b"portcullis rotation: refresh token\0",
+        ),
+    )
+}
+
+/// 256 random bits.
+pub fn random_salt() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    bytes
+}
+
 /// A public client identifier: 192 random bits, base64url (32 characters).
 pub fn generate_client_id() -> String {
     let mut bytes = [0u8; 24];
@@ -164,6 +197,19 @@ mod tests {
         assert!(d.ct_eq(&Digest::of("abc")));
         assert!(!d.ct_eq(&Digest::of("abd")));
         assert!(!format!("{d:?}").contains("abc"));
+    }
+
+    #[test]
+    fn rotation_derivation_is_deterministic_per_token_and_salt() {
+        let salt = [7u8; 32];
+        let (a1, r1) = derive_rotated("pcrt_one", &salt);
+        let (a2, r2) = derive_rotated("pcrt_one", &salt);
+        assert_eq!((&a1, &r1), (&a2, &r2));
+        assert!(a1.starts_with(ACCESS_TOKEN_PREFIX) && a1.len() == 48);
+        assert!(r1.starts_with(REFRESH_TOKEN_PREFIX) && r1.len() == 48);
+        assert_ne!(a1[5..], r1[5..]);
+        assert_ne!(derive_rotated("pcrt_two", &salt).0, a1);
+        assert_ne!(derive_rotated("pcrt_one", &[8u8; 32]).0, a1);
     }
 
     #[tokio::test]

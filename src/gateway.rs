@@ -1,6 +1,6 @@
 //! The per-request pipeline of the proxy listener.
 //!
-//! `/o/token/` goes to the token endpoint; every other request runs the phases named after its
+//! `/o/` endpoints and the RFC 8414 metadata go to the authorization server; every other request runs the phases named after its
 //! life: **route** (canonical path -> route table) -> **authorize** (bearer token -> cache ->
 //! scopes) -> **upstream_request** (URI and headers for the upstream) -> **send** ->
 //! **upstream_response** -> **log**. `log` always runs, so every decision is counted once.
@@ -18,7 +18,7 @@ use crate::crypto::Digest;
 use crate::guard::{self, AuthError};
 use crate::http::{Body, ErrorSource, GatewayError};
 use crate::metrics::{AuthDecisionLabels, Metrics, UpstreamLabels};
-use crate::oauth::{self, TokenEndpoint};
+use crate::oauth::{AuthServer, Endpoint};
 use crate::proxy::{Forwarded, Identity, Upstreams, rewrite_request_headers, strip_hop_by_hop};
 use crate::routes::{Route, RouteAuth, RouteTable, canonicalize};
 use crate::store::cache::{Principal, TokenCache};
@@ -28,7 +28,7 @@ pub struct Gateway {
     pub routes: RouteTable,
     pub upstreams: Upstreams,
     pub cache: TokenCache,
-    pub token_endpoint: TokenEndpoint,
+    pub auth_server: AuthServer,
     pub identity_headers: IdentityHeaders,
     pub metrics: Metrics,
     pub realm: String,
@@ -55,8 +55,8 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<Body> {
         let path = req.uri().path();
-        if oauth::is_token_path(path) {
-            return match self.token_endpoint.handle(req).await {
+        if let Some(endpoint) = Endpoint::for_path(path) {
+            return match self.auth_server.handle(endpoint, req).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(&self.realm),
             };

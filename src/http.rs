@@ -11,7 +11,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::guard::AuthError;
-use crate::oauth::error::{OAuthError, OAuthErrorCode};
+use crate::oauth::error::{Challenge, OAuthError, OAuthErrorCode};
 use crate::routes::PathError;
 use crate::store::StoreError;
 
@@ -98,7 +98,7 @@ impl GatewayError {
                 &json!({"error": "not_found", "error_description": "no route matches this method and path"}),
             ),
             GatewayError::Auth(e) => auth_response(&e, realm),
-            GatewayError::OAuth(e) => oauth_response(&e),
+            GatewayError::OAuth(e) => oauth_response(&e, realm),
             GatewayError::MethodNotAllowed { allow } => {
                 let mut r = no_store_json(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -162,7 +162,7 @@ fn auth_response(e: &AuthError, realm: &str) -> Response<Body> {
     resp
 }
 
-fn oauth_response(e: &OAuthError) -> Response<Body> {
+fn oauth_response(e: &OAuthError, realm: &str) -> Response<Body> {
     let status = match e.code {
         OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
         _ => StatusCode::BAD_REQUEST,
@@ -171,11 +171,17 @@ fn oauth_response(e: &OAuthError) -> Response<Body> {
         status,
         &serde_json::json!({"error": e.code.as_str(), "error_description": e.description}),
     );
-    if e.code == OAuthErrorCode::InvalidClient && e.basic_challenge {
-        resp.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"portcullis token endpoint\""),
-        );
+    if e.code == OAuthErrorCode::InvalidClient {
+        let challenge = match e.challenge {
+            Some(Challenge::Basic) => Some(format!("Basic realm=\"{realm}\"")),
+            Some(Challenge::Bearer) => {
+                Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\""))
+            }
+            None => None,
+        };
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+        }
     }
     resp
 }

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod gateway;
 pub mod guard;
 pub mod http;
+pub mod lifecycle;
 pub mod listener;
 pub mod manage;
 pub mod metrics;

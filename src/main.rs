@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portcullis::clock::Clock as _;
 use portcullis::clock::SystemClock;
 use portcullis::config::{Config, ConfigError};
 use portcullis::crypto::PasswordHasher;
 use portcullis::manage;
-use portcullis::store::{GrantType, SharedStore};
+use portcullis::store::{GrantType, SharedStore, TokenOwner, TokenSummary};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -57,6 +58,33 @@ enum Command {
     /// Manage OAuth clients (applications).
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Inspect, revoke and clean up tokens (values are never shown: only their digests).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// List tokens, newest last.
+    List {
+        /// Only this user's tokens.
+        #[arg(long, conflicts_with = "client")]
+        user: Option<String>,
+        /// Only this client's tokens.
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every live token of a user or a client.
+    Revoke {
+        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// Delete expired and revoked tokens now (django-oauth-toolkit's cleartokens).
+    ClearExpired,
 }
 
 #[derive(Subcommand)]
@@ -205,7 +233,99 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (config, store) = open(&cli.config).await?;
             clients(cmd, &config, &store).await
         }
+        Command::Tokens(cmd) => {
+            let (config, store) = open(&cli.config).await?;
+            tokens(cmd, &config, &store).await
+        }
     }
+}
+
+fn owner(user: Option<String>, client: Option<String>) -> TokenOwner {
+    match (user, client) {
+        (Some(u), _) => TokenOwner::User(u),
+        (None, Some(c)) => TokenOwner::Client(c),
+        (None, None) => TokenOwner::All,
+    }
+}
+
+fn timestamp(unix: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    match cmd {
+        TokensCommand::List { user, client, json } => {
+            let list = store.list_tokens(owner(user, client), now).await?;
+            let status = |t: &TokenSummary| match (t.revoked_at, t.expires_at > now) {
+                (Some(_), _) => "revoked",
+                (None, false) => "expired",
+                (None, true) => "active",
+            };
+            // The first 8 bytes of the digest identify a token without revealing it.
+            let id = |t: &TokenSummary| {
+                t.digest.0[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            };
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "kind": t.kind.as_str(), "id": id(t), "client_id": t.client_id,
+                            "username": t.username, "scope": t.scopes.join(" "),
+                            "issued_at": t.issued_at, "expires_at": t.expires_at, "status": status(t),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!(
+                    "KIND     ID                CLIENT                            USER             STATUS   EXPIRES               SCOPE"
+                );
+                for t in &list {
+                    println!(
+                        "{:<8} {} {:<33} {:<16} {:<8} {} {}",
+                        t.kind.as_str(),
+                        id(t),
+                        t.client_id,
+                        t.username.as_deref().unwrap_or("-"),
+                        status(t),
+                        timestamp(t.expires_at),
+                        t.scopes.join(" ")
+                    );
+                }
+            }
+        }
+        TokensCommand::Revoke { user, client } => {
+            let who = owner(user, client);
+            let revoked = store.revoke_tokens_of(who.clone(), now).await?;
+            println!(
+                "revoked {} access and {} refresh tokens of {}; running gateways drop them within cache.revocation_poll_ms",
+                revoked.access.len(),
+                revoked.refresh,
+                match who {
+                    TokenOwner::User(u) => format!("user {u}"),
+                    TokenOwner::Client(c) => format!("client {c}"),
+                    TokenOwner::All => "everyone".into(),
+                }
+            );
+        }
+        TokensCommand::ClearExpired => {
+            let swept =
+                portcullis::lifecycle::sweep_all(store, now, config.cleanup.batch_size, None)
+                    .await?;
+            println!(
+                "deleted {} access and {} refresh tokens",
+                swept.access, swept.refresh
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn open(path: &Path) -> anyhow::Result<(Config, SharedStore)> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,26 @@ pub struct UpstreamLabels {
     pub status_class: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevokedLabels {
+    /// `access` or `refresh`.
+    pub kind: &'static str,
+    /// `endpoint` (RFC 7009), `rotation`, `reuse` (a family revoked after refresh-token reuse)
+    /// or `admin` (the CLI).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `access` or `refresh`.
+    pub kind: &'static str,
+}
+
 /// All metric families of one gateway instance.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -43,6 +64,12 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
+    pub revocation_requests: Family<OutcomeLabels, Counter>,
+    pub tokens_revoked: Family<RevokedLabels, Counter>,
+    pub introspections: Family<OutcomeLabels, Counter>,
+    pub refresh_reuse_detected: Counter,
+    pub tokens_swept: Family<KindLabels, Counter>,
+    pub live_tokens: Family<KindLabels, Gauge>,
 }
 
 impl Metrics {
@@ -55,6 +82,12 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
+            revocation_requests: Family::default(),
+            tokens_revoked: Family::default(),
+            introspections: Family::default(),
+            refresh_reuse_detected: Counter::default(),
+            tokens_swept: Family::default(),
+            live_tokens: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("portcullis");
         r.register(
@@ -82,7 +115,48 @@ impl Metrics {
             "Time from sending a request upstream until its response headers arrived",
             m.upstream_duration.clone(),
         );
+        r.register(
+            "revocation_requests",
+            "Revocation endpoint requests, by outcome (revoked, unknown_token, invalid_client, invalid_request)",
+            m.revocation_requests.clone(),
+        );
+        r.register(
+            "tokens_revoked",
+            "Tokens revoked, by kind and cause",
+            m.tokens_revoked.clone(),
+        );
+        r.register(
+            "introspections",
+            "Introspection requests, by outcome (active, inactive, invalid_client, invalid_request)",
+            m.introspections.clone(),
+        );
+        r.register(
+            "refresh_reuse_detected",
+            "Rotated refresh tokens presented after the grace period (their families were revoked)",
+            m.refresh_reuse_detected.clone(),
+        );
+        r.register(
+            "tokens_swept",
+            "Expired or revoked tokens deleted by the sweeper",
+            m.tokens_swept.clone(),
+        );
+        r.register(
+            "store_live_tokens",
+            "Unrevoked, unexpired tokens in the store at the last sweep",
+            m.live_tokens.clone(),
+        );
         m
+    }
+
+    /// Counts tokens revoked for `cause`.
+    pub fn count_revoked(&self, cause: &'static str, access: usize, refresh: usize) {
+        for (kind, n) in [("access", access), ("refresh", refresh)] {
+            if n > 0 {
+                self.tokens_revoked
+                    .get_or_create(&RevokedLabels { kind, cause })
+                    .inc_by(n as u64);
+            }
+        }
     }
 
     pub fn status_class(status: u16) -> &'static str {

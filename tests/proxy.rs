@@ -114,7 +114,10 @@ async fn rfc6750_challenges() {
 
     // Expired, after the token was cached by a successful request: the cache hit is checked
     // against the clock too.
-    assert_eq!(h.get("/api/users", Some(&access)).await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("/api/users", Some(&access)).await.status,
+        StatusCode::OK
+    );
     h.clock.advance(1201);
     let expired = h.get("/api/users", Some(&access)).await;
     assert_eq!(expired.status, StatusCode::UNAUTHORIZED);

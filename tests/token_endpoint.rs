@@ -380,8 +380,13 @@ async fn refresh_rotates_and_never_widens() {
     let refresh2 = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(refresh2, refresh1);
 
-    // The rotated-out refresh token and its access token are dead.
-    let reuse = h
+    // The rotated-out refresh token's access token is dead at once; the refresh token itself,
+    // presented again within the grace period, replays the same new pair (a retry).
+    assert_eq!(
+        h.get("/api/users", Some(&access1)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let retry = h
         .token(
             &h.client,
             &[
@@ -390,11 +395,10 @@ async fn refresh_rotates_and_never_widens() {
             ],
         )
         .await;
-    assert_eq!(reuse.json()["error"], "invalid_grant");
-    assert_eq!(
-        h.get("/api/users", Some(&access1)).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.text());
+    assert_eq!(retry.json()["access_token"], second["access_token"]);
+    assert_eq!(retry.json()["refresh_token"], second["refresh_token"]);
+    assert_eq!(retry.json()["scope"], "read");
 
     // The new refresh token keeps the original grant's scope: write can come back...
     let r = h
@@ -501,14 +505,70 @@ async fn parallel_refreshes_yield_exactly_one_new_pair() {
             .await
         }));
     }
-    let mut ok = 0;
+    // Within the grace period every racer gets the one new pair: never a 500, never two
+    // live families.
+    let mut pairs = std::collections::BTreeSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let j = r.json();
+        pairs.insert((
+            j["access_token"].as_str().unwrap().to_owned(),
+            j["refresh_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(pairs.len(), 1, "{pairs:?}");
+    let (access, refresh) = pairs.into_iter().next().unwrap();
+    assert_eq!(
+        h.get("/api/users", Some(&access)).await.status,
+        StatusCode::OK
+    );
+    let next = h
+        .token(
+            &h.client,
+            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+        )
+        .await;
+    assert_eq!(next.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn parallel_refreshes_without_grace_leave_no_two_families() {
+    let h = std::sync::Arc::new(
+        Harness::with(Options {
+            extra_oauth: "  refresh_token_grace_period_seconds: 0".into(),
+            ..Options::default()
+        })
+        .await,
+    );
+    let refresh = h.password_token("read").await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let h = std::sync::Arc::clone(&h);
+        let refresh = refresh.clone();
+        tasks.push(tokio::spawn(async move {
+            h.token(
+                &h.client,
+                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+            )
+            .await
+        }));
+    }
+    let mut winners = Vec::new();
     for t in tasks {
         let r = t.await.unwrap();
         match r.status {
-            StatusCode::OK => ok += 1,
+            StatusCode::OK => winners.push(r.json()),
             StatusCode::BAD_REQUEST => assert_eq!(r.json()["error"], "invalid_grant"),
             s => panic!("unexpected {s}: {}", r.text()),
         }
     }
-    assert_eq!(ok, 1);
+    assert!(winners.len() <= 1, "{winners:?}");
+    // At most one family, and a same-second repeat is within a zero grace period (replayed)
+    // or, once later, revokes it: either way no second live family exists.
+    let live = h.store.live_tokens(h.clock_now()).await.unwrap();
+    assert!(live.refresh <= 1, "{live:?}");
 }

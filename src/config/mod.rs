@@ -37,6 +37,15 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     pub cache: CacheConfig,
     pub limits: Limits,
+    pub cleanup: CleanupConfig,
+}
+
+/// The background sweeper of expired and revoked tokens.
+#[derive(Debug, Clone)]
+pub struct CleanupConfig {
+    pub interval: Duration,
+    /// Tokens of each kind deleted per transaction; validation never waits behind a long one.
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +64,14 @@ pub struct OAuthConfig {
     pub refresh_token_expire_seconds: i64,
     /// Issue a new refresh token on every refresh and invalidate the old one.
     pub rotate_refresh_token: bool,
+    /// A rotated refresh token presented again within this many seconds gets the same new
+    /// pair (a client retrying after a lost response), not an error.
+    pub refresh_token_grace_period_seconds: i64,
+    /// A rotated refresh token presented after the grace period revokes its whole family.
+    pub refresh_token_reuse_protection: bool,
+    /// RFC 8414 issuer identifier; endpoint URLs in the metadata are built on it. `None`:
+    /// `http://` and the address the proxy listener is bound to.
+    pub issuer: Option<String>,
     /// The `realm` of `WWW-Authenticate: Bearer` challenges.
     pub realm: String,
     /// Password hashes verified at once, at most (each runs on a blocking thread).
@@ -93,6 +110,9 @@ pub struct CacheConfig {
     /// Longest time a cached token is trusted without asking the store again; bounds how long
     /// an out-of-process change (a user removed with the CLI) takes to reach this gateway.
     pub ttl: Duration,
+    /// How often the revocation log is read, so that tokens revoked by another process (the
+    /// CLI, another replica) leave this gateway's cache.
+    pub revocation_poll: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +327,22 @@ impl Validator {
                     .and_then(|c| self.positive(&c.ttl_seconds, "cache.ttl_seconds"))
                     .unwrap_or(60),
             ),
+            revocation_poll: Duration::from_millis(
+                cache
+                    .and_then(|c| self.positive(&c.revocation_poll_ms, "cache.revocation_poll_ms"))
+                    .unwrap_or(1000),
+            ),
+        };
+        let cleanup = raw.cleanup.as_ref();
+        let cleanup = CleanupConfig {
+            interval: Duration::from_secs(
+                cleanup
+                    .and_then(|c| self.positive(&c.interval_seconds, "cleanup.interval_seconds"))
+                    .unwrap_or(600),
+            ),
+            batch_size: cleanup
+                .and_then(|c| self.positive(&c.batch_size, "cleanup.batch_size"))
+                .unwrap_or(1000) as usize,
         };
         let limits = raw.limits.as_ref();
         let limits = Limits {
@@ -341,6 +377,7 @@ impl Validator {
             identity_headers,
             cache,
             limits,
+            cleanup,
         }
     }
 
@@ -407,12 +444,36 @@ impl Validator {
                 "oauth.password_hash_concurrency",
             )
             .map_or(default_concurrency, |n| n as usize);
+        let issuer = match &raw.issuer {
+            None => None,
+            Some(i) => {
+                let ok = i.value.parse::<Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.authority().is_some()
+                        && u.query().is_none()
+                        && !i.value.contains('#')
+                });
+                if !ok {
+                    self.at(
+                        &i.referenced,
+                        "`oauth.issuer` must be an http(s) URL without query or fragment",
+                    );
+                }
+                Some(i.value.trim_end_matches('/').to_owned())
+            }
+        };
         OAuthConfig {
             scopes,
             default_scopes,
             access_token_expire_seconds: access.min(i64::MAX as u64 / 4) as i64,
             refresh_token_expire_seconds: refresh.min(i64::MAX as u64 / 4) as i64,
             rotate_refresh_token: raw.rotate_refresh_token.unwrap_or(true),
+            refresh_token_grace_period_seconds: raw
+                .refresh_token_grace_period_seconds
+                .unwrap_or(5)
+                .min(86_400) as i64,
+            refresh_token_reuse_protection: raw.refresh_token_reuse_protection.unwrap_or(true),
+            issuer,
             realm,
             password_hash_concurrency,
         }

@@ -27,6 +27,16 @@ pub struct RawConfig {
     pub cache: Option<RawCache>,
     #[serde(default)]
     pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub cleanup: Option<RawCleanup>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawCleanup {
+    #[serde(default)]
+    pub interval_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub batch_size: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +55,12 @@ pub struct RawOAuth {
     pub refresh_token_expire_seconds: Option<S<u64>>,
     #[serde(default)]
     pub rotate_refresh_token: Option<bool>,
+    #[serde(default)]
+    pub refresh_token_grace_period_seconds: Option<u64>,
+    #[serde(default)]
+    pub refresh_token_reuse_protection: Option<bool>,
+    #[serde(default)]
+    pub issuer: Option<S<String>>,
     #[serde(default)]
     pub realm: Option<S<String>>,
     #[serde(default)]
@@ -90,6 +106,8 @@ pub struct RawCache {
     pub max_entries: Option<S<u64>>,
     #[serde(default)]
     pub ttl_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub revocation_poll_ms: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,6 +25,16 @@ impl OAuthErrorCode {
     }
 }
 
+/// How the caller tried to authenticate, which decides the `WWW-Authenticate` challenge of an
+/// `invalid_client` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// HTTP Basic client credentials (RFC 6749 §5.2).
+    Basic,
+    /// A bearer token (introspection callers, RFC 7662 §2.1).
+    Bearer,
+}
+
 /// A token request the client got wrong. `description` is fixed text: it never echoes a
 /// credential back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,9 +42,7 @@ impl OAuthErrorCode {
 pub struct OAuthError {
     pub code: OAuthErrorCode,
     pub description: &'static str,
-    /// The client tried HTTP Basic authentication: an `invalid_client` answer then carries
-    /// `WWW-Authenticate: Basic` (RFC 6749 §5.2).
-    pub basic_challenge: bool,
+    pub challenge: Option<Challenge>,
 }
 
 impl OAuthError {
@@ -42,7 +50,7 @@ impl OAuthError {
         OAuthError {
             code,
             description,
-            basic_challenge: false,
+            challenge: None,
         }
     }
 

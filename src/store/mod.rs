@@ -87,6 +87,9 @@ pub struct AccessTokenRecord {
     pub expires_at: i64,
     /// The refresh token issued alongside (or the one this token was refreshed from).
     pub refresh: Option<Digest>,
+    /// The grant this token descends from: every token of one original grant shares it, so a
+    /// detected refresh-token reuse can revoke them all.
+    pub family: Digest,
     pub revoked_at: Option<i64>,
 }
 
@@ -99,13 +102,85 @@ pub struct RefreshTokenRecord {
     pub scopes: Vec<String>,
     pub issued_at: i64,
     pub expires_at: i64,
+    pub family: Digest,
     pub revoked_at: Option<i64>,
+    /// When this token was exchanged for a new pair (rotation); `None` while unused or when
+    /// revoked by other means.
+    pub rotated_at: Option<i64>,
+    /// The salt its successors were derived with, so that a retry within the grace period
+    /// gets the same pair (see `crypto::derive_rotated`).
+    pub rotation_salt: Option<[u8; 32]>,
 }
 
 impl RefreshTokenRecord {
     pub fn is_usable(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
     }
+}
+
+impl AccessTokenRecord {
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// Whose tokens a bulk operation concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOwner {
+    User(String),
+    Client(String),
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// A token as listed by `portcullis tokens list`: never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSummary {
+    pub kind: TokenKind,
+    pub digest: Digest,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub scopes: Vec<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What a revocation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Access tokens revoked now; every cache must drop them.
+    pub access: Vec<Digest>,
+    /// Refresh tokens revoked now.
+    pub refresh: usize,
+}
+
+/// What one sweep batch deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub access: usize,
+    pub refresh: usize,
+}
+
+/// Live (unrevoked, unexpired) tokens in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveTokens {
+    pub access: u64,
+    pub refresh: u64,
 }
 
 /// Outcome of [`Store::exchange_refresh_token`].
@@ -169,16 +244,46 @@ pub trait Store: Send + Sync + fmt::Debug {
     -> Result<Option<RefreshTokenRecord>, StoreError>;
 
     /// In one transaction: check that refresh token `old` is still usable at `now`; when
-    /// `rotate`, revoke it and the access tokens issued from it; store the new tokens.
+    /// `rotation_salt` is given, mark it rotated (revoked, with the salt its successors were
+    /// derived from) and revoke the access tokens issued from it; store the new tokens.
     /// Concurrent exchanges of one token: exactly one gets `Exchanged` when rotating.
     async fn exchange_refresh_token(
         &self,
         old: Digest,
         now: i64,
-        rotate: bool,
+        rotation_salt: Option<[u8; 32]>,
         access: AccessTokenRecord,
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<RefreshExchange, StoreError>;
+
+    /// RFC 7009: revokes the token with this digest if it belongs to `client_id`. A refresh
+    /// token takes the access tokens issued from it along. `refresh_first` only orders the
+    /// lookups (the `token_type_hint`); both kinds are always searched.
+    async fn revoke_token(
+        &self,
+        digest: Digest,
+        client_id: &str,
+        now: i64,
+        refresh_first: bool,
+    ) -> Result<Revoked, StoreError>;
+    /// Revokes every token of one grant family (refresh-token reuse was detected).
+    async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError>;
+    /// Revokes every live token of a user, a client or everyone.
+    async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError>;
+    async fn list_tokens(
+        &self,
+        owner: TokenOwner,
+        now: i64,
+    ) -> Result<Vec<TokenSummary>, StoreError>;
+    async fn live_tokens(&self, now: i64) -> Result<LiveTokens, StoreError>;
+
+    /// Deletes at most `batch` expired or revoked tokens of each kind in one short transaction.
+    /// Rotated refresh tokens stay until they expire, so that their reuse is still detected.
+    async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError>;
+
+    /// Access tokens revoked since log entry `after` (by any process sharing this store), with
+    /// the newest entry id, so that every gateway can drop them from its cache.
+    async fn revocations_since(&self, after: i64) -> Result<(i64, Vec<Digest>), StoreError>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::Semaphore;
 
 use super::{
-    AccessTokenRecord, ClientRecord, GrantType, RefreshExchange, RefreshTokenRecord, Store,
-    StoreError, UserRecord,
+    AccessTokenRecord, ClientRecord, GrantType, LiveTokens, RefreshExchange, RefreshTokenRecord,
+    Revoked, Store, StoreError, Swept, TokenKind, TokenOwner, TokenSummary, UserRecord,
 };
 use crate::crypto::Digest;
 
@@ -34,13 +34,16 @@ CREATE TABLE clients (
     created_at    INTEGER NOT NULL
 );
 CREATE TABLE refresh_tokens (
-    digest     BLOB PRIMARY KEY,
-    client_id  TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
-    username   TEXT REFERENCES users(username) ON DELETE CASCADE,
-    scopes     TEXT NOT NULL,
-    issued_at  INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    revoked_at INTEGER
+    digest        BLOB PRIMARY KEY,
+    client_id     TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    username      TEXT REFERENCES users(username) ON DELETE CASCADE,
+    scopes        TEXT NOT NULL,
+    issued_at     INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    family        BLOB NOT NULL,
+    revoked_at    INTEGER,
+    rotated_at    INTEGER,
+    rotation_salt BLOB
 ) WITHOUT ROWID;
 CREATE TABLE access_tokens (
     digest         BLOB PRIMARY KEY,
@@ -49,15 +52,33 @@ CREATE TABLE access_tokens (
     scopes         TEXT NOT NULL,
     issued_at      INTEGER NOT NULL,
     expires_at     INTEGER NOT NULL,
-    refresh_digest BLOB REFERENCES refresh_tokens(digest) ON DELETE CASCADE,
+    refresh_digest BLOB,
+    family         BLOB NOT NULL,
     revoked_at     INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX access_tokens_refresh ON access_tokens(refresh_digest);
+CREATE INDEX access_tokens_family ON access_tokens(family);
 CREATE INDEX access_tokens_client ON access_tokens(client_id);
 CREATE INDEX access_tokens_user ON access_tokens(username);
+CREATE INDEX access_tokens_expiry ON access_tokens(expires_at);
+CREATE INDEX access_tokens_revoked ON access_tokens(revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
 CREATE INDEX refresh_tokens_client ON refresh_tokens(client_id);
 CREATE INDEX refresh_tokens_user ON refresh_tokens(username);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
+CREATE INDEX refresh_tokens_revoked ON refresh_tokens(revoked_at)
+    WHERE revoked_at IS NOT NULL AND rotated_at IS NULL;
+-- Access tokens revoked by any process, so that every gateway sharing this file can drop
+-- them from its cache; entries older than an hour are swept.
+CREATE TABLE revocation_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest     BLOB NOT NULL,
+    revoked_at INTEGER NOT NULL
+);
 "#];
+
+/// How long revocation log entries are kept: far longer than any gateway's poll interval.
+const REVOCATION_LOG_RETENTION_SECONDS: i64 = 3600;
 
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -192,8 +213,7 @@ fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
     })
 }
 
-const ACCESS_COLS: &str =
-    "digest, client_id, username, scopes, issued_at, expires_at, refresh_digest, revoked_at";
+const ACCESS_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, refresh_digest, family, revoked_at";
 fn access_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
     Ok(AccessTokenRecord {
         digest: digest_col(row, 0)?,
@@ -206,11 +226,12 @@ fn access_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
             rusqlite::types::ValueRef::Null => None,
             _ => Some(digest_col(row, 6)?),
         },
-        revoked_at: row.get(7)?,
+        family: digest_col(row, 7)?,
+        revoked_at: row.get(8)?,
     })
 }
 
-const REFRESH_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at";
+const REFRESH_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, family, revoked_at, rotated_at, rotation_salt";
 fn refresh_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
     Ok(RefreshTokenRecord {
         digest: digest_col(row, 0)?,
@@ -219,22 +240,37 @@ fn refresh_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
         scopes: words(row.get(3)?),
         issued_at: row.get(4)?,
         expires_at: row.get(5)?,
-        revoked_at: row.get(6)?,
+        family: digest_col(row, 6)?,
+        revoked_at: row.get(7)?,
+        rotated_at: row.get(8)?,
+        rotation_salt: match row.get_ref(9)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(digest_col(row, 9)?.0),
+        },
     })
 }
 
 fn insert_refresh(conn: &Connection, r: &RefreshTokenRecord) -> rusqlite::Result<usize> {
     conn.execute(
-        "INSERT INTO refresh_tokens (digest, client_id, username, scopes, issued_at, expires_at, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![&r.digest.0[..], r.client_id, r.username, r.scopes.join(" "), r.issued_at, r.expires_at, r.revoked_at],
+        "INSERT INTO refresh_tokens (digest, client_id, username, scopes, issued_at, expires_at, family, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            &r.digest.0[..],
+            r.client_id,
+            r.username,
+            r.scopes.join(" "),
+            r.issued_at,
+            r.expires_at,
+            &r.family.0[..],
+            r.revoked_at
+        ],
     )
 }
 
 fn insert_access(conn: &Connection, a: &AccessTokenRecord) -> rusqlite::Result<usize> {
     conn.execute(
-        "INSERT INTO access_tokens (digest, client_id, username, scopes, issued_at, expires_at, refresh_digest, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO access_tokens (digest, client_id, username, scopes, issued_at, expires_at, refresh_digest, family, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             &a.digest.0[..],
             a.client_id,
@@ -243,6 +279,7 @@ fn insert_access(conn: &Connection, a: &AccessTokenRecord) -> rusqlite::Result<u
             a.issued_at,
             a.expires_at,
             a.refresh.as_ref().map(|d| d.0.to_vec()),
+            &a.family.0[..],
             a.revoked_at
         ],
     )
@@ -252,6 +289,71 @@ fn conflict(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what),
         _ => StoreError::Sqlite(e),
+    }
+}
+
+/// Revokes the live access tokens matching `condition` (SQL over `access_tokens`, with `?1`
+/// bound to `key`) and logs them for every gateway's cache. Returns their digests.
+fn revoke_access(
+    conn: &Connection,
+    condition: &str,
+    key: &dyn rusqlite::ToSql,
+    now: i64,
+) -> rusqlite::Result<Vec<Digest>> {
+    let mut st = conn.prepare_cached(&format!(
+        "UPDATE access_tokens SET revoked_at = ?2 WHERE {condition} AND revoked_at IS NULL AND expires_at > ?2 RETURNING digest"
+    ))?;
+    let digests = st
+        .query_map(params![key, now], |r| digest_col(r, 0))?
+        .collect::<rusqlite::Result<Vec<Digest>>>()?;
+    log_revocations(conn, &digests, now)?;
+    Ok(digests)
+}
+
+fn log_revocations(conn: &Connection, digests: &[Digest], now: i64) -> rusqlite::Result<()> {
+    let mut log =
+        conn.prepare_cached("INSERT INTO revocation_log (digest, revoked_at) VALUES (?1, ?2)")?;
+    for d in digests {
+        log.execute(params![&d.0[..], now])?;
+    }
+    Ok(())
+}
+
+/// Revokes the live refresh tokens matching `condition`; returns how many.
+fn revoke_refresh(
+    conn: &Connection,
+    condition: &str,
+    key: &dyn rusqlite::ToSql,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        &format!("UPDATE refresh_tokens SET revoked_at = ?2 WHERE {condition} AND revoked_at IS NULL AND expires_at > ?2"),
+        params![key, now],
+    )
+}
+
+/// Logs the live access tokens matching `condition` before a cascade delete removes them.
+fn log_before_delete(
+    conn: &Connection,
+    condition: &str,
+    key: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO revocation_log (digest, revoked_at)
+             SELECT digest, ?2 FROM access_tokens WHERE {condition} AND revoked_at IS NULL AND expires_at > ?2"
+        ),
+        params![key, now],
+    )?;
+    Ok(())
+}
+
+fn owner_condition(owner: &TokenOwner) -> (&'static str, String) {
+    match owner {
+        TokenOwner::User(name) => ("username = ?1", name.clone()),
+        TokenOwner::Client(id) => ("client_id = ?1", id.clone()),
+        TokenOwner::All => ("?1 = ?1", String::new()),
     }
 }
 
@@ -298,8 +400,15 @@ impl Store for SqliteStore {
 
     async fn remove_user(&self, username: &str) -> Result<bool, StoreError> {
         let username = username.to_owned();
-        self.write(move |c| Ok(c.execute("DELETE FROM users WHERE username = ?1", [username])? > 0))
-            .await
+        let now = now();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            log_before_delete(&tx, "username = ?1", &username, now)?;
+            let removed = tx.execute("DELETE FROM users WHERE username = ?1", [&username])? > 0;
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
     }
 
     async fn set_password(
@@ -341,11 +450,10 @@ impl Store for SqliteStore {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let client_id = client_id.to_owned();
         self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
-                [client_id],
-                client_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"
+            ))?
+            .query_row([client_id], client_row)
             .optional()
         })
         .await
@@ -363,8 +471,13 @@ impl Store for SqliteStore {
 
     async fn remove_client(&self, client_id: &str) -> Result<bool, StoreError> {
         let client_id = client_id.to_owned();
+        let now = now();
         self.write(move |c| {
-            Ok(c.execute("DELETE FROM clients WHERE client_id = ?1", [client_id])? > 0)
+            let tx = c.transaction()?;
+            log_before_delete(&tx, "client_id = ?1", &client_id, now)?;
+            let removed = tx.execute("DELETE FROM clients WHERE client_id = ?1", [&client_id])? > 0;
+            tx.commit()?;
+            Ok(removed)
         })
         .await
     }
@@ -430,41 +543,37 @@ impl Store for SqliteStore {
         &self,
         old: Digest,
         now: i64,
-        rotate: bool,
+        rotation_salt: Option<[u8; 32]>,
         access: AccessTokenRecord,
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<RefreshExchange, StoreError> {
         self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let usable = if rotate {
-                tx.execute(
-                    "UPDATE refresh_tokens SET revoked_at = ?2
-                     WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
-                    params![&old.0[..], now],
-                )? == 1
-            } else {
-                tx.query_row(
-                    "SELECT 1 FROM refresh_tokens WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
-                    params![&old.0[..], now],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some()
+            let usable = match &rotation_salt {
+                Some(salt) => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET revoked_at = ?2, rotated_at = ?2, rotation_salt = ?3
+                         WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                        params![&old.0[..], now, &salt[..]],
+                    )? == 1
+                }
+                None => tx
+                    .query_row(
+                        "SELECT 1 FROM refresh_tokens WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                        params![&old.0[..], now],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some(),
             };
             if !usable {
                 return Ok(RefreshExchange::Stale);
             }
-            let mut revoked_access = Vec::new();
-            if rotate {
-                let mut st = tx.prepare(
-                    "UPDATE access_tokens SET revoked_at = ?2
-                     WHERE refresh_digest = ?1 AND revoked_at IS NULL RETURNING digest",
-                )?;
-                let rows = st.query_map(params![&old.0[..], now], |r| digest_col(r, 0))?;
-                for d in rows {
-                    revoked_access.push(d?);
-                }
-            }
+            let revoked_access = if rotation_salt.is_some() {
+                revoke_access(&tx, "refresh_digest = ?1", &&old.0[..], now)?
+            } else {
+                Vec::new()
+            };
             if let Some(r) = &refresh {
                 insert_refresh(&tx, r)?;
             }
@@ -474,4 +583,210 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn revoke_token(
+        &self,
+        digest: Digest,
+        client_id: &str,
+        now: i64,
+        refresh_first: bool,
+    ) -> Result<Revoked, StoreError> {
+        let client_id = client_id.to_owned();
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut out = Revoked::default();
+            let key = &digest.0[..];
+            let try_refresh = |tx: &Connection, out: &mut Revoked| -> rusqlite::Result<bool> {
+                let owner: Option<String> = tx
+                    .query_row(
+                        "SELECT client_id FROM refresh_tokens WHERE digest = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match owner {
+                    Some(owner) if owner == client_id => {
+                        out.refresh += revoke_refresh(tx, "digest = ?1", &key, now)?;
+                        out.access
+                            .extend(revoke_access(tx, "refresh_digest = ?1", &key, now)?);
+                        Ok(true)
+                    }
+                    Some(_) => Ok(true),
+                    None => Ok(false),
+                }
+            };
+            let try_access = |tx: &Connection, out: &mut Revoked| -> rusqlite::Result<bool> {
+                let owner: Option<String> = tx
+                    .query_row(
+                        "SELECT client_id FROM access_tokens WHERE digest = ?1",
+                        [key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match owner {
+                    Some(owner) if owner == client_id => {
+                        out.access
+                            .extend(revoke_access(tx, "digest = ?1", &key, now)?);
+                        Ok(true)
+                    }
+                    Some(_) => Ok(true),
+                    None => Ok(false),
+                }
+            };
+            // The hint only orders the lookups; a miss falls through to the other kind.
+            let found = if refresh_first {
+                try_refresh(&tx, &mut out)?
+            } else {
+                try_access(&tx, &mut out)?
+            };
+            if !found {
+                if refresh_first {
+                    try_access(&tx, &mut out)?;
+                } else {
+                    try_refresh(&tx, &mut out)?;
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let key = &family.0[..];
+            let refresh = revoke_refresh(&tx, "family = ?1", &key, now)?;
+            let access = revoke_access(&tx, "family = ?1", &key, now)?;
+            tx.commit()?;
+            Ok(Revoked { access, refresh })
+        })
+        .await
+    }
+
+    async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let (condition, key) = owner_condition(&owner);
+            let refresh = revoke_refresh(&tx, condition, &key, now)?;
+            let access = revoke_access(&tx, condition, &key, now)?;
+            tx.commit()?;
+            Ok(Revoked { access, refresh })
+        })
+        .await
+    }
+
+    async fn list_tokens(
+        &self,
+        owner: TokenOwner,
+        _now: i64,
+    ) -> Result<Vec<TokenSummary>, StoreError> {
+        self.read(move |c| {
+            let (condition, key) = owner_condition(&owner);
+            let mut out = Vec::new();
+            for (kind, table) in [
+                (TokenKind::Access, "access_tokens"),
+                (TokenKind::Refresh, "refresh_tokens"),
+            ] {
+                let mut st = c.prepare(&format!(
+                    "SELECT digest, client_id, username, scopes, issued_at, expires_at, revoked_at
+                     FROM {table} WHERE {condition} ORDER BY issued_at, digest"
+                ))?;
+                let rows = st.query_map([&key], |r| {
+                    Ok(TokenSummary {
+                        kind,
+                        digest: digest_col(r, 0)?,
+                        client_id: r.get(1)?,
+                        username: r.get(2)?,
+                        scopes: words(r.get(3)?),
+                        issued_at: r.get(4)?,
+                        expires_at: r.get(5)?,
+                        revoked_at: r.get(6)?,
+                    })
+                })?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            out.sort_by_key(|t| (t.issued_at, t.kind == TokenKind::Access));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn live_tokens(&self, now: i64) -> Result<LiveTokens, StoreError> {
+        self.read(move |c| {
+            let count = |table: &str| -> rusqlite::Result<u64> {
+                c.query_row(
+                    &format!(
+                        "SELECT count(*) FROM {table} WHERE expires_at > ?1 AND revoked_at IS NULL"
+                    ),
+                    [now],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n.max(0) as u64)
+            };
+            Ok(LiveTokens {
+                access: count("access_tokens")?,
+                refresh: count("refresh_tokens")?,
+            })
+        })
+        .await
+    }
+
+    async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError> {
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let access = tx.execute(
+                "DELETE FROM access_tokens WHERE digest IN (
+                     SELECT digest FROM access_tokens WHERE expires_at <= ?1
+                     UNION ALL
+                     SELECT digest FROM access_tokens WHERE revoked_at IS NOT NULL
+                     LIMIT ?2)",
+                params![now, batch],
+            )?;
+            let refresh = tx.execute(
+                "DELETE FROM refresh_tokens WHERE digest IN (
+                     SELECT digest FROM refresh_tokens WHERE expires_at <= ?1
+                     UNION ALL
+                     SELECT digest FROM refresh_tokens WHERE revoked_at IS NOT NULL AND rotated_at IS NULL
+                     LIMIT ?2)",
+                params![now, batch],
+            )?;
+            tx.execute(
+                "DELETE FROM revocation_log WHERE id IN (
+                     SELECT id FROM revocation_log WHERE revoked_at <= ?1 ORDER BY id LIMIT ?2)",
+                params![now - REVOCATION_LOG_RETENTION_SECONDS, batch],
+            )?;
+            tx.commit()?;
+            Ok(Swept { access, refresh })
+        })
+        .await
+    }
+
+    async fn revocations_since(&self, after: i64) -> Result<(i64, Vec<Digest>), StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, digest FROM revocation_log WHERE id > ?1 ORDER BY id LIMIT 10000",
+            )?;
+            let mut last = after;
+            let mut out = Vec::new();
+            let rows = st.query_map([after], |r| Ok((r.get::<_, i64>(0)?, digest_col(r, 1)?)))?;
+            for row in rows {
+                let (id, digest) = row?;
+                last = id;
+                out.push(digest);
+            }
+            Ok((last, out))
+        })
+        .await
+    }
+}
+
+/// Wall-clock seconds for bookkeeping that no caller passes a time for (the revocation log of
+/// a deletion).
+fn now() -> i64 {
+    use crate::clock::Clock as _;
+    crate::clock::SystemClock.now()
 }

@@ -34,7 +34,7 @@ admin_listen: 127.0.0.1:0
 store:
   sqlite: data/portcullis.db
 oauth:
-  scopes: {{ read: Read scope, write: Write scope, groups: Access to your groups }}
+  scopes: {{ read: Read scope, write: Write scope, groups: Access to your groups, introspection: Introspect tokens }}
   default_scopes: [read]
   access_token_expire_seconds: 1200
   refresh_token_expire_seconds: 3600
@@ -115,6 +115,11 @@ impl Harness {
     }
 
     pub async fn with(opts: Options) -> Harness {
+        // Logs of a failing test are shown with its output.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .try_init();
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().unwrap();
         let url = opts.upstream_url.clone().unwrap_or_else(|| upstream.url());
@@ -145,6 +150,11 @@ impl Harness {
             http: Client::builder(TokioExecutor::new()).build_http(),
             client,
         }
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        use portcullis::clock::Clock as _;
+        self.clock.now()
     }
 
     pub fn db_path(&self) -> PathBuf {

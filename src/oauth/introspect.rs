@@ -1,0 +1,153 @@
+//! `POST /o/introspect/` (RFC 7662), for upstream services that want a token's claims.
+//!
+//! Callers authenticate with client credentials or with a bearer token holding the
+//! `introspection` scope (as django-oauth-toolkit). A bearer caller, or a client registered
+//! with the `introspection` scope, may introspect any token; any other client only the tokens
+//! issued to itself. Everything a caller may not see answers `{"active": false}`.
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::error::{Challenge, OAuthError, OAuthErrorCode};
+use super::form::Form;
+use super::{AuthServer, INTROSPECTION_SCOPE, outcome_of};
+use crate::crypto::Digest;
+use crate::guard;
+use crate::http::{Body, GatewayError, no_store_json};
+use crate::metrics::OutcomeLabels;
+
+/// Who is asking.
+enum Caller {
+    /// May introspect any token.
+    Privileged,
+    /// May introspect tokens issued to this client only.
+    Client(String),
+}
+
+impl AuthServer {
+    pub(super) async fn introspect(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let result = self.introspect_inner(req).await;
+        let outcome = match &result {
+            Ok(claims) if claims["active"] == json!(true) => "active",
+            Ok(_) => "inactive",
+            Err(e) => outcome_of(e),
+        };
+        self.metrics
+            .introspections
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        result.map(|claims| no_store_json(StatusCode::OK, &claims))
+    }
+
+    async fn introspect_inner(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let (parts, form) = self.read_form(req).await?;
+        let caller = self.introspection_caller(&parts.headers, &form).await?;
+        let token = form.require("token", "token is required")?;
+        let digest = Digest::of(token);
+        let now = self.clock.now();
+        let refresh_first = form.get("token_type_hint") == Some("refresh_token");
+
+        let access = async {
+            Ok::<_, GatewayError>(self.store.access_token(digest).await?.map(|a| {
+                (
+                    a.is_active(now),
+                    a.client_id,
+                    a.username,
+                    a.scopes,
+                    a.issued_at,
+                    a.expires_at,
+                    "Bearer",
+                )
+            }))
+        };
+        let refresh = async {
+            Ok::<_, GatewayError>(self.store.refresh_token(digest).await?.map(|r| {
+                (
+                    r.is_usable(now),
+                    r.client_id,
+                    r.username,
+                    r.scopes,
+                    r.issued_at,
+                    r.expires_at,
+                    "refresh_token",
+                )
+            }))
+        };
+        let found = if refresh_first {
+            match refresh.await? {
+                Some(f) => Some(f),
+                None => access.await?,
+            }
+        } else {
+            match access.await? {
+                Some(f) => Some(f),
+                None => refresh.await?,
+            }
+        };
+        let Some((active, client_id, username, scopes, iat, exp, token_type)) = found else {
+            return Ok(json!({"active": false}));
+        };
+        let visible = match &caller {
+            Caller::Privileged => true,
+            Caller::Client(id) => *id == client_id,
+        };
+        if !active || !visible {
+            return Ok(json!({"active": false}));
+        }
+        let mut claims = json!({
+            "active": true,
+            "scope": scopes.join(" "),
+            "client_id": client_id,
+            "token_type": token_type,
+            "exp": exp,
+            "iat": iat,
+        });
+        if let Some(u) = username {
+            claims["username"] = json!(u);
+        }
+        Ok(claims)
+    }
+
+    async fn introspection_caller(
+        &self,
+        headers: &http::HeaderMap,
+        form: &Form,
+    ) -> Result<Caller, GatewayError> {
+        let is_bearer = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(' ').next())
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
+        if !is_bearer {
+            let client = self.authenticate_client(headers, form).await?;
+            return Ok(if client.scopes.iter().any(|s| s == INTROSPECTION_SCOPE) {
+                Caller::Privileged
+            } else {
+                Caller::Client(client.client_id)
+            });
+        }
+        let refused = OAuthError {
+            code: OAuthErrorCode::InvalidClient,
+            description: "the bearer token is invalid or lacks the introspection scope",
+            challenge: Some(Challenge::Bearer),
+        };
+        let token = guard::bearer_token(headers).map_err(|_| refused.clone())?;
+        let principal = self
+            .cache
+            .principal(Digest::of(token))
+            .await?
+            .ok_or(refused.clone())?;
+        if !principal.has_scope(INTROSPECTION_SCOPE) {
+            return Err(refused.into());
+        }
+        Ok(Caller::Privileged)
+    }
+}

@@ -1,0 +1,60 @@
+//! `POST /o/revoke_token/` (RFC 7009).
+//!
+//! Behaviour where the RFC leaves a choice: `token_type_hint` only orders the lookups (both
+//! kinds are always searched); revoking a refresh token revokes the access tokens issued from
+//! it, revoking an access token leaves its refresh token alone (as django-oauth-toolkit); an
+//! unknown, already revoked, or another client's token answers 200 and changes nothing, so
+//! the endpoint cannot be used to learn whether a token exists.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{AuthServer, outcome_of};
+use crate::crypto::Digest;
+use crate::http::{Body, GatewayError, no_store_json};
+use crate::metrics::OutcomeLabels;
+
+impl AuthServer {
+    pub(super) async fn revoke(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let result = self.revoke_inner(req).await;
+        let outcome = match &result {
+            Ok(true) => "revoked",
+            Ok(false) => "unknown_token",
+            Err(e) => outcome_of(e),
+        };
+        self.metrics
+            .revocation_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        result.map(|_| no_store_json(StatusCode::OK, &serde_json::json!({})))
+    }
+
+    /// True when something was revoked.
+    async fn revoke_inner(&self, req: Request<Incoming>) -> Result<bool, GatewayError> {
+        let (parts, form) = self.read_form(req).await?;
+        let client = self.authenticate_client(&parts.headers, &form).await?;
+        let token = form.require("token", "token is required")?;
+        let refresh_first = form.get("token_type_hint") == Some("refresh_token");
+        let now = self.clock.now();
+        let revoked = self
+            .store
+            .revoke_token(Digest::of(token), &client.client_id, now, refresh_first)
+            .await?;
+        for d in &revoked.access {
+            self.cache.invalidate(d).await;
+        }
+        self.metrics
+            .count_revoked("endpoint", revoked.access.len(), revoked.refresh);
+        let any = !revoked.access.is_empty() || revoked.refresh > 0;
+        tracing::info!(
+            client_id = %client.client_id,
+            access_revoked = revoked.access.len(),
+            refresh_revoked = revoked.refresh,
+            "revocation request"
+        );
+        Ok(any)
+    }
+}
