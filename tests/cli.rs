@@ -554,3 +554,123 @@ async fn demo_prints_a_flow_that_works() {
     let (clean_exit, out) = proc.stop();
     assert!(clean_exit, "{out}");
 }
+
+#[tokio::test]
+async fn tokens_commands_reach_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = common::Upstream::start().await;
+    let config = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &config,
+        common::config_yaml(&upstream.url(), "", "cache: { revocation_poll_ms: 100 }"),
+    )
+    .unwrap();
+    portcullis(
+        &config,
+        &["users", "add", "alice", "--password-stdin"],
+        Some("pw-alice\n"),
+    );
+    let add = portcullis(
+        &config,
+        &[
+            "clients",
+            "add",
+            "--name",
+            "app",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--scope",
+            "read",
+            "--json",
+        ],
+        None,
+    );
+    let created: serde_json::Value = serde_json::from_str(&stdout(&add)).unwrap();
+    let (id, secret) = (
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+
+    let mut proc = Proc::spawn(&config, &["--log-format", "json", "serve"], false);
+    let line = proc.wait_for("portcullis listening");
+    let addr = serde_json::from_str::<serde_json::Value>(&line).unwrap()["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = post_form(
+        &format!("http://{addr}/o/token/"),
+        Some(&basic(id, secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "pw-alice"),
+        ],
+    )
+    .await;
+    let access = ok.json()["access_token"].as_str().unwrap().to_owned();
+    let refresh = ok.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(&format!("http://{addr}/api/users"), &access)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let list = portcullis(&config, &["tokens", "list", "--user", "alice"], None);
+    let text = stdout(&list);
+    assert!(
+        text.contains("access") && text.contains("refresh") && text.contains("active"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&access) && !text.contains(&refresh),
+        "token values are never printed"
+    );
+    let json_list = portcullis(&config, &["tokens", "list", "--client", id, "--json"], None);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&json_list)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
+    assert_eq!(
+        stdout(&portcullis(
+            &config,
+            &["tokens", "list", "--user", "nobody", "--json"],
+            None
+        ))
+        .trim(),
+        "[]"
+    );
+
+    let revoke = portcullis(&config, &["tokens", "revoke", "--user", "alice"], None);
+    assert!(
+        stdout(&revoke).contains("revoked 1 access and 1 refresh tokens of user alice"),
+        "{}",
+        stdout(&revoke)
+    );
+    // The running gateway follows the revocation log: the cached token stops working.
+    let mut status = StatusCode::OK;
+    for _ in 0..100 {
+        status = get(&format!("http://{addr}/api/users"), &access)
+            .await
+            .status;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let neither = portcullis(&config, &["tokens", "revoke"], None);
+    assert_eq!(
+        neither.status.code(),
+        Some(2),
+        "--user or --client is required"
+    );
+
+    let clear = portcullis(&config, &["tokens", "clear-expired"], None);
+    assert_eq!(
+        stdout(&clear).trim(),
+        "deleted 1 access and 1 refresh tokens"
+    );
+    let (clean_exit, logs) = proc.stop();
+    assert!(clean_exit, "{logs}");
+}
