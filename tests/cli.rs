@@ -324,9 +324,6 @@ impl Proc {
 }
 
 async fn post_form(url: &str, auth: Option<&str>, form: &[(&str, &str)]) -> Resp {
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
@@ -335,44 +332,34 @@ async fn post_form(url: &str, auth: Option<&str>, form: &[(&str, &str)]) -> Resp
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
-    let resp = client
-        .request(req.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    use http_body_util::BodyExt;
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    common::fetch(&common::http_client(), req.body(body.into()).unwrap()).await
 }
 
 async fn get(url: &str, token: &str) -> Resp {
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
     let req = http::Request::get(url)
         .header("authorization", format!("Bearer {token}"))
         .body(Default::default())
         .unwrap();
-    let resp = client.request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    use http_body_util::BodyExt;
-    Resp {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    common::fetch(&common::http_client(), req).await
 }
 
-#[tokio::test]
-async fn serve_logs_never_contain_secrets() {
+/// A config with the given extra keys, user alice with `password`, a client registered for
+/// password and refresh_token with the read scope, and `portcullis serve` running on it.
+struct Served {
+    _dir: tempfile::TempDir,
+    _upstream: common::Upstream,
+    config: std::path::PathBuf,
+    client_id: String,
+    client_secret: String,
+    proc: Proc,
+    addr: String,
+}
+
+async fn serve_with_app(password: &str, extra: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let upstream = common::Upstream::start().await;
     let config = dir.path().join("portcullis.yaml");
-    std::fs::write(&config, common::config_yaml(&upstream.url(), "", "")).unwrap();
-    let password = "hunter2-very-secret";
+    std::fs::write(&config, common::config_yaml(&upstream.url(), "", extra)).unwrap();
     portcullis(
         &config,
         &["users", "add", "alice", "--password-stdin"],
@@ -396,15 +383,33 @@ async fn serve_logs_never_contain_secrets() {
         None,
     );
     let created: serde_json::Value = serde_json::from_str(&stdout(&add)).unwrap();
-    let (id, secret) = (
-        created["client_id"].as_str().unwrap(),
-        created["client_secret"].as_str().unwrap(),
-    );
-
     let mut proc = Proc::spawn(&config, &["--log-format", "json", "serve"], false);
     let line = proc.wait_for("portcullis listening");
     let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
-    let addr = log["addr"].as_str().unwrap().to_owned();
+    Served {
+        client_id: created["client_id"].as_str().unwrap().to_owned(),
+        client_secret: created["client_secret"].as_str().unwrap().to_owned(),
+        addr: log["addr"].as_str().unwrap().to_owned(),
+        _dir: dir,
+        _upstream: upstream,
+        config,
+        proc,
+    }
+}
+
+#[tokio::test]
+async fn serve_logs_never_contain_secrets() {
+    let password = "hunter2-very-secret";
+    let Served {
+        client_id,
+        client_secret,
+        mut proc,
+        addr,
+        _dir,
+        _upstream,
+        ..
+    } = serve_with_app(password, "").await;
+    let (id, secret) = (client_id.as_str(), client_secret.as_str());
     let token_url = format!("http://{addr}/o/token/");
 
     let ok = post_form(
@@ -557,48 +562,16 @@ async fn demo_prints_a_flow_that_works() {
 
 #[tokio::test]
 async fn tokens_commands_reach_a_running_gateway() {
-    let dir = tempfile::tempdir().unwrap();
-    let upstream = common::Upstream::start().await;
-    let config = dir.path().join("portcullis.yaml");
-    std::fs::write(
-        &config,
-        common::config_yaml(&upstream.url(), "", "cache: { revocation_poll_ms: 100 }"),
-    )
-    .unwrap();
-    portcullis(
-        &config,
-        &["users", "add", "alice", "--password-stdin"],
-        Some("pw-alice\n"),
-    );
-    let add = portcullis(
-        &config,
-        &[
-            "clients",
-            "add",
-            "--name",
-            "app",
-            "--grant",
-            "password",
-            "--grant",
-            "refresh_token",
-            "--scope",
-            "read",
-            "--json",
-        ],
-        None,
-    );
-    let created: serde_json::Value = serde_json::from_str(&stdout(&add)).unwrap();
-    let (id, secret) = (
-        created["client_id"].as_str().unwrap(),
-        created["client_secret"].as_str().unwrap(),
-    );
-
-    let mut proc = Proc::spawn(&config, &["--log-format", "json", "serve"], false);
-    let line = proc.wait_for("portcullis listening");
-    let addr = serde_json::from_str::<serde_json::Value>(&line).unwrap()["addr"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Served {
+        client_id,
+        client_secret,
+        proc,
+        addr,
+        config,
+        _dir,
+        _upstream,
+    } = serve_with_app("pw-alice", "cache: { revocation_poll_ms: 100 }").await;
+    let (id, secret) = (client_id.as_str(), client_secret.as_str());
     let ok = post_form(
         &format!("http://{addr}/o/token/"),
         Some(&basic(id, secret)),

@@ -71,15 +71,7 @@ async fn revoked_access_token_fails_on_the_very_next_request() {
             .contains("invalid_token")
     );
     // The refresh token survives an access-token revocation (as in django-oauth-toolkit).
-    let refreshed = h
-        .token(
-            &h.client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &s(&pair, "refresh_token")),
-            ],
-        )
-        .await;
+    let refreshed = h.refresh(&h.client, &s(&pair, "refresh_token")).await;
     assert_eq!(refreshed.status, StatusCode::OK);
     // Revoking again, or an unknown token, still answers 200.
     assert_eq!(
@@ -129,12 +121,7 @@ async fn revoking_a_refresh_token_takes_its_access_tokens_along() {
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let again = h
-        .token(
-            &h.client,
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
+    let again = h.refresh(&h.client, &refresh).await;
     assert_eq!(again.json()["error"], "invalid_grant");
     h.shutdown().await;
 }
@@ -308,15 +295,7 @@ async fn introspection_claims_and_visibility() {
 async fn reuse_after_the_grace_period_revokes_the_family() {
     let h = Harness::start().await;
     let first = h.password_token("read").await;
-    let r = h
-        .token(
-            &h.client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &s(&first, "refresh_token")),
-            ],
-        )
-        .await;
+    let r = h.refresh(&h.client, &s(&first, "refresh_token")).await;
     let second = r.json();
     let access2 = s(&second, "access_token");
     assert_eq!(
@@ -327,30 +306,14 @@ async fn reuse_after_the_grace_period_revokes_the_family() {
     let unrelated = s(&h.password_token("read").await, "access_token");
 
     h.clock.advance(6); // past the default 5-second grace period
-    let reuse = h
-        .token(
-            &h.client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &s(&first, "refresh_token")),
-            ],
-        )
-        .await;
+    let reuse = h.refresh(&h.client, &s(&first, "refresh_token")).await;
     assert_eq!(reuse.json()["error"], "invalid_grant");
     // The whole family is gone: the successor pair too, at once.
     assert_eq!(
         h.get("/api/users", Some(&access2)).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let successor = h
-        .token(
-            &h.client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &s(&second, "refresh_token")),
-            ],
-        )
-        .await;
+    let successor = h.refresh(&h.client, &s(&second, "refresh_token")).await;
     assert_eq!(successor.json()["error"], "invalid_grant");
     assert_eq!(
         h.get("/api/users", Some(&unrelated)).await.status,
@@ -377,25 +340,11 @@ async fn reuse_protection_can_be_turned_off() {
     .await;
     let first = h.password_token("read").await;
     let second = h
-        .token(
-            &h.client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &s(&first, "refresh_token")),
-            ],
-        )
+        .refresh(&h.client, &s(&first, "refresh_token"))
         .await
         .json();
     h.clock.advance(6);
-    let reuse = h
-        .token(
-            &h.client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &s(&first, "refresh_token")),
-            ],
-        )
-        .await;
+    let reuse = h.refresh(&h.client, &s(&first, "refresh_token")).await;
     assert_eq!(reuse.json()["error"], "invalid_grant");
     assert_eq!(
         h.get("/api/users", Some(&s(&second, "access_token")))
@@ -454,14 +403,7 @@ async fn sweeper_deletes_expired_and_revoked_tokens_in_batches() {
         expiring.push(s(&r.json(), "access_token"));
     }
     let rotated = h.password_token("read").await;
-    h.token(
-        &h.client,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &s(&rotated, "refresh_token")),
-        ],
-    )
-    .await;
+    h.refresh(&h.client, &s(&rotated, "refresh_token")).await;
     revoke(&h, &h.client, &[("token", &keep)]).await;
 
     let swept = portcullis::lifecycle::sweep_all(&h.store, h.clock_now(), 2, None)

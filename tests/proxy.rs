@@ -412,12 +412,7 @@ async fn user_removal_ends_access_after_the_cache_ttl_bound() {
     portcullis::manage::remove_user(&h.store, "bob")
         .await
         .unwrap();
-    let again = h
-        .token(
-            &h.client,
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
+    let again = h.refresh(&h.client, &refresh).await;
     assert_eq!(
         again.json()["error"],
         "invalid_grant",

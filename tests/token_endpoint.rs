@@ -386,15 +386,7 @@ async fn refresh_rotates_and_never_widens() {
         h.get("/api/users", Some(&access1)).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let retry = h
-        .token(
-            &h.client,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh1),
-            ],
-        )
-        .await;
+    let retry = h.refresh(&h.client, &refresh1).await;
     assert_eq!(retry.status, StatusCode::OK, "{}", retry.text());
     assert_eq!(retry.json()["access_token"], second["access_token"]);
     assert_eq!(retry.json()["refresh_token"], second["refresh_token"]);
@@ -428,15 +420,7 @@ async fn refresh_rotates_and_never_widens() {
 
     // Another client cannot use this refresh token.
     let other = h.new_client(&GrantType::ALL, &["read", "write"]).await;
-    let r = h
-        .token(
-            &other,
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", &refresh3),
-            ],
-        )
-        .await;
+    let r = h.refresh(&other, &refresh3).await;
     assert_eq!(r.json()["error"], "invalid_grant");
     h.shutdown().await;
 }
@@ -451,12 +435,7 @@ async fn refresh_without_rotation_keeps_the_refresh_token() {
     let first = h.password_token("read").await;
     let refresh = first["refresh_token"].as_str().unwrap().to_owned();
     for _ in 0..2 {
-        let r = h
-            .token(
-                &h.client,
-                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-            )
-            .await;
+        let r = h.refresh(&h.client, &refresh).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert!(r.json().get("refresh_token").is_none());
         let access = r.json()["access_token"].as_str().unwrap().to_owned();
@@ -476,12 +455,7 @@ async fn expired_refresh_token_is_invalid_grant() {
         .unwrap()
         .to_owned();
     h.clock.advance(3601);
-    let r = h
-        .token(
-            &h.client,
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
+    let r = h.refresh(&h.client, &refresh).await;
     assert_eq!(r.json()["error"], "invalid_grant");
     h.shutdown().await;
 }
@@ -497,13 +471,9 @@ async fn parallel_refreshes_yield_exactly_one_new_pair() {
     for _ in 0..8 {
         let h = std::sync::Arc::clone(&h);
         let refresh = refresh.clone();
-        tasks.push(tokio::spawn(async move {
-            h.token(
-                &h.client,
-                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-            )
-            .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { h.refresh(&h.client, &refresh).await },
+        ));
     }
     // Within the grace period every racer gets the one new pair: never a 500, never two
     // live families.
@@ -523,12 +493,7 @@ async fn parallel_refreshes_yield_exactly_one_new_pair() {
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::OK
     );
-    let next = h
-        .token(
-            &h.client,
-            &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-        )
-        .await;
+    let next = h.refresh(&h.client, &refresh).await;
     assert_eq!(next.status, StatusCode::OK);
 }
 
@@ -549,13 +514,9 @@ async fn parallel_refreshes_without_grace_leave_no_two_families() {
     for _ in 0..8 {
         let h = std::sync::Arc::clone(&h);
         let refresh = refresh.clone();
-        tasks.push(tokio::spawn(async move {
-            h.token(
-                &h.client,
-                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-            )
-            .await
-        }));
+        tasks.push(tokio::spawn(
+            async move { h.refresh(&h.client, &refresh).await },
+        ));
     }
     let mut winners = Vec::new();
     for t in tasks {

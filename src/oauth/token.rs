@@ -128,12 +128,7 @@ impl AuthServer {
     ) -> Result<Issued, GatewayError> {
         let username = form.require("username", "username is required")?;
         let password = form.require("password", "password is required")?;
-        let scopes = scope::for_new_grant(
-            form.get("scope"),
-            &self.oauth.scopes,
-            &client.scopes,
-            &self.oauth.default_scopes,
-        )?;
+        let scopes = self.new_grant_scopes(client, form)?;
         let user = self.store.user(username).await?;
         let ok = self
             .hasher
@@ -169,12 +164,7 @@ impl AuthServer {
         client: &ClientRecord,
         form: &Form,
     ) -> Result<Issued, GatewayError> {
-        let scopes = scope::for_new_grant(
-            form.get("scope"),
-            &self.oauth.scopes,
-            &client.scopes,
-            &self.oauth.default_scopes,
-        )?;
+        let scopes = self.new_grant_scopes(client, form)?;
         let minted = self.mint(Mint {
             client,
             username: None,
@@ -301,6 +291,19 @@ impl AuthServer {
             );
         }
         Err(OAuthError::invalid_grant(INVALID_REFRESH).into())
+    }
+
+    fn new_grant_scopes(
+        &self,
+        client: &ClientRecord,
+        form: &Form,
+    ) -> Result<Vec<String>, OAuthError> {
+        scope::for_new_grant(
+            form.get("scope"),
+            &self.oauth.scopes,
+            &client.scopes,
+            &self.oauth.default_scopes,
+        )
     }
 
     fn issued(&self, minted: Minted) -> Issued {

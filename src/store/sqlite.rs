@@ -157,6 +157,27 @@ impl SqliteStore {
         .await?
     }
 
+    /// Deletes a user or client (`table` keyed by `column`); its tokens go with it by cascade,
+    /// after their digests were written to the revocation log for every gateway's cache.
+    async fn delete_with_tokens(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        let now = now();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            log_before_delete(&tx, &format!("{column} = ?1"), &key, now)?;
+            let removed =
+                tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [&key])? > 0;
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -399,16 +420,7 @@ impl Store for SqliteStore {
     }
 
     async fn remove_user(&self, username: &str) -> Result<bool, StoreError> {
-        let username = username.to_owned();
-        let now = now();
-        self.write(move |c| {
-            let tx = c.transaction()?;
-            log_before_delete(&tx, "username = ?1", &username, now)?;
-            let removed = tx.execute("DELETE FROM users WHERE username = ?1", [&username])? > 0;
-            tx.commit()?;
-            Ok(removed)
-        })
-        .await
+        self.delete_with_tokens("users", "username", username).await
     }
 
     async fn set_password(
@@ -470,16 +482,8 @@ impl Store for SqliteStore {
     }
 
     async fn remove_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        let client_id = client_id.to_owned();
-        let now = now();
-        self.write(move |c| {
-            let tx = c.transaction()?;
-            log_before_delete(&tx, "client_id = ?1", &client_id, now)?;
-            let removed = tx.execute("DELETE FROM clients WHERE client_id = ?1", [&client_id])? > 0;
-            tx.commit()?;
-            Ok(removed)
-        })
-        .await
+        self.delete_with_tokens("clients", "client_id", client_id)
+            .await
     }
 
     async fn set_client_secret(

@@ -147,7 +147,7 @@ impl Harness {
             config,
             clock,
             upstream,
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: http_client(),
             client,
         }
     }
@@ -189,14 +189,7 @@ impl Harness {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
-        let resp = self.http.request(req).await.expect("gateway answers");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Resp {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        fetch(&self.http, req).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
@@ -210,6 +203,18 @@ impl Harness {
     pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> Resp {
         let basic = basic(&client.id, &client.secret);
         self.token_raw(Some(&basic), form).await
+    }
+
+    /// A `refresh_token` grant.
+    pub async fn refresh(&self, client: &TestClient, refresh_token: &str) -> Resp {
+        self.token(
+            client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
     }
 
     pub async fn token_raw(&self, authorization: Option<&str>, form: &[(&str, &str)]) -> Resp {
@@ -287,6 +292,22 @@ pub async fn add_client(
     TestClient {
         id: new.client.client_id,
         secret: new.secret,
+    }
+}
+
+/// A plain HTTP/1.1 client.
+pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends `req` and reads the whole response.
+pub async fn fetch(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Resp {
+    let resp = client.request(req).await.expect("the server answers");
+    let (parts, body) = resp.into_parts();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
     }
 }
 
