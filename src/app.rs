@@ -14,17 +14,18 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::clock::SharedClock;
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, StoreConfig, TlsConfig};
 use crate::crypto::PasswordHasher;
 use crate::gateway::Gateway;
 use crate::lifecycle;
 use crate::listener::{ConnectionLimits, serve};
 use crate::metrics::Metrics;
-use crate::oauth::AuthServer;
+use crate::oauth::{AuthServer, ListenerPolicy};
 use crate::proxy::Upstreams;
 use crate::store::cache::TokenCache;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SharedStore, StoreError};
+use crate::tls::{self, ReloadingCert};
 
 /// Opens the configured store (creating an SQLite file on first use).
 pub async fn open_store(config: &Config) -> Result<SharedStore, StoreError> {
@@ -63,16 +64,29 @@ pub async fn start(
     store: SharedStore,
     clock: SharedClock,
 ) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (`listen` in {})",
-            config.listen,
-            config.source.display()
-        )
-    })?;
+    let source = config.source.display().to_string();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (`listen` in {source})", config.listen))?;
     let addr = listener.local_addr()?;
     let mut oauth = config.oauth.clone();
-    oauth.issuer.get_or_insert_with(|| format!("http://{addr}"));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    oauth
+        .issuer
+        .get_or_insert_with(|| format!("{scheme}://{addr}"));
+    let require_tls = config.tls.is_none() && !addr.ip().is_loopback() && !oauth.allow_plain_http;
+    if require_tls {
+        tracing::warn!(
+            %addr,
+            "plain HTTP on a non-loopback address: the /o/ endpoints refuse requests here; \
+             configure `tls` (or set `oauth.allow_plain_http` behind a TLS-terminating proxy)"
+        );
+    }
+
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let cache = TokenCache::new(
@@ -94,46 +108,57 @@ pub async fn start(
         Arc::clone(&clock),
         metrics.clone(),
         Arc::new(oauth),
-        config.limits.token_request_max_bytes,
+        ListenerPolicy {
+            max_body_bytes: config.limits.token_request_max_bytes,
+            require_tls,
+        },
     );
+    let throttle = Arc::clone(&auth_server.throttle);
     let gateway = Arc::new(Gateway {
         routes: config.routes.clone(),
-        upstreams: Upstreams::new(config.upstreams.values()),
+        upstreams: Upstreams::new(config.upstreams.values())?,
         cache: cache.clone(),
         auth_server,
         identity_headers: config.identity_headers.clone(),
         metrics: metrics.clone(),
         realm: config.oauth.realm.clone(),
+        request_timeout: config.limits.request_timeout,
     });
 
     let limits = ConnectionLimits {
         max_connections: config.limits.max_connections,
         header_read_timeout: config.limits.header_read_timeout,
+        idle_timeout: config.limits.idle_timeout,
+        max_header_bytes: config.limits.max_header_bytes,
+        max_headers: config.limits.max_headers,
         drain_grace: Duration::from_secs(30),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut certs = Vec::new();
+    let tls = match &config.tls {
+        Some(t) => Some(acceptor(t, &mut certs)?),
+        None => None,
+    };
 
     let admin_addr = match config.admin_listen {
         Some(admin_listen) => {
             let admin_listener = TcpListener::bind(admin_listen).await.with_context(|| {
-                format!(
-                    "cannot listen on {admin_listen} (`admin_listen` in {})",
-                    config.source.display()
-                )
+                format!("cannot listen on {admin_listen} (`admin_listen` in {source})")
             })?;
             let admin_addr = admin_listener.local_addr()?;
+            let admin_tls = match &config.admin_tls {
+                Some(t) => Some(acceptor(t, &mut certs)?),
+                None => None,
+            };
             let admin = Arc::new(Admin {
                 registry,
                 store: Arc::clone(&store),
             });
-            let admin_limits = ConnectionLimits {
-                max_connections: 64,
-                ..limits.clone()
-            };
             tasks.push(tokio::spawn(serve(
                 admin_listener,
-                admin_limits,
+                admin_tls,
+                ConnectionLimits::internal(64),
                 shutdown_rx.clone(),
                 move |req, _| Arc::clone(&admin).handle(req),
             )));
@@ -155,13 +180,24 @@ pub async fn start(
         config.cache.revocation_poll,
         shutdown_rx.clone(),
     )));
+    tasks.push(tokio::spawn(lifecycle::forget_idle_throttle_keys(
+        throttle,
+        shutdown_rx.clone(),
+    )));
+    if !certs.is_empty() {
+        tasks.push(tokio::spawn(lifecycle::reload_certificates(
+            certs,
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(serve(
         listener,
+        tls,
         limits,
         shutdown_rx,
-        move |req, peer| Arc::clone(&gateway).handle(req, peer),
+        move |req, conn| Arc::clone(&gateway).handle(req, conn),
     )));
-    tracing::info!(%addr, admin = ?admin_addr, routes = config.routes.len(), "portcullis listening");
+    tracing::info!(%addr, admin = ?admin_addr, tls = config.tls.is_some(), routes = config.routes.len(), "portcullis listening");
     Ok(Running {
         addr,
         admin_addr,
@@ -169,6 +205,17 @@ pub async fn start(
         shutdown,
         tasks,
     })
+}
+
+/// A TLS acceptor for a listener; its certificate joins `certs`, the reloadable ones.
+fn acceptor(
+    config: &TlsConfig,
+    certs: &mut Vec<(Arc<ReloadingCert>, Duration)>,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let cert = Arc::new(ReloadingCert::load(&config.cert, &config.key)?);
+    let server = tls::server_config(Arc::clone(&cert))?;
+    certs.push((cert, config.reload_interval));
+    Ok(tokio_rustls::TlsAcceptor::from(server))
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

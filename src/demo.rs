@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use http::uri::Authority;
@@ -31,12 +30,14 @@ pub const DEMO_CLIENT: &str = "demo";
 /// The sample legacy API: answers every request with JSON describing what it received
 /// (method, path, query, headers, body size), so the effect of the gateway is visible.
 pub async fn sample_api(listener: TcpListener, shutdown: watch::Receiver<bool>) {
-    let limits = ConnectionLimits {
-        max_connections: 1024,
-        header_read_timeout: Duration::from_secs(10),
-        drain_grace: Duration::from_secs(5),
-    };
-    serve(listener, limits, shutdown, |req, _| echo(req)).await;
+    serve(
+        listener,
+        None,
+        ConnectionLimits::internal(1024),
+        shutdown,
+        |req, _| echo(req),
+    )
+    .await;
 }
 
 async fn echo(req: Request<Incoming>) -> Response<Body> {

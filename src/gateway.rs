@@ -1,26 +1,34 @@
 //! The per-request pipeline of the proxy listener.
 //!
-//! `/o/` endpoints and the RFC 8414 metadata go to the authorization server; every other request runs the phases named after its
-//! life: **route** (canonical path -> route table) -> **authorize** (bearer token -> cache ->
-//! scopes) -> **upstream_request** (URI and headers for the upstream) -> **send** ->
-//! **upstream_response** -> **log**. `log` always runs, so every decision is counted once.
+//! `/o/` endpoints and the RFC 8414 metadata go to the authorization server; every other request
+//! runs the phases named after its life: **route** (request target -> canonical path -> route
+//! table) -> **authorize** (bearer token -> cache -> scopes) -> **upstream_request** (URI,
+//! headers and a bounded body for the upstream) -> **send** -> **upstream_response** ->
+//! **log**. `log` always runs, so every decision is counted once.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::HOST;
-use http::{Request, Response};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::config::IdentityHeaders;
 use crate::crypto::Digest;
 use crate::guard::{self, AuthError};
 use crate::http::{Body, ErrorSource, GatewayError};
+use crate::listener::ConnInfo;
 use crate::metrics::{AuthDecisionLabels, Metrics, UpstreamLabels};
 use crate::oauth::{AuthServer, Endpoint};
-use crate::proxy::{Forwarded, Identity, Upstreams, rewrite_request_headers, strip_hop_by_hop};
-use crate::routes::{Route, RouteAuth, RouteTable, canonicalize};
+use crate::proxy::{
+    Forwarded, Identity, UpstreamBody, Upstreams, rewrite_request_headers, strip_hop_by_hop,
+    vary_on_authorization,
+};
+use crate::routes::{
+    PathError, PathOptions, Route, RouteAuth, RouteTable, canonicalize, canonicalize_with,
+};
 use crate::store::cache::{Principal, TokenCache};
 
 /// Everything the pipeline needs, shared by all connections.
@@ -32,6 +40,8 @@ pub struct Gateway {
     pub identity_headers: IdentityHeaders,
     pub metrics: Metrics,
     pub realm: String,
+    /// Time from a request's head to its response head.
+    pub request_timeout: std::time::Duration,
 }
 
 /// State carried between the phases of one request.
@@ -49,14 +59,10 @@ struct RequestContext {
 const NO_ROUTE: &str = "none";
 
 impl Gateway {
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let path = req.uri().path();
         if let Some(endpoint) = Endpoint::for_path(path) {
-            return match self.auth_server.handle(endpoint, req).await {
+            return match self.auth_server.handle(endpoint, req, conn).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(&self.realm),
             };
@@ -75,7 +81,11 @@ impl Gateway {
             // The /o/ namespace belongs to the authorization server; never proxied.
             Err(GatewayError::RouteNotFound)
         } else {
-            self.proxy(req, peer, &mut ctx).await
+            match tokio::time::timeout(self.request_timeout, self.proxy(req, conn, &mut ctx)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(GatewayError::RequestTimeout),
+            }
         };
         let resp = match result {
             Ok(resp) => resp,
@@ -96,26 +106,28 @@ impl Gateway {
 
     async fn proxy(
         &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
+        req: Request<Incoming>,
+        conn: ConnInfo,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
         // route
-        let canonical = match canonicalize(req.uri().path()) {
-            Ok(p) => p.into_owned(),
+        let (route, canonical) = match self.route(&req) {
+            Ok(found) => found,
             Err(e) => {
-                ctx.reason = "bad_path";
-                return Err(e.into());
+                if matches!(e, GatewayError::BadPath(_)) {
+                    ctx.reason = "bad_path";
+                }
+                return Err(e);
             }
         };
         ctx.path = Some(canonical.clone());
-        let route = self
-            .routes
-            .find(req.method(), &canonical)
-            .ok_or(GatewayError::RouteNotFound)?;
         ctx.route = Some(Arc::clone(&route.id));
 
         // authorize
+        if query_has_access_token(req.uri().query()) {
+            ctx.reason = "credential_in_request";
+            return Err(GatewayError::CredentialInRequest);
+        }
         self.authorize(route, &req, ctx).await?;
 
         // upstream_request
@@ -125,27 +137,30 @@ impl Gateway {
         ctx.upstream = Some(Arc::clone(&upstream.name));
         let uri = upstream.uri_for(&canonical, req.uri().query())?;
         let forwarded = Forwarded {
-            peer: peer.ip(),
-            proto: "http",
+            peer: conn.peer.ip(),
+            proto: if conn.tls { "https" } else { "http" },
             host: req
                 .headers()
                 .get(HOST)
                 .cloned()
                 .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok())),
         };
+        let (mut parts, body) = req.into_parts();
         let principal = ctx.principal.as_deref();
         let identity = principal.map(|p| Identity {
             user: p.username.as_deref(),
             client: &p.client_id,
             scopes: &p.scopes,
         });
+        let body = bounded_body(&parts.headers, body, route.max_body_bytes).await?;
         rewrite_request_headers(
-            req.headers_mut(),
+            &mut parts.headers,
             &self.identity_headers,
             &forwarded,
             identity,
         );
-        *req.uri_mut() = uri;
+        parts.uri = uri;
+        let req = Request::from_parts(parts, body);
 
         // send
         let sent = Instant::now();
@@ -153,6 +168,7 @@ impl Gateway {
         let status_class = match &result {
             Ok(resp) => Metrics::status_class(resp.status().as_u16()),
             Err(GatewayError::UpstreamTimeout) => "timeout",
+            Err(GatewayError::BodyTooLarge) => "request_too_large",
             Err(_) => "error",
         };
         self.metrics
@@ -166,7 +182,45 @@ impl Gateway {
         // upstream_response
         let mut resp = result?;
         strip_hop_by_hop(resp.headers_mut());
+        if ctx.principal.is_some() {
+            vary_on_authorization(resp.headers_mut());
+        }
         Ok(resp.map(http_body_util::Either::Right))
+    }
+
+    /// The route for a request and its canonical path. The strict canonical form is tried
+    /// first; a form only some routes accept (encoded slashes, `;`) is accepted when the route
+    /// it lands on opts in.
+    fn route(&self, req: &Request<Incoming>) -> Result<(&Route, String), GatewayError> {
+        // Only origin-form targets: an absolute-form (or authority-form) HTTP/1 target could
+        // be read differently by the upstream. HTTP/2 always carries scheme and authority.
+        if req.version() < Version::HTTP_2
+            && (req.uri().scheme().is_some() || req.uri().authority().is_some())
+        {
+            return Err(PathError::NotOriginForm.into());
+        }
+        let path = req.uri().path();
+        match canonicalize(path) {
+            Ok(canonical) => {
+                let route = self
+                    .routes
+                    .find(req.method(), &canonical)
+                    .ok_or(GatewayError::RouteNotFound)?;
+                Ok((route, canonical.into_owned()))
+            }
+            Err(strict @ (PathError::EncodedSeparator | PathError::Parameter)) => {
+                let lenient =
+                    canonicalize_with(path, PathOptions::LENIENT).map_err(GatewayError::BadPath)?;
+                let route = self
+                    .routes
+                    .find(req.method(), &lenient)
+                    .ok_or(GatewayError::BadPath(strict))?;
+                let canonical =
+                    canonicalize_with(path, route.path_options).map_err(GatewayError::BadPath)?;
+                Ok((route, canonical.into_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn authorize(
@@ -235,5 +289,80 @@ impl Gateway {
             elapsed_us = ctx.started.elapsed().as_micros() as u64,
             "request"
         );
+    }
+}
+
+/// True when the query string carries an `access_token` parameter (RFC 6750 §2.3), which the
+/// gateway refuses rather than silently ignore or forward.
+fn query_has_access_token(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        (q.contains("access_token") || q.contains('%'))
+            && form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+    })
+}
+
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// The request body for the upstream, at most `max` bytes: refused at once when the declared
+/// length is larger, cut off (413) when a streamed body grows past it. A form body is read
+/// first so that an `access_token` parameter in it (RFC 6750 §2.2) can be refused.
+async fn bounded_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    max: u64,
+) -> Result<UpstreamBody, GatewayError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    if is_form(headers) {
+        let bytes: Bytes = match Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(GatewayError::BodyTooLarge);
+            }
+            Err(_) => return Err(GatewayError::BodyUnreadable),
+        };
+        if form_urlencoded::parse(&bytes).any(|(k, _)| k == "access_token") {
+            return Err(GatewayError::CredentialInRequest);
+        }
+        return Ok(Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync());
+    }
+    Ok(Limited::new(body, limit).boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_token_in_query() {
+        let cases = [
+            (None, false),
+            (Some("a=1"), false),
+            (Some("access_token=x"), true),
+            (Some("a=1&access_token=x"), true),
+            (Some("access_tokens=x"), false),
+            (Some("x=access_token"), false),
+            (Some("access%5Ftoken=x"), true),
+        ];
+        for (q, want) in cases {
+            assert_eq!(query_has_access_token(q), want, "{q:?}");
+        }
     }
 }

@@ -64,6 +64,14 @@ pub enum GatewayError {
     MethodNotAllowed { allow: &'static str },
     #[error("request body too large")]
     BodyTooLarge,
+    #[error("the request took too long")]
+    RequestTimeout,
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+    #[error("an access token was sent in the query string or form body")]
+    CredentialInRequest,
+    #[error("too many requests")]
+    TooManyRequests { retry_after_seconds: u64 },
     #[error("upstream unreachable: {0}")]
     UpstreamUnavailable(String),
     #[error("upstream timed out")]
@@ -112,6 +120,45 @@ impl GatewayError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &json!({"error": "invalid_request", "error_description": "request body too large"}),
             ),
+            GatewayError::BodyUnreadable => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "bad_request", "error_description": "the request body could not be read"}),
+            ),
+            GatewayError::RequestTimeout => {
+                let mut r = json_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &json!({"error": "request_timeout", "error_description": "the request took too long"}),
+                );
+                r.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            }
+            GatewayError::CredentialInRequest => {
+                // RFC 6750 §2.1 only: a token elsewhere is refused, never silently accepted.
+                let mut r = json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "invalid_request", "error_description": "send the access token in the Authorization header only"}),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_request\""
+                )) {
+                    r.headers_mut().insert(WWW_AUTHENTICATE, v);
+                }
+                r
+            }
+            GatewayError::TooManyRequests {
+                retry_after_seconds,
+            } => {
+                let mut r = no_store_json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({"error": "too_many_requests", "error_description": "slow down and retry later"}),
+                );
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_seconds.max(1)),
+                );
+                r
+            }
             GatewayError::UpstreamUnavailable(_) => json_response(
                 StatusCode::BAD_GATEWAY,
                 &json!({"error": "bad_gateway", "error_description": "the upstream could not be reached"}),

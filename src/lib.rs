@@ -21,3 +21,4 @@ pub mod oauth;
 pub mod proxy;
 pub mod routes;
 pub mod store;
+pub mod tls;

@@ -2,6 +2,7 @@
 //! (django-oauth-toolkit's `cleartokens`, in bounded batches) and the follower of the
 //! revocation log that drops tokens revoked by other processes from this gateway's cache.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -11,8 +12,10 @@ use crate::clock::SharedClock;
 use crate::config::CleanupConfig;
 use crate::listener::stopped;
 use crate::metrics::{KindLabels, Metrics};
+use crate::oauth::throttle::Throttle;
 use crate::store::cache::TokenCache;
 use crate::store::{SharedStore, StoreError, Swept};
+use crate::tls::ReloadingCert;
 
 /// Deletes expired and revoked tokens batch by batch until none are left. Each batch is one
 /// short transaction, so token validation (reads) and issuance never wait long behind it.
@@ -114,6 +117,66 @@ pub async fn follow_revocations(
                 last = newest;
             }
             Err(e) => tracing::warn!(error = %e, "reading the revocation log failed"),
+        }
+    }
+}
+
+/// Forgets rate-limit and back-off keys that have gone quiet, every minute, so that the
+/// tables stay bounded however many distinct clients, users and addresses are seen.
+pub async fn forget_idle_throttle_keys(
+    throttle: Arc<Throttle>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            _ = tick.tick() => throttle.forget_idle(),
+        }
+    }
+}
+
+/// Reloads listener certificates when their files change (checked every `interval`) and on
+/// SIGHUP. A bad new certificate keeps the old one in service.
+pub async fn reload_certificates(
+    certs: Vec<(Arc<ReloadingCert>, Duration)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = certs
+        .iter()
+        .map(|(_, d)| *d)
+        .min()
+        .unwrap_or(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let sighup = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<()>();
+        let force = tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            _ = tick.tick() => false,
+            _ = sighup => true,
+        };
+        for (cert, _) in &certs {
+            match cert.reload(force) {
+                Ok(true) => tracing::info!("TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed; the previous certificate stays in service")
+                }
+            }
         }
     }
 }

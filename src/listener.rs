@@ -1,20 +1,27 @@
-//! Accept loops: one task per connection, HTTP/1.1 and HTTP/2 on the same port, a connection
-//! cap whose permit travels with the task, and graceful drain on shutdown.
+//! Accept loops: one task per connection (the TLS handshake runs inside it), HTTP/1.1 and
+//! HTTP/2 on the same port, a connection cap whose permit travels with the task, an idle
+//! timeout, and graceful drain on shutdown: signal every connection, then wait for the last
+//! one, bounded by a grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::http::Body;
 
@@ -22,9 +29,39 @@ use crate::http::Body;
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    /// Time allowed for the TLS handshake and for each request head; over HTTP/1.1 it also
+    /// closes keep-alive connections that send nothing.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest HTTP/1.1 request head.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
     /// How long in-flight requests may take to finish after shutdown is signalled.
     pub drain_grace: Duration,
+}
+
+impl ConnectionLimits {
+    /// Settings for small internal listeners (the admin listener, the demo API).
+    pub fn internal(max_connections: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            drain_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the handler learns about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The request arrived over TLS.
+    pub tls: bool,
 }
 
 /// Resolves once shutdown has been signalled (or its sender is gone).
@@ -36,11 +73,12 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// finish their in-flight requests (bounded by `drain_grace`) and the function returns.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -48,14 +86,17 @@ pub async fn serve<H, F>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
 
     loop {
         let permit = tokio::select! {
@@ -75,27 +116,229 @@ pub async fn serve<H, F>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let task = Connection {
+            builder: Arc::clone(&builder),
+            tls: tls.clone(),
+            limits: limits.clone(),
+            shutdown: shutdown.clone(),
+            peer,
+        };
         let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+            task.run(stream, handler).await;
             drop(permit);
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_grace, graceful.shutdown())
+    // Every connection task holds a permit: all are back when the last connection is done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.drain_grace, permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("drain grace period elapsed with connections still open");
+    }
+}
+
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run<H, F>(self, stream: TcpStream, handler: H)
+    where
+        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let activity = Arc::new(Activity::new());
+        let info = ConnInfo {
+            peer: self.peer,
+            tls: self.tls.is_some(),
+        };
+        match &self.tls {
+            None => {
+                let io = Tracked::new(stream, Arc::clone(&activity));
+                self.serve_io(io, info, activity, handler).await
+            }
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(tls_stream)) => {
+                        let io = Tracked::new(tls_stream, Arc::clone(&activity));
+                        self.serve_io(io, info, activity, handler).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_io<I, H, F>(mut self, io: I, info: ConnInfo, activity: Arc<Activity>, handler: H)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let in_flight = Arc::clone(&activity);
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            let guard = InFlight::enter(Arc::clone(&in_flight));
+            async move {
+                let resp = handler(req, info).await;
+                drop(guard);
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let mut conn = pin!(conn);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, peer = %info.peer, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stopped(&mut self.shutdown), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = activity.idle_for(self.limits.idle_timeout), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved on a connection and how many requests are in flight on it.
+struct Activity {
+    started: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `timeout` while no request was in flight.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + timeout;
+            if Instant::now() >= deadline && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            let wake = if Instant::now() >= deadline {
+                Instant::now() + timeout
+            } else {
+                deadline
+            };
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+/// Counts a request as in flight until its response is produced.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An IO stream that records when bytes last moved.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Tracked<T> {
+    fn new(inner: T, activity: Arc<Activity>) -> Self {
+        activity.touch();
+        Tracked { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

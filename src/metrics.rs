@@ -46,6 +46,14 @@ pub struct RevokedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottledLabels {
+    /// `client`, `user` or `address`.
+    pub key: &'static str,
+    /// `rate` (per-minute limit) or `backoff` (after failed attempts).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -70,6 +78,7 @@ pub struct Metrics {
     pub refresh_reuse_detected: Counter,
     pub tokens_swept: Family<KindLabels, Counter>,
     pub live_tokens: Family<KindLabels, Gauge>,
+    pub token_throttled: Family<ThrottledLabels, Counter>,
 }
 
 impl Metrics {
@@ -88,6 +97,7 @@ impl Metrics {
             refresh_reuse_detected: Counter::default(),
             tokens_swept: Family::default(),
             live_tokens: Family::default(),
+            token_throttled: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("portcullis");
         r.register(
@@ -144,6 +154,11 @@ impl Metrics {
             "store_live_tokens",
             "Unrevoked, unexpired tokens in the store at the last sweep",
             m.live_tokens.clone(),
+        );
+        r.register(
+            "token_throttled",
+            "Token, revocation and introspection requests refused with 429, by key and cause",
+            m.token_throttled.clone(),
         );
         m
     }

@@ -102,15 +102,55 @@ async fn rfc6750_challenges() {
         assert_eq!(r.json()["error"], "invalid_token");
     }
 
-    // RFC 6750 §2.1 only: a token in the query string or form body is not a credential.
-    let access = h.password_token("read").await["access_token"]
+    // RFC 6750 §2.1 only: a token in the query string or a form body is refused, not
+    // silently accepted or forwarded, on every proxied route.
+    let access = h.password_token("read write").await["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
-    let in_query = h
-        .get(&format!("/api/users?access_token={access}"), None)
+    for path in [
+        format!("/api/users?access_token={access}"),
+        format!("/public/x?a=1&access%5Ftoken={access}"),
+    ] {
+        let r = h.get(&path, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(r.json()["error"], "invalid_request");
+        assert!(
+            r.header("www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_request\"")
+        );
+        assert!(!r.text().contains(&access));
+    }
+    let form = h
+        .send(
+            Method::POST,
+            "/api/users",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &format!("Bearer {access}")),
+            ],
+            format!("name=x&access_token={access}").as_bytes(),
+        )
         .await;
-    assert_eq!(in_query.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(form.status, StatusCode::BAD_REQUEST);
+    let plain_form = h
+        .send(
+            Method::POST,
+            "/api/users",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &format!("Bearer {access}")),
+            ],
+            b"name=x&token=y",
+        )
+        .await;
+    assert_eq!(plain_form.status, StatusCode::OK);
+    assert_eq!(
+        plain_form.json()["body_bytes"],
+        14,
+        "a form body is forwarded whole"
+    );
 
     // Expired, after the token was cached by a successful request: the cache hit is checked
     // against the clock too.

@@ -18,7 +18,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, Method, Uri};
 use serde_saphyr::{Location, Spanned};
 
-use crate::routes::{Route, RouteAuth, RouteTable, canonicalize};
+use crate::routes::{PathOptions, Route, RouteAuth, RouteTable, canonicalize_with};
 use raw::{RawConfig, RawRoute};
 
 /// A validated configuration. Every field holds a checked value.
@@ -30,6 +30,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz`; absent means no admin listener.
     pub admin_listen: Option<SocketAddr>,
+    /// TLS on the proxy listener.
+    pub tls: Option<TlsConfig>,
+    /// TLS on the admin listener.
+    pub admin_tls: Option<TlsConfig>,
     pub store: StoreConfig,
     pub oauth: OAuthConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -46,6 +50,30 @@ pub struct CleanupConfig {
     pub interval: Duration,
     /// Tokens of each kind deleted per transaction; validation never waits behind a long one.
     pub batch_size: usize,
+}
+
+/// A listener's certificate chain and key (PEM files, resolved against the config's folder).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// How often the files are checked for a new certificate (SIGHUP also reloads).
+    pub reload_interval: Duration,
+}
+
+/// Brute-force resistance of the token endpoint.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// Token requests per minute per client id (authenticated or not).
+    pub per_client_per_minute: u32,
+    /// Password-grant requests per minute per username.
+    pub per_user_per_minute: u32,
+    /// Token requests per minute per source address.
+    pub per_address_per_minute: u32,
+    /// Failed attempts (per client, user or address) before back-off starts.
+    pub failures_before_backoff: u32,
+    /// Back-off doubles with every further failure up to this.
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +100,10 @@ pub struct OAuthConfig {
     /// RFC 8414 issuer identifier; endpoint URLs in the metadata are built on it. `None`:
     /// `http://` and the address the proxy listener is bound to.
     pub issuer: Option<String>,
+    /// Serve the `/o/` endpoints over plain HTTP on a non-loopback listener (behind a
+    /// TLS-terminating proxy). Off: they refuse such requests.
+    pub allow_plain_http: bool,
+    pub rate_limits: RateLimits,
     /// The `realm` of `WWW-Authenticate: Bearer` challenges.
     pub realm: String,
     /// Password hashes verified at once, at most (each runs on a blocking thread).
@@ -88,6 +120,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time allowed from sending the request until the upstream's response headers arrive.
     pub response_timeout: Duration,
+    /// Trust roots for an https:// upstream; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl UpstreamConfig {
@@ -118,8 +152,19 @@ pub struct CacheConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Time allowed to send a request's headers (slow clients are cut off).
     pub header_read_timeout: Duration,
     pub token_request_max_bytes: usize,
+    /// Default largest proxied request body (a route may set its own).
+    pub max_body_bytes: u64,
+    /// Largest request head (request line and headers) over HTTP/1.1; larger is 431.
+    pub max_header_bytes: usize,
+    /// Most request headers; more is 431.
+    pub max_headers: usize,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time from a request's head to its response head; longer is 408.
+    pub request_timeout: Duration,
 }
 
 /// One thing wrong with a config file, and where.
@@ -273,6 +318,14 @@ impl Validator {
         Some(v)
     }
 
+    fn at_least(&mut self, field: &Option<Spanned<u64>>, min: u64, name: &str) -> Option<u64> {
+        let s = field.as_ref()?;
+        if s.value < min {
+            self.at(&s.referenced, format!("`{name}` must be at least {min}"));
+        }
+        Some(s.value.max(min))
+    }
+
     fn addr(&mut self, s: &Spanned<String>, key: &str) -> SocketAddr {
         s.value.parse().unwrap_or_else(|_| {
             self.at(
@@ -301,6 +354,18 @@ impl Validator {
             self.at(&loc, "`admin_listen` must differ from `listen`");
         }
 
+        let tls = raw.tls.as_ref().map(|t| self.tls(t, base_dir, "tls"));
+        let admin_tls = raw
+            .admin_tls
+            .as_ref()
+            .map(|t| self.tls(t, base_dir, "admin_tls"));
+        if admin_tls.is_some() && admin_listen.is_none() {
+            self.problems.push(Problem {
+                line: 0,
+                column: 0,
+                message: "`admin_tls` needs `admin_listen`".into(),
+            });
+        }
         let sqlite = &raw.store.sqlite;
         if sqlite.value.trim().is_empty() {
             self.at(
@@ -313,8 +378,7 @@ impl Validator {
         };
 
         let oauth = self.oauth(&raw.oauth);
-        let upstreams = self.upstreams(&raw.upstreams);
-        let routes = self.routes(&raw.routes, &oauth, &upstreams);
+        let upstreams = self.upstreams(&raw.upstreams, base_dir);
         let identity_headers = self.identity_headers(raw.identity_headers.as_ref());
 
         let cache = raw.cache.as_ref();
@@ -364,12 +428,38 @@ impl Validator {
                     self.positive(&l.token_request_max_bytes, "limits.token_request_max_bytes")
                 })
                 .unwrap_or(16 * 1024) as usize,
+            max_body_bytes: limits
+                .and_then(|l| self.positive(&l.max_body_bytes, "limits.max_body_bytes"))
+                .unwrap_or(10 * 1024 * 1024),
+            max_header_bytes: limits
+                .and_then(|l| self.at_least(&l.max_header_bytes, 8192, "limits.max_header_bytes"))
+                .unwrap_or(32 * 1024) as usize,
+            max_headers: limits
+                .and_then(|l| self.positive(&l.max_headers, "limits.max_headers"))
+                .unwrap_or(100) as usize,
+            idle_timeout: Duration::from_secs(
+                limits
+                    .and_then(|l| {
+                        self.positive(&l.idle_timeout_seconds, "limits.idle_timeout_seconds")
+                    })
+                    .unwrap_or(60),
+            ),
+            request_timeout: Duration::from_secs(
+                limits
+                    .and_then(|l| {
+                        self.positive(&l.request_timeout_seconds, "limits.request_timeout_seconds")
+                    })
+                    .unwrap_or(60),
+            ),
         };
 
+        let routes = self.routes(&raw.routes, &oauth, &upstreams, limits.max_body_bytes);
         Config {
             source: source.to_path_buf(),
             listen,
             admin_listen,
+            tls,
+            admin_tls,
             store,
             oauth,
             upstreams,
@@ -473,15 +563,77 @@ impl Validator {
                 .unwrap_or(5)
                 .min(86_400) as i64,
             refresh_token_reuse_protection: raw.refresh_token_reuse_protection.unwrap_or(true),
+            allow_plain_http: raw.allow_plain_http.unwrap_or(false),
+            rate_limits: self.rate_limits(raw.rate_limits.as_ref()),
             issuer,
             realm,
             password_hash_concurrency,
         }
     }
 
+    fn rate_limits(&mut self, raw: Option<&raw::RawRateLimits>) -> RateLimits {
+        let mut get = |field: Option<&Option<Spanned<u64>>>, name: &str, default: u64| -> u64 {
+            field
+                .and_then(|f| self.positive(f, name))
+                .unwrap_or(default)
+                .min(u64::from(u32::MAX))
+        };
+        RateLimits {
+            per_client_per_minute: get(
+                raw.map(|r| &r.per_client_per_minute),
+                "per_client_per_minute",
+                600,
+            ) as u32,
+            per_user_per_minute: get(
+                raw.map(|r| &r.per_user_per_minute),
+                "per_user_per_minute",
+                30,
+            ) as u32,
+            per_address_per_minute: get(
+                raw.map(|r| &r.per_address_per_minute),
+                "per_address_per_minute",
+                600,
+            ) as u32,
+            failures_before_backoff: get(
+                raw.map(|r| &r.failures_before_backoff),
+                "failures_before_backoff",
+                5,
+            ) as u32,
+            max_backoff: Duration::from_secs(get(
+                raw.map(|r| &r.max_backoff_seconds),
+                "max_backoff_seconds",
+                300,
+            )),
+        }
+    }
+
+    fn tls(&mut self, raw: &raw::RawTls, base_dir: &Path, key: &str) -> TlsConfig {
+        let mut file = |s: &Spanned<String>, what: &str| {
+            let path = base_dir.join(&s.value);
+            if !path.is_file() {
+                self.at(
+                    &s.referenced,
+                    format!("`{key}.{what}`: no such file {}", path.display()),
+                );
+            }
+            path
+        };
+        let cert = file(&raw.cert, "cert");
+        let tls_key = file(&raw.key, "key");
+        let interval = self
+            .positive(&raw.reload_interval_seconds, "reload_interval_seconds")
+            .unwrap_or(60);
+        TlsConfig {
+            cert,
+            key: tls_key,
+            reload_interval: Duration::from_secs(interval),
+        }
+    }
+
     fn upstreams(
         &mut self,
         raw: &BTreeMap<String, raw::RawUpstream>,
+        base_dir: &Path,
     ) -> BTreeMap<String, UpstreamConfig> {
         let mut out = BTreeMap::new();
         for (name, up) in raw {
@@ -494,12 +646,27 @@ impl Validator {
                 self.at(&url.referenced, format!("upstream {name:?}: `url` must be an absolute URL such as http://127.0.0.1:9000, got {:?}", url.value));
                 continue;
             };
-            if scheme != Scheme::HTTP {
+            if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
                 self.at(
                     &url.referenced,
-                    format!("upstream {name:?}: only http:// upstreams are supported"),
+                    format!("upstream {name:?}: the URL must be http:// or https://"),
                 );
             }
+            let ca_file = up.ca_file.as_ref().map(|ca| {
+                let path = base_dir.join(&ca.value);
+                if scheme != Scheme::HTTPS {
+                    self.at(
+                        &ca.referenced,
+                        format!("upstream {name:?}: `ca_file` needs an https:// URL"),
+                    );
+                } else if !path.is_file() {
+                    self.at(
+                        &ca.referenced,
+                        format!("upstream {name:?}: no such file {}", path.display()),
+                    );
+                }
+                path
+            });
             if authority.as_str().contains('@') {
                 self.at(
                     &url.referenced,
@@ -531,6 +698,7 @@ impl Validator {
                     base_path,
                     connect_timeout: Duration::from_millis(connect),
                     response_timeout: Duration::from_millis(response),
+                    ca_file,
                 },
             );
         }
@@ -542,13 +710,18 @@ impl Validator {
         raw: &[RawRoute],
         oauth: &OAuthConfig,
         upstreams: &BTreeMap<String, UpstreamConfig>,
+        default_max_body_bytes: u64,
     ) -> RouteTable {
         let mut routes: Vec<(Route, Location)> = Vec::new();
         let mut ids = BTreeSet::new();
         for r in raw {
             let loc = r.path.referenced;
             let path = &r.path.value;
-            let prefix = match canonicalize(path) {
+            let options = PathOptions {
+                allow_encoded_slashes: r.allow_encoded_slashes.unwrap_or(false),
+                allow_semicolons: r.allow_semicolons.unwrap_or(false),
+            };
+            let prefix = match canonicalize_with(path, options) {
                 Ok(c) if c == path.as_str() => path.clone(),
                 Ok(c) => {
                     self.at(
@@ -659,6 +832,14 @@ impl Validator {
                     }
                 },
                 upstream: r.upstream.value.as_str().into(),
+                path_options: PathOptions {
+                    allow_encoded_slashes: r.allow_encoded_slashes.unwrap_or(false),
+                    allow_semicolons: r.allow_semicolons.unwrap_or(false),
+                },
+                case_insensitive: r.case_insensitive.unwrap_or(false),
+                max_body_bytes: self
+                    .positive(&r.max_body_bytes, "max_body_bytes")
+                    .unwrap_or(default_max_body_bytes),
             };
             if let Some((_, first)) = routes.iter().find(|(other, _)| {
                 other.prefix == route.prefix

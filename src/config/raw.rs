@@ -15,6 +15,10 @@ pub struct RawConfig {
     pub listen: S<String>,
     #[serde(default)]
     pub admin_listen: Option<S<String>>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub admin_tls: Option<RawTls>,
     pub store: RawStore,
     pub oauth: RawOAuth,
     #[serde(default)]
@@ -40,6 +44,14 @@ pub struct RawCleanup {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct RawTls {
+    pub cert: S<String>,
+    pub key: S<String>,
+    #[serde(default)]
+    pub reload_interval_seconds: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct RawStore {
     pub sqlite: S<String>,
 }
@@ -62,14 +74,34 @@ pub struct RawOAuth {
     #[serde(default)]
     pub issuer: Option<S<String>>,
     #[serde(default)]
+    pub allow_plain_http: Option<bool>,
+    #[serde(default)]
+    pub rate_limits: Option<RawRateLimits>,
+    #[serde(default)]
     pub realm: Option<S<String>>,
     #[serde(default)]
     pub password_hash_concurrency: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
+pub struct RawRateLimits {
+    #[serde(default)]
+    pub per_client_per_minute: Option<S<u64>>,
+    #[serde(default)]
+    pub per_user_per_minute: Option<S<u64>>,
+    #[serde(default)]
+    pub per_address_per_minute: Option<S<u64>>,
+    #[serde(default)]
+    pub failures_before_backoff: Option<S<u64>>,
+    #[serde(default)]
+    pub max_backoff_seconds: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
 pub struct RawUpstream {
     pub url: S<String>,
+    #[serde(default)]
+    pub ca_file: Option<S<String>>,
     #[serde(default)]
     pub connect_timeout_ms: Option<S<u64>>,
     #[serde(default)]
@@ -88,6 +120,14 @@ pub struct RawRoute {
     #[serde(default)]
     pub auth: Option<S<String>>,
     pub upstream: S<String>,
+    #[serde(default)]
+    pub allow_encoded_slashes: Option<bool>,
+    #[serde(default)]
+    pub allow_semicolons: Option<bool>,
+    #[serde(default)]
+    pub case_insensitive: Option<bool>,
+    #[serde(default)]
+    pub max_body_bytes: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,4 +158,14 @@ pub struct RawLimits {
     pub header_read_timeout_seconds: Option<S<u64>>,
     #[serde(default)]
     pub token_request_max_bytes: Option<S<u64>>,
+    #[serde(default)]
+    pub max_body_bytes: Option<S<u64>>,
+    #[serde(default)]
+    pub max_header_bytes: Option<S<u64>>,
+    #[serde(default)]
+    pub max_headers: Option<S<u64>>,
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub request_timeout_seconds: Option<S<u64>>,
 }

@@ -170,8 +170,8 @@ fn bad_values_are_errors() {
         ),
         (
             "url: http://127.0.0.1:9000",
-            "url: https://10.0.0.1",
-            "only http://",
+            "url: ftp://10.0.0.1",
+            "must be http:// or https://",
         ),
         (
             "url: http://127.0.0.1:9000",

@@ -12,10 +12,11 @@ use serde_json::json;
 
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
 use super::form::Form;
-use super::{AuthServer, INTROSPECTION_SCOPE, outcome_of};
+use super::{AuthServer, FormRequest, INTROSPECTION_SCOPE, outcome_of};
 use crate::crypto::Digest;
 use crate::guard;
 use crate::http::{Body, GatewayError, no_store_json};
+use crate::listener::ConnInfo;
 use crate::metrics::OutcomeLabels;
 
 /// Who is asking.
@@ -30,8 +31,16 @@ impl AuthServer {
     pub(super) async fn introspect(
         &self,
         req: Request<Incoming>,
+        conn: ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
-        let result = self.introspect_inner(req).await;
+        let result = match self.read_form(req, conn).await {
+            Ok(request) => {
+                let result = self.introspect_inner(&request).await;
+                self.settle(&request, &result);
+                result
+            }
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(claims) if claims["active"] == json!(true) => "active",
             Ok(_) => "inactive",
@@ -46,10 +55,12 @@ impl AuthServer {
 
     async fn introspect_inner(
         &self,
-        req: Request<Incoming>,
+        request: &FormRequest,
     ) -> Result<serde_json::Value, GatewayError> {
-        let (parts, form) = self.read_form(req).await?;
-        let caller = self.introspection_caller(&parts.headers, &form).await?;
+        let form = &request.form;
+        let caller = self
+            .introspection_caller(&request.parts.headers, form)
+            .await?;
         let token = form.require("token", "token is required")?;
         let digest = Digest::of(token);
         let now = self.clock.now();

@@ -8,6 +8,7 @@ pub mod form;
 mod introspect;
 mod revoke;
 pub mod scope;
+pub mod throttle;
 mod token;
 
 use std::sync::Arc;
@@ -23,11 +24,13 @@ use crate::clock::SharedClock;
 use crate::config::OAuthConfig;
 use crate::crypto::{Digest, PasswordHasher, generate_secret};
 use crate::http::{Body, GatewayError};
-use crate::metrics::Metrics;
+use crate::listener::ConnInfo;
+use crate::metrics::{Metrics, ThrottledLabels};
 use crate::store::SharedStore;
 use crate::store::cache::TokenCache;
-use error::OAuthError;
-use form::Form;
+use error::{OAuthError, OAuthErrorCode};
+use form::{Form, parse_basic};
+use throttle::{Key, Throttle};
 
 pub const TOKEN_PATH: &str = "/o/token/";
 pub const REVOKE_PATH: &str = "/o/revoke_token/";
@@ -70,9 +73,29 @@ pub struct AuthServer {
     pub metrics: Metrics,
     pub oauth: Arc<OAuthConfig>,
     pub max_body_bytes: usize,
+    /// Refuse the POST endpoints over plain HTTP (a non-loopback listener without TLS, unless
+    /// `oauth.allow_plain_http`).
+    pub require_tls: bool,
+    pub throttle: Arc<Throttle>,
     /// Compared against when the client id is unknown, so that an unknown client and a wrong
     /// secret take the same path.
     dummy_secret: Digest,
+}
+
+/// What the listener in front of the endpoints demands of requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerPolicy {
+    /// Largest form body.
+    pub max_body_bytes: usize,
+    /// Refuse requests that did not arrive over TLS.
+    pub require_tls: bool,
+}
+
+/// A parsed POST to one of the endpoints, with the rate-limit keys it was charged to.
+pub(crate) struct FormRequest {
+    pub parts: Parts,
+    pub form: Form,
+    keys: Vec<Key>,
 }
 
 impl AuthServer {
@@ -83,7 +106,7 @@ impl AuthServer {
         clock: SharedClock,
         metrics: Metrics,
         oauth: Arc<OAuthConfig>,
-        max_body_bytes: usize,
+        listener: ListenerPolicy,
     ) -> Self {
         AuthServer {
             store,
@@ -91,8 +114,10 @@ impl AuthServer {
             hasher,
             clock,
             metrics,
+            throttle: Arc::new(Throttle::new(oauth.rate_limits.clone())),
             oauth,
-            max_body_bytes,
+            max_body_bytes: listener.max_body_bytes,
+            require_tls: listener.require_tls,
             dummy_secret: Digest::of(&generate_secret("")),
         }
     }
@@ -102,17 +127,28 @@ impl AuthServer {
         &self,
         endpoint: Endpoint,
         req: Request<Incoming>,
+        conn: ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
         match endpoint {
-            Endpoint::Token => self.token(req).await,
-            Endpoint::Revoke => self.revoke(req).await,
-            Endpoint::Introspect => self.introspect(req).await,
+            Endpoint::Token => self.token(req, conn).await,
+            Endpoint::Revoke => self.revoke(req, conn).await,
+            Endpoint::Introspect => self.introspect(req, conn).await,
             Endpoint::Metadata => self.metadata(req),
         }
     }
 
     /// The common prologue of the POST endpoints: method, content type, bounded body, form.
-    async fn read_form(&self, req: Request<Incoming>) -> Result<(Parts, Form), GatewayError> {
+    async fn read_form(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<FormRequest, GatewayError> {
+        if self.require_tls && !conn.tls {
+            return Err(OAuthError::invalid_request(
+                "this endpoint requires TLS: credentials must not cross the network in clear",
+            )
+            .into());
+        }
         if req.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed { allow: "POST" });
         }
@@ -133,7 +169,51 @@ impl AuthServer {
             .into());
         }
         let body = read_limited(body, self.max_body_bytes).await?;
-        Ok((parts, Form::parse(&body)?))
+        let form = Form::parse(&body)?;
+        let mut keys = vec![Key::Address(conn.peer.ip())];
+        let claimed_client = match parts.headers.get(http::header::AUTHORIZATION) {
+            Some(v) => parse_basic(v.as_bytes()).ok().map(|(id, _)| id),
+            None => form.get("client_id").map(str::to_owned),
+        };
+        if let Some(id) = claimed_client {
+            keys.push(Key::Client(id.into()));
+        }
+        if form.get("grant_type") == Some("password")
+            && let Some(user) = form.get("username")
+        {
+            keys.push(Key::User(user.into()));
+        }
+        if let Err(held) = self.throttle.check(&keys) {
+            self.metrics
+                .token_throttled
+                .get_or_create(&ThrottledLabels {
+                    key: held.kind,
+                    cause: held.cause,
+                })
+                .inc();
+            tracing::info!(key = held.kind, cause = held.cause, peer = %conn.peer.ip(), "token endpoint request throttled");
+            return Err(GatewayError::TooManyRequests {
+                retry_after_seconds: held.retry_after.as_secs_f64().ceil() as u64,
+            });
+        }
+        Ok(FormRequest { parts, form, keys })
+    }
+
+    /// Feeds an outcome back to the back-off: failed client or password authentication counts
+    /// against every key of the request; success clears them.
+    fn settle<T>(&self, request: &FormRequest, result: &Result<T, GatewayError>) {
+        match result {
+            Ok(_) => self.throttle.succeeded(&request.keys),
+            Err(GatewayError::OAuth(e))
+                if matches!(
+                    e.code,
+                    OAuthErrorCode::InvalidClient | OAuthErrorCode::InvalidGrant
+                ) =>
+            {
+                self.throttle.failed(&request.keys)
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -151,6 +231,7 @@ fn outcome_of(e: &GatewayError) -> &'static str {
     match e {
         GatewayError::OAuth(e) => e.code.as_str(),
         GatewayError::BodyTooLarge | GatewayError::MethodNotAllowed { .. } => "invalid_request",
+        GatewayError::TooManyRequests { .. } => "throttled",
         GatewayError::Auth(_) => "invalid_client",
         _ => "server_error",
     }

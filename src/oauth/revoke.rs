@@ -9,17 +9,26 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{AuthServer, outcome_of};
+use super::{AuthServer, FormRequest, outcome_of};
 use crate::crypto::Digest;
 use crate::http::{Body, GatewayError, no_store_json};
+use crate::listener::ConnInfo;
 use crate::metrics::OutcomeLabels;
 
 impl AuthServer {
     pub(super) async fn revoke(
         &self,
         req: Request<Incoming>,
+        conn: ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
-        let result = self.revoke_inner(req).await;
+        let result = match self.read_form(req, conn).await {
+            Ok(request) => {
+                let result = self.revoke_inner(&request).await;
+                self.settle(&request, &result);
+                result
+            }
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(true) => "revoked",
             Ok(false) => "unknown_token",
@@ -33,9 +42,11 @@ impl AuthServer {
     }
 
     /// True when something was revoked.
-    async fn revoke_inner(&self, req: Request<Incoming>) -> Result<bool, GatewayError> {
-        let (parts, form) = self.read_form(req).await?;
-        let client = self.authenticate_client(&parts.headers, &form).await?;
+    async fn revoke_inner(&self, request: &FormRequest) -> Result<bool, GatewayError> {
+        let form = &request.form;
+        let client = self
+            .authenticate_client(&request.parts.headers, form)
+            .await?;
         let token = form.require("token", "token is required")?;
         let refresh_first = form.get("token_type_hint") == Some("refresh_token");
         let now = self.clock.now();

@@ -7,11 +7,12 @@ use serde_json::json;
 
 use super::error::{OAuthError, OAuthErrorCode};
 use super::form::Form;
-use super::{AuthServer, outcome_of, scope};
+use super::{AuthServer, FormRequest, outcome_of, scope};
 use crate::crypto::{
     ACCESS_TOKEN_PREFIX, Digest, REFRESH_TOKEN_PREFIX, derive_rotated, generate_secret, random_salt,
 };
 use crate::http::{Body, GatewayError, no_store_json};
+use crate::listener::ConnInfo;
 use crate::metrics::TokenIssuedLabels;
 use crate::store::{
     AccessTokenRecord, ClientRecord, GrantType, RefreshExchange, RefreshTokenRecord,
@@ -55,9 +56,17 @@ impl AuthServer {
     pub(super) async fn token(
         &self,
         req: Request<Incoming>,
+        conn: ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
         let mut grant_label = "other";
-        let result = self.issue(req, &mut grant_label).await;
+        let result = match self.read_form(req, conn).await {
+            Ok(request) => {
+                let result = self.issue(&request, &mut grant_label).await;
+                self.settle(&request, &result);
+                result
+            }
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(_) => "issued",
             Err(e) => outcome_of(e),
@@ -74,15 +83,15 @@ impl AuthServer {
 
     async fn issue(
         &self,
-        req: Request<Incoming>,
+        request: &FormRequest,
         grant_label: &mut &'static str,
     ) -> Result<Response<Body>, GatewayError> {
-        let (parts, form) = self.read_form(req).await?;
+        let (parts, form) = (&request.parts, &request.form);
         let grant = form.get("grant_type");
         if let Some(g) = grant.and_then(|g| g.parse::<GrantType>().ok()) {
             *grant_label = g.as_str();
         }
-        let client = self.authenticate_client(&parts.headers, &form).await?;
+        let client = self.authenticate_client(&parts.headers, form).await?;
         let grant = grant.ok_or(OAuthError::invalid_request("grant_type is required"))?;
         let grant: GrantType = grant.parse().map_err(|_| {
             OAuthError::new(
@@ -98,9 +107,9 @@ impl AuthServer {
             .into());
         }
         let issued = match grant {
-            GrantType::Password => self.password_grant(&client, &form).await?,
-            GrantType::ClientCredentials => self.client_credentials_grant(&client, &form).await?,
-            GrantType::RefreshToken => self.refresh_grant(&client, &form).await?,
+            GrantType::Password => self.password_grant(&client, form).await?,
+            GrantType::ClientCredentials => self.client_credentials_grant(&client, form).await?,
+            GrantType::RefreshToken => self.refresh_grant(&client, form).await?,
         };
         tracing::info!(
             client_id = %client.client_id,

@@ -59,24 +59,106 @@ pub struct Forwarded {
     pub host: Option<HeaderValue>,
 }
 
-/// True when `name` would be read as one of the identity headers by a backend that ignores
-/// case and treats `_` as `-` (as Django's `META` and CGI do).
+/// Client-sent headers that backends or frameworks may read as identity, as the request's
+/// "real" URL or method, or as the client's address. The gateway removes every one (in any
+/// case, with `_` for `-`) on every route; it sets the `X-Forwarded-*` ones itself.
+const SPOOFABLE: &[&str] = &[
+    // The request's URL or method as some frameworks re-read it (IIS, Symfony, Laravel, Rails).
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    // Forwarding metadata: only the gateway's own may reach the upstream.
+    "forwarded",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "front-end-https",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-remote-addr",
+    "x-remote-ip",
+    // Identity headers other auth proxies set (oauth2-proxy, Apache, nginx auth_request).
+    "remote-user",
+    "x-remote-user",
+    "x-user",
+    "x-authenticated-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-forwarded-groups",
+    "x-forwarded-access-token",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
+];
+
+/// `name` with `_` read as `-` (header names are already lower case), as Django's `META`,
+/// CGI and others merge them.
+fn normalized(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains('_') {
+        std::borrow::Cow::Owned(name.replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+/// True when a client-sent header could pass for identity (see [`SPOOFABLE`]) or for one of
+/// the configured identity headers.
 fn spoofs_identity(name: &HeaderName, identity: &IdentityHeaders) -> bool {
-    let n = name.as_str();
-    [&identity.user, &identity.client, &identity.scopes]
+    let n = normalized(name.as_str());
+    SPOOFABLE.contains(&&*n)
+        || [&identity.user, &identity.client, &identity.scopes]
+            .iter()
+            .any(|id| *normalized(id.as_str()) == *n)
+}
+
+/// Adds `Vary: Authorization` to a response to an authenticated request, so that no shared
+/// cache serves it to someone else, unless the upstream already made it private or uncacheable.
+pub fn vary_on_authorization(headers: &mut HeaderMap) {
+    let private = headers
+        .get_all(header::CACHE_CONTROL)
         .iter()
-        .any(|id| {
-            let id = id.as_str();
-            n.len() == id.len()
-                && n.bytes()
-                    .zip(id.bytes())
-                    .all(|(a, b)| a == b || (a == b'_' && b == b'-') || (a == b'-' && b == b'_'))
-        })
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim();
+            d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store")
+        });
+    let varies = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|f| f.trim() == "*" || f.trim().eq_ignore_ascii_case("authorization"));
+    if !private && !varies {
+        headers.append(header::VARY, HeaderValue::from_static("Authorization"));
+    }
 }
 
 /// Rewrites a request's headers for the upstream, in this order: hop-by-hop (including the
-/// `Connection`-listed ones) removed; `Authorization`, `Host` and every client-sent variant of
-/// the identity headers removed; `X-Forwarded-*` set; identity headers set.
+/// `Connection`-listed ones) removed; `Authorization`, `Host`, every client-sent variant of
+/// the identity headers and every other spoofable header removed; `X-Forwarded-*` set (the
+/// gateway is the edge: `X-Forwarded-For` is the peer address, not appended to); identity
+/// headers set.
 pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
     identity_headers: &IdentityHeaders,
@@ -95,12 +177,7 @@ pub fn rewrite_request_headers(
         headers.remove(name);
     }
 
-    let peer = forwarded.peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::from_str(&forwarded.peer.to_string()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
@@ -241,9 +318,38 @@ mod tests {
                 ],
             ),
             (
-                &[("x-forwarded-for", "10.0.0.1")],
+                &[
+                    ("x-forwarded-for", "10.0.0.1"),
+                    ("X_Forwarded_For", "10.0.0.2"),
+                    ("forwarded", "for=10.0.0.3"),
+                ],
                 None,
-                &[("x-forwarded-for", Some("10.0.0.1, 127.0.0.9"))],
+                &[
+                    ("x-forwarded-for", Some("127.0.0.9")),
+                    ("x_forwarded_for", None),
+                    ("forwarded", None),
+                ],
+            ),
+            (
+                &[
+                    ("x-original-url", "/admin"),
+                    ("X-Rewrite-URL", "/admin"),
+                    ("x-forwarded-uri", "/admin"),
+                    ("x_http_method_override", "DELETE"),
+                    ("x-real-ip", "10.0.0.1"),
+                    ("x-forwarded-user", "root"),
+                    ("remote_user", "root"),
+                ],
+                None,
+                &[
+                    ("x-original-url", None),
+                    ("x-rewrite-url", None),
+                    ("x-forwarded-uri", None),
+                    ("x_http_method_override", None),
+                    ("x-real-ip", None),
+                    ("x-forwarded-user", None),
+                    ("remote_user", None),
+                ],
             ),
             (
                 &[("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")],
@@ -261,6 +367,33 @@ mod tests {
                 let got = h.get(*name).map(|v| v.to_str().unwrap());
                 assert_eq!(got, *want, "case {i}: header {name}");
             }
+        }
+    }
+
+    #[test]
+    fn vary_on_authorization_unless_private() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
+            (&[], &["Authorization"]),
+            (&[("vary", "Accept")], &["Accept", "Authorization"]),
+            (&[("vary", "authorization")], &["authorization"]),
+            (&[("vary", "*")], &["*"]),
+            (&[("cache-control", "private, max-age=60")], &[]),
+            (&[("cache-control", "No-Store")], &[]),
+            (
+                &[("cache-control", "public, max-age=60")],
+                &["Authorization"],
+            ),
+        ];
+        for (given, want) in cases {
+            let mut h = map(given);
+            vary_on_authorization(&mut h);
+            let got: Vec<&str> = h
+                .get_all("vary")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(got, *want, "{given:?}");
         }
     }
 }

@@ -8,41 +8,69 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::PathAndQuery;
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use headers::{Forwarded, Identity, rewrite_request_headers, strip_hop_by_hop};
+pub use headers::{
+    Forwarded, Identity, rewrite_request_headers, strip_hop_by_hop, vary_on_authorization,
+};
 
 use crate::config::UpstreamConfig;
 use crate::http::GatewayError;
+use crate::tls::TlsError;
+
+/// Boxed error of request bodies sent upstream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a request sent upstream: the client's, streamed (and size-limited), or one the
+/// gateway had to read first.
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// One upstream and its connection pool.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
+    pub fn new(config: UpstreamConfig) -> Result<Upstream, TlsError> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let tls = if config.scheme == Scheme::HTTPS {
+            crate::tls::client_config(config.ca_file.as_deref())?
+        } else {
+            // Never used for an http:// upstream; no roots needed.
+            rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Upstream {
+        Ok(Upstream {
             name: config.name.as_str().into(),
             config,
             client,
-        }
+        })
     }
 
     /// The upstream URI for a canonical path and the original query.
@@ -69,13 +97,16 @@ impl Upstream {
     /// Connection failures are 502, timeouts 504.
     pub async fn send(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, GatewayError> {
         *req.version_mut() = Version::HTTP_11;
         match tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
+                if caused_by::<http_body_util::LengthLimitError>(&e) {
+                    return Err(GatewayError::BodyTooLarge);
+                }
                 let text = error_chain(&e);
                 if text.contains("timed out") || text.contains("timeout") {
                     Err(GatewayError::UpstreamTimeout)
@@ -85,6 +116,17 @@ impl Upstream {
             }
         }
     }
+}
+
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -103,13 +145,14 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 pub struct Upstreams(HashMap<Arc<str>, Upstream>);
 
 impl Upstreams {
-    pub fn new<'a>(configs: impl IntoIterator<Item = &'a UpstreamConfig>) -> Upstreams {
-        Upstreams(
-            configs
-                .into_iter()
-                .map(|c| (Arc::from(c.name.as_str()), Upstream::new(c.clone())))
-                .collect(),
-        )
+    pub fn new<'a>(
+        configs: impl IntoIterator<Item = &'a UpstreamConfig>,
+    ) -> Result<Upstreams, TlsError> {
+        let mut map = HashMap::new();
+        for c in configs {
+            map.insert(Arc::from(c.name.as_str()), Upstream::new(c.clone())?);
+        }
+        Ok(Upstreams(map))
     }
 
     pub fn get(&self, name: &str) -> Option<&Upstream> {

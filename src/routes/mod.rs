@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-pub use path::{PathError, canonicalize};
+pub use path::{PathError, PathOptions, canonicalize, canonicalize_with};
 
 /// What a route demands of a request before it is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,12 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Name of the upstream in the `upstreams:` map.
     pub upstream: Arc<str>,
+    /// Ambiguous path forms this route accepts (a legacy API that needs them).
+    pub path_options: PathOptions,
+    /// Match the prefix ignoring ASCII case (for case-insensitive backends).
+    pub case_insensitive: bool,
+    /// Largest request body forwarded; larger is 413.
+    pub max_body_bytes: u64,
 }
 
 impl Route {
@@ -37,7 +43,14 @@ impl Route {
     /// `/api` covers `/api` and `/api/x`, never `/apix`.
     pub fn covers(&self, path: &str) -> bool {
         let prefix = &*self.prefix;
-        match path.strip_prefix(prefix) {
+        let rest = if self.case_insensitive {
+            path.get(..prefix.len())
+                .filter(|head| head.eq_ignore_ascii_case(prefix))
+                .map(|_| &path[prefix.len()..])
+        } else {
+            path.strip_prefix(prefix)
+        };
+        match rest {
             None => false,
             Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
         }
@@ -96,6 +109,9 @@ mod tests {
             methods: methods.map(|m| m.to_vec().into_boxed_slice()),
             auth: RouteAuth::Public,
             upstream: "legacy".into(),
+            path_options: PathOptions::STRICT,
+            case_insensitive: false,
+            max_body_bytes: 1024,
         }
     }
 
@@ -134,6 +150,28 @@ mod tests {
         for (method, path, want) in cases {
             let got = table.find(method, path).map(|r| &*r.id);
             assert_eq!(got, *want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn case_insensitive_routes() {
+        let mut legacy = route("legacy", "/Legacy/API", None);
+        legacy.case_insensitive = true;
+        let table = RouteTable::new(vec![legacy, route("exact", "/Exact", None)]);
+        let cases = [
+            ("/legacy/api", Some("legacy")),
+            ("/LEGACY/Api/x", Some("legacy")),
+            ("/legacy/apix", None),
+            ("/Exact", Some("exact")),
+            ("/exact", None),
+            ("/é", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(
+                table.find(&Method::GET, path).map(|r| &*r.id),
+                want,
+                "{path}"
+            );
         }
     }
 

@@ -15,8 +15,10 @@ pub enum PathError {
     ForbiddenCharacter,
     #[error("the path contains a malformed percent-encoding")]
     BadPercentEncoding,
-    #[error("the path contains an encoded '/', '\\' or NUL")]
+    #[error("the path contains an encoded '/' or '\\'")]
     EncodedSeparator,
+    #[error("the path contains an encoded control character")]
+    EncodedControl,
     #[error("the path contains a ';' parameter")]
     Parameter,
     #[error("the path climbs above the root with '..'")]
@@ -36,11 +38,37 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Forms a route may opt into for a legacy API that needs them; both are refused by default
+/// because servers disagree about their meaning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    /// Keep `%2F` and `%5C` (never decoded) instead of refusing them.
+    pub allow_encoded_slashes: bool,
+    /// Treat `;` as an ordinary character instead of refusing it.
+    pub allow_semicolons: bool,
+}
+
+impl PathOptions {
+    pub const STRICT: PathOptions = PathOptions {
+        allow_encoded_slashes: false,
+        allow_semicolons: false,
+    };
+    pub const LENIENT: PathOptions = PathOptions {
+        allow_encoded_slashes: true,
+        allow_semicolons: true,
+    };
+}
+
+/// Canonicalizes an origin-form path (no query) with the strict defaults.
+pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    canonicalize_with(path, PathOptions::STRICT)
+}
+
 /// Canonicalizes an origin-form path (no query): RFC 3986 §6.2.2 normalization
 /// (percent-encoded unreserved characters decoded, other escapes upper-cased, dot-segments
 /// removed) plus duplicate slashes collapsed. Returns the input unchanged, without copying,
 /// when it is already canonical.
-pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+pub fn canonicalize_with(path: &str, options: PathOptions) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
@@ -50,7 +78,7 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             0..=0x1f | 0x7f | b'\\' | b'#' => return Err(PathError::ForbiddenCharacter),
-            b';' => return Err(PathError::Parameter),
+            b';' if !options.allow_semicolons => return Err(PathError::Parameter),
             b'%' => needs_rewrite = true,
             b'/' if prev == b'/' => needs_rewrite = true,
             b'.' if prev == b'/' => {
@@ -73,7 +101,7 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut segments: Vec<String> = Vec::new();
     let trailing_slash = path.len() > 1 && path.ends_with('/');
     for raw in path[1..].split('/') {
-        let segment = decode_segment(raw)?;
+        let segment = decode_segment(raw, options)?;
         match segment.as_str() {
             "" | "." => {}
             ".." => {
@@ -96,7 +124,7 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// Decodes the escapes of unreserved characters in one segment and upper-cases the rest.
-fn decode_segment(raw: &str) -> Result<String, PathError> {
+fn decode_segment(raw: &str, options: PathOptions) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(raw.len());
     let mut i = 0;
@@ -115,7 +143,10 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
         };
         let decoded = hi << 4 | lo;
         match decoded {
-            b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+            b'/' | b'\\' if !options.allow_encoded_slashes => {
+                return Err(PathError::EncodedSeparator);
+            }
+            0..=0x1f | 0x7f => return Err(PathError::EncodedControl),
             d if is_unreserved(d) => out.push(d as char),
             d => {
                 out.push('%');
@@ -157,6 +188,34 @@ mod tests {
     }
 
     #[test]
+    fn opt_ins_keep_what_they_allow_and_nothing_else() {
+        let both = PathOptions::LENIENT;
+        let cases = [
+            ("/files/a%2fb", Ok("/files/a%2Fb")),
+            ("/files/a%5Cb/../c", Ok("/files/c")),
+            ("/jsp;jsessionid=1/x", Ok("/jsp;jsessionid=1/x")),
+            ("/files/%2e%2e/%2e%2e/x", Err(PathError::AboveRoot)),
+            ("/files/%00", Err(PathError::EncodedControl)),
+            ("/files/a\\b", Err(PathError::ForbiddenCharacter)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                canonicalize_with(input, both).as_deref().map_err(|e| *e),
+                want,
+                "{input}"
+            );
+        }
+        let slashes_only = PathOptions {
+            allow_encoded_slashes: true,
+            allow_semicolons: false,
+        };
+        assert_eq!(
+            canonicalize_with("/a;b", slashes_only),
+            Err(PathError::Parameter)
+        );
+    }
+
+    #[test]
     fn already_canonical_paths_are_borrowed() {
         for p in ["/", "/api/users/1", "/api/.well-known", "/a..b/c"] {
             assert!(matches!(canonicalize(p), Ok(Cow::Borrowed(_))), "{p}");
@@ -172,7 +231,9 @@ mod tests {
             ("/api/%2fadmin", PathError::EncodedSeparator),
             ("/api/%2Fadmin", PathError::EncodedSeparator),
             ("/api/%5cadmin", PathError::EncodedSeparator),
-            ("/api/%00", PathError::EncodedSeparator),
+            ("/api/%00", PathError::EncodedControl),
+            ("/api/a%0d%0aX-Injected:%201", PathError::EncodedControl),
+            ("/api/%7f", PathError::EncodedControl),
             ("/api\\admin", PathError::ForbiddenCharacter),
             ("/api/a\tb", PathError::ForbiddenCharacter),
             ("/api/a#b", PathError::ForbiddenCharacter),
