@@ -582,17 +582,17 @@ impl Validator {
             per_client_per_minute: get(
                 raw.map(|r| &r.per_client_per_minute),
                 "per_client_per_minute",
-                600,
+                6000,
             ) as u32,
             per_user_per_minute: get(
                 raw.map(|r| &r.per_user_per_minute),
                 "per_user_per_minute",
-                30,
+                60,
             ) as u32,
             per_address_per_minute: get(
                 raw.map(|r| &r.per_address_per_minute),
                 "per_address_per_minute",
-                600,
+                6000,
             ) as u32,
             failures_before_backoff: get(
                 raw.map(|r| &r.failures_before_backoff),

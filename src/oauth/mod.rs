@@ -199,21 +199,27 @@ impl AuthServer {
         Ok(FormRequest { parts, form, keys })
     }
 
-    /// Feeds an outcome back to the back-off: failed client or password authentication counts
-    /// against every key of the request; success clears them.
+    /// Feeds an outcome back to the back-off: a failed client authentication counts against
+    /// the client id, a wrong password against the username (so one user's typos never lock
+    /// out the application). Source addresses are rate-limited only: a back-off on them would
+    /// let one attacker lock out everyone behind the same NAT or proxy. Success clears them.
     fn settle<T>(&self, request: &FormRequest, result: &Result<T, GatewayError>) {
-        match result {
-            Ok(_) => self.throttle.succeeded(&request.keys),
-            Err(GatewayError::OAuth(e))
-                if matches!(
-                    e.code,
-                    OAuthErrorCode::InvalidClient | OAuthErrorCode::InvalidGrant
-                ) =>
-            {
-                self.throttle.failed(&request.keys)
+        let failed_kind = match result {
+            Ok(_) => {
+                self.throttle.succeeded(&request.keys);
+                return;
             }
-            Err(_) => {}
-        }
+            Err(GatewayError::OAuth(e)) if e.code == OAuthErrorCode::InvalidClient => "client",
+            Err(GatewayError::OAuth(e)) if e.code == OAuthErrorCode::InvalidGrant => "user",
+            Err(_) => return,
+        };
+        let keys: Vec<Key> = request
+            .keys
+            .iter()
+            .filter(|k| k.kind() == failed_kind)
+            .cloned()
+            .collect();
+        self.throttle.failed(&keys);
     }
 }
 

@@ -52,7 +52,13 @@ impl Route {
         };
         match rest {
             None => false,
-            Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+            Some(rest) => {
+                rest.is_empty()
+                    || prefix.ends_with('/')
+                    || rest.starts_with('/')
+                    // With `;` parameters allowed, `/jsp;jsessionid=1/x` lies below `/jsp`.
+                    || (self.path_options.allow_semicolons && rest.starts_with(';'))
+            }
         }
     }
 

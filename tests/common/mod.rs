@@ -27,9 +27,20 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The issue's example routes, pointing at `{upstream}`.
 pub fn config_yaml(upstream: &str, extra_oauth: &str, extra: &str) -> String {
+    config_yaml_with(upstream, extra_oauth, "", extra, "127.0.0.1:0")
+}
+
+/// The example config plus routes, top-level keys, and a listen address of the caller's.
+pub fn config_yaml_with(
+    upstream: &str,
+    extra_oauth: &str,
+    extra_routes: &str,
+    extra: &str,
+    listen: &str,
+) -> String {
     format!(
         r#"
-listen: 127.0.0.1:0
+listen: {listen}
 admin_listen: 127.0.0.1:0
 store:
   sqlite: data/portcullis.db
@@ -46,6 +57,7 @@ routes:
   - {{ path: /api, methods: [POST, PUT, PATCH, DELETE], scopes: [write], upstream: legacy }}
   - {{ path: /api/groups, scopes: [groups], upstream: legacy }}
   - {{ path: /public, auth: none, upstream: legacy }}
+{extra_routes}
 {extra}
 identity_headers: {{ user: X-Auth-User, client: X-Auth-Client, scopes: X-Auth-Scopes }}
 "#
@@ -105,6 +117,10 @@ pub struct Options {
     pub extra: String,
     /// Replaces the upstream URL (for unreachable-upstream tests).
     pub upstream_url: Option<String>,
+    /// More entries of the `routes:` list (each line starting with `  - `).
+    pub extra_routes: String,
+    /// Replaces `listen: 127.0.0.1:0`.
+    pub listen: Option<String>,
 }
 
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
@@ -123,7 +139,14 @@ impl Harness {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().unwrap();
         let url = opts.upstream_url.clone().unwrap_or_else(|| upstream.url());
-        let yaml = config_yaml(&url, &opts.extra_oauth, &opts.extra);
+        let listen = opts.listen.as_deref().unwrap_or("127.0.0.1:0");
+        let yaml = config_yaml_with(
+            &url,
+            &opts.extra_oauth,
+            &opts.extra_routes,
+            &opts.extra,
+            listen,
+        );
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, &yaml).unwrap();
         let config = Config::load(&path).unwrap();
@@ -162,7 +185,21 @@ impl Harness {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("http://{}{}", self.local_addr(), path)
+    }
+
+    /// The proxy address to connect to (loopback even when listening on 0.0.0.0).
+    pub fn local_addr(&self) -> SocketAddr {
+        let mut a = self.addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        a
+    }
+
+    /// Writes `request` on a fresh connection and reads until the server closes it (or 10 s).
+    pub async fn raw(&self, request: &[u8]) -> String {
+        raw_exchange(self.local_addr(), request).await
     }
 
     pub async fn add_user(&self, name: &str) {
@@ -293,6 +330,16 @@ pub async fn add_client(
         id: new.client.client_id,
         secret: new.secret,
     }
+}
+
+/// Writes `request` to `addr` and reads until the server closes the connection (or 10 s).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A plain HTTP/1.1 client.
