@@ -30,9 +30,18 @@ pub const DEMO_CLIENT: &str = "demo";
 /// The sample legacy API: answers every request with JSON describing what it received
 /// (method, path, query, headers, body size), so the effect of the gateway is visible.
 pub async fn sample_api(listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    sample_api_with_tls(listener, None, shutdown).await
+}
+
+/// The sample API over TLS (tests use it as an HTTPS upstream).
+pub async fn sample_api_with_tls(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
     serve(
         listener,
-        None,
+        tls,
         ConnectionLimits::internal(1024),
         shutdown,
         |req, _| echo(req),

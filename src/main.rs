@@ -166,6 +166,8 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One crypto provider for the whole process, chosen explicitly (ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

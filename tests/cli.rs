@@ -356,10 +356,18 @@ struct Served {
 }
 
 async fn serve_with_app(password: &str, extra: &str) -> Served {
+    serve_with(password, "", extra).await
+}
+
+async fn serve_with(password: &str, extra_oauth: &str, extra: &str) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let upstream = common::Upstream::start().await;
     let config = dir.path().join("portcullis.yaml");
-    std::fs::write(&config, common::config_yaml(&upstream.url(), "", extra)).unwrap();
+    std::fs::write(
+        &config,
+        common::config_yaml(&upstream.url(), extra_oauth, extra),
+    )
+    .unwrap();
     portcullis(
         &config,
         &["users", "add", "alice", "--password-stdin"],
@@ -376,6 +384,8 @@ async fn serve_with_app(password: &str, extra: &str) -> Served {
             "password",
             "--grant",
             "refresh_token",
+            "--grant",
+            "client_credentials",
             "--scope",
             "read",
             "--json",
@@ -652,5 +662,94 @@ async fn tokens_commands_reach_a_running_gateway() {
         "deleted 1 access and 1 refresh tokens"
     );
     let (clean_exit, logs) = proc.stop();
+    assert!(clean_exit, "{logs}");
+}
+
+#[tokio::test]
+async fn every_issued_token_survives_sigkill_during_a_burst() {
+    let Served {
+        client_id,
+        client_secret,
+        mut proc,
+        addr,
+        config,
+        _dir,
+        _upstream,
+    } = serve_with(
+        "pw",
+        "  rate_limits: { per_client_per_minute: 1000000, per_address_per_minute: 1000000 }",
+        "",
+    )
+    .await;
+    let issued = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let auth = basic(&client_id, &client_secret);
+    let url = format!("http://{addr}/o/token/");
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (issued, auth, url) = (issued.clone(), auth.clone(), url.clone());
+        workers.push(tokio::spawn(async move {
+            let client = common::http_client();
+            for _ in 0..10_000 {
+                let req = http::Request::post(&url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("authorization", &auth)
+                    .body(bytes::Bytes::from_static(b"grant_type=client_credentials").into())
+                    .unwrap();
+                let Ok(resp) = client.request(req).await else {
+                    return;
+                };
+                if resp.status() != StatusCode::OK {
+                    continue;
+                }
+                use http_body_util::BodyExt;
+                let Ok(body) = resp.into_body().collect().await else {
+                    return;
+                };
+                let j: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+                issued
+                    .lock()
+                    .unwrap()
+                    .push(j["access_token"].as_str().unwrap().to_owned());
+            }
+        }));
+    }
+    // Kill the gateway mid-burst, once it has handed out a fair number of tokens.
+    for _ in 0..200 {
+        if issued.lock().unwrap().len() >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(proc.child.id().to_string())
+        .status()
+        .unwrap();
+    let _ = proc.child.wait();
+    for w in workers {
+        let _ = w.await;
+    }
+    let tokens = issued.lock().unwrap().clone();
+    assert!(
+        tokens.len() >= 50,
+        "too few tokens issued before the kill: {}",
+        tokens.len()
+    );
+
+    let mut restarted = Proc::spawn(&config, &["--log-format", "json", "serve"], false);
+    let line = restarted.wait_for("portcullis listening");
+    let addr = serde_json::from_str::<serde_json::Value>(&line).unwrap()["addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for t in &tokens {
+        let r = get(&format!("http://{addr}/api/users"), t).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "a token the client received was lost in the crash"
+        );
+    }
+    let (clean_exit, logs) = restarted.stop();
     assert!(clean_exit, "{logs}");
 }

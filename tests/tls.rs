@@ -1,0 +1,309 @@
+//! TLS over real sockets: the proxy listener with ALPN h2 and http/1.1 on TLS 1.2 and 1.3,
+//! certificate reload without restart, and HTTPS upstreams with configured or system roots.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Harness, Options};
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// A test certificate authority that signs leaves for localhost and 127.0.0.1.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes a fresh leaf certificate and key to `cert` and `key`.
+    fn leaf(&self, cert: &Path, key: &Path) {
+        let leaf_key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let leaf = params.signed_by(&leaf_key, &self.issuer).unwrap();
+        std::fs::write(cert, leaf.pem()).unwrap();
+        std::fs::write(key, leaf_key.serialize_pem()).unwrap();
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap())
+            .unwrap();
+        roots
+    }
+
+    fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(self.roots())
+        .with_no_client_auth()
+    }
+}
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        Files {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+async fn https_get(
+    config: rustls::ClientConfig,
+    http2: bool,
+    url: &str,
+    token: Option<&str>,
+) -> (StatusCode, Version, serde_json::Value) {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only();
+    let connector = if http2 {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_http1().build()
+    };
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build(connector);
+    let mut req = Request::get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let (status, version) = (resp.status(), resp.version());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        version,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The DER of the certificate the server presents.
+async fn served_certificate(addr: std::net::SocketAddr, config: rustls::ClientConfig) -> Vec<u8> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn tls_options(files: &Files) -> Options {
+    Options {
+        extra: format!(
+            "tls: {{ cert: {}, key: {}, reload_interval_seconds: 1 }}",
+            files.path("cert.pem").display(),
+            files.path("key.pem").display()
+        ),
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn https_listener_speaks_h2_and_http11_on_tls12_and_tls13() {
+    let ca = Ca::new();
+    let files = Files::new();
+    ca.leaf(&files.path("cert.pem"), &files.path("key.pem"));
+    let h = Harness::with(tls_options(&files)).await;
+    let access = {
+        // The token endpoint over TLS, HTTP/1.1.
+        let cfg = ca.client_config(&[&rustls::version::TLS13]);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(cfg)
+            .https_only()
+            .enable_http1()
+            .build();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let body = format!(
+            "grant_type=password&username=alice&password={}",
+            common::PASSWORD.replace(' ', "+")
+        );
+        let req = Request::post(format!("https://localhost:{}/o/token/", h.addr.port()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "authorization",
+                common::basic(&h.client.id, &h.client.secret),
+            )
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let j: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        j["access_token"].as_str().unwrap().to_owned()
+    };
+    let url = format!("https://localhost:{}/api/users/1", h.addr.port());
+    for (versions, http2, want) in [
+        (&[&rustls::version::TLS13][..], true, Version::HTTP_2),
+        (&[&rustls::version::TLS13][..], false, Version::HTTP_11),
+        (&[&rustls::version::TLS12][..], true, Version::HTTP_2),
+        (&[&rustls::version::TLS12][..], false, Version::HTTP_11),
+    ] {
+        let (status, version, body) =
+            https_get(ca.client_config(versions), http2, &url, Some(&access)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(version, want);
+        assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(body["headers"]["x-auth-user"], "alice");
+    }
+    // Plain HTTP on the TLS port gets no answer.
+    let raw = h.raw(b"GET /public/x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(!raw.starts_with("HTTP/1.1 200"), "{raw}");
+    // The metadata advertises https.
+    let (_, _, meta) = https_get(
+        ca.client_config(&[&rustls::version::TLS13]),
+        false,
+        &format!(
+            "https://localhost:{}/.well-known/oauth-authorization-server",
+            h.addr.port()
+        ),
+        None,
+    )
+    .await;
+    assert!(
+        meta["issuer"].as_str().unwrap().starts_with("https://"),
+        "{meta}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificates_reload_without_restart() {
+    let ca = Ca::new();
+    let files = Files::new();
+    let (cert, key) = (files.path("cert.pem"), files.path("key.pem"));
+    ca.leaf(&cert, &key);
+    let h = Harness::with(tls_options(&files)).await;
+    let cfg = || ca.client_config(&[&rustls::version::TLS13]);
+    let first = served_certificate(h.local_addr(), cfg()).await;
+
+    // A broken new certificate keeps the old one in service.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(served_certificate(h.local_addr(), cfg()).await, first);
+
+    // A good new one is picked up by the periodic check.
+    ca.leaf(&cert, &key);
+    let mut now_served = first.clone();
+    for _ in 0..100 {
+        now_served = served_certificate(h.local_addr(), cfg()).await;
+        if now_served != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(now_served, first, "the new certificate was not loaded");
+    h.shutdown().await;
+}
+
+fn https_upstream_config(upstream_port: u16, ca_file: Option<&Path>) -> String {
+    let ca = ca_file
+        .map(|p| format!(", ca_file: {}", p.display()))
+        .unwrap_or_default();
+    common::config_yaml("https://placeholder", "", "").replace(
+        "legacy: { url: https://placeholder, response_timeout_ms: 500 }",
+        &format!("legacy: {{ url: https://localhost:{upstream_port}{ca} }}"),
+    )
+}
+
+#[tokio::test]
+async fn https_upstreams_with_configured_or_system_roots() {
+    let ca = Ca::new();
+    let files = Files::new();
+    ca.leaf(&files.path("up-cert.pem"), &files.path("up-key.pem"));
+    std::fs::write(files.path("ca.pem"), &ca.pem).unwrap();
+    let cert = Arc::new(
+        portcullis::tls::ReloadingCert::load(&files.path("up-cert.pem"), &files.path("up-key.pem"))
+            .unwrap(),
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(portcullis::tls::server_config(cert).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(portcullis::demo::sample_api_with_tls(
+        listener,
+        Some(acceptor),
+        rx,
+    ));
+
+    for (ca_file, want) in [
+        (Some(files.path("ca.pem")), StatusCode::OK),
+        (None, StatusCode::BAD_GATEWAY),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, https_upstream_config(port, ca_file.as_deref())).unwrap();
+        let config = portcullis::config::Config::load(&path).unwrap();
+        let store = portcullis::app::open_store(&config).await.unwrap();
+        let running =
+            portcullis::app::start(config, store, Arc::new(portcullis::clock::SystemClock))
+                .await
+                .unwrap();
+        let r = common::fetch(
+            &common::http_client(),
+            Request::get(format!("http://{}/public/x", running.addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, want, "ca_file {ca_file:?}: {}", r.text());
+        if want == StatusCode::OK {
+            assert_eq!(r.json()["path"], "/public/x");
+        }
+        running.shutdown().await;
+    }
+}
+
+#[test]
+fn tls_config_errors_are_located() {
+    let files = Files::new();
+    let text = common::config_yaml(
+        "http://127.0.0.1:9",
+        "",
+        "tls: { cert: missing.pem, key: missing-key.pem }",
+    );
+    let err = portcullis::config::Config::parse(&text, Path::new("t.yaml"), files.dir.path())
+        .unwrap_err();
+    let rendered = err.to_string();
+    assert!(rendered.contains("`tls.cert`: no such file"), "{rendered}");
+    assert!(rendered.contains("`tls.key`: no such file"), "{rendered}");
+}
