@@ -11,7 +11,7 @@ use std::borrow::Cow;
 pub enum PathError {
     #[error("the request target must be an absolute path")]
     NotOriginForm,
-    #[error("the path contains a control character, a backslash or a raw '#'")]
+    #[error("the path contains a control character, a non-ASCII byte, a backslash or a raw '#'")]
     ForbiddenCharacter,
     #[error("the path contains a malformed percent-encoding")]
     BadPercentEncoding,
@@ -77,7 +77,9 @@ pub fn canonicalize_with(path: &str, options: PathOptions) -> Result<Cow<'_, str
     let mut prev = 0u8;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            0..=0x1f | 0x7f | b'\\' | b'#' => return Err(PathError::ForbiddenCharacter),
+            // A request target is ASCII (RFC 3986); raw bytes above it are read differently
+            // by different servers.
+            0..=0x1f | 0x7f..=0xff | b'\\' | b'#' => return Err(PathError::ForbiddenCharacter),
             b';' if !options.allow_semicolons => return Err(PathError::Parameter),
             b'%' => needs_rewrite = true,
             b'/' if prev == b'/' => needs_rewrite = true,
@@ -237,6 +239,8 @@ mod tests {
             ("/api\\admin", PathError::ForbiddenCharacter),
             ("/api/a\tb", PathError::ForbiddenCharacter),
             ("/api/a#b", PathError::ForbiddenCharacter),
+            ("/api/\u{5ff}", PathError::ForbiddenCharacter),
+            ("/api/é", PathError::ForbiddenCharacter),
             ("/api;jsessionid=1/users", PathError::Parameter),
             ("/api/%zz", PathError::BadPercentEncoding),
             ("/api/%4", PathError::BadPercentEncoding),
