@@ -443,26 +443,24 @@ async fn background_sweeper_runs_and_reports() {
     .await;
     h.password_token("read").await;
     h.clock.advance(4000);
+    // The sweep and the gauge update after it happen in the background: wait for both.
+    let wanted = [
+        r#"portcullis_tokens_swept_total{kind="access"} 1"#,
+        r#"portcullis_tokens_swept_total{kind="refresh"} 1"#,
+        r#"portcullis_store_live_tokens{kind="access"} 0"#,
+        r#"portcullis_store_live_tokens{kind="refresh"} 0"#,
+    ];
     let mut m = String::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         m = h.metrics().await;
-        if m.contains(r#"portcullis_tokens_swept_total{kind="refresh"} 1"#) {
+        if wanted.iter().all(|w| m.contains(w)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        m.contains(r#"portcullis_tokens_swept_total{kind="access"} 1"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"portcullis_tokens_swept_total{kind="refresh"} 1"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"portcullis_store_live_tokens{kind="access"} 0"#),
-        "{m}"
-    );
+    for w in wanted {
+        assert!(m.contains(w), "missing {w}\n{m}");
+    }
     h.shutdown().await;
 }
 

@@ -80,11 +80,51 @@ CREATE TABLE revocation_log (
 /// How long revocation log entries are kept: far longer than any gateway's poll interval.
 const REVOCATION_LOG_RETENTION_SECONDS: i64 = 3600;
 
+/// A write waiting for the writer thread: it runs inside the batch's transaction (in its own
+/// savepoint) and returns what to tell its caller once the commit's outcome is known.
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 512;
+
 #[derive(Debug)]
 pub struct SqliteStore {
-    writer: Arc<Mutex<Connection>>,
+    writer: std::sync::mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Semaphore,
+}
+
+/// The writer thread: group commit. Writes that arrive while a commit is in progress are run
+/// together in the next transaction and made durable by one fsync; each still succeeds or
+/// fails alone (a savepoint each), and none is answered before its commit is on disk.
+fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Without the batch transaction each job's savepoint is its own transaction, so
+            // run them one by one: each commits (or fails) on its own.
+            tracing::warn!(error = %e, "cannot begin a batch transaction; committing writes one by one");
+            for job in batch {
+                job(&conn)(Ok(()));
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -129,8 +169,13 @@ impl SqliteStore {
             configure(&conn).map_err(open_err)?;
             readers.push(conn);
         }
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("portcullis-sqlite-writer".into())
+            .spawn(move || write_loop(writer, queue))
+            .map_err(|e| StoreError::Open(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: jobs,
             readers: Arc::new(Mutex::new(readers)),
             reader_permits: Semaphore::new(READERS),
         })
@@ -168,27 +213,54 @@ impl SqliteStore {
         let key = key.to_owned();
         let now = now();
         self.write(move |c| {
-            let tx = c.transaction()?;
-            log_before_delete(&tx, &format!("{column} = ?1"), &key, now)?;
+            let tx = c;
+            log_before_delete(tx, &format!("{column} = ?1"), &key, now)?;
             let removed =
                 tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [&key])? > 0;
-            tx.commit()?;
             Ok(removed)
         })
         .await
     }
 
+    /// Runs `f` on the writer thread inside a (group-committed) transaction; resolves once the
+    /// commit is durable.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await?
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = match conn.execute_batch("SAVEPOINT job") {
+                Err(e) => Err(StoreError::from(e)),
+                Ok(()) => {
+                    let outcome = f(conn);
+                    let end = if outcome.is_ok() {
+                        "RELEASE job"
+                    } else {
+                        "ROLLBACK TO job; RELEASE job"
+                    };
+                    match (outcome, conn.execute_batch(end)) {
+                        (Ok(v), Ok(())) => Ok(v),
+                        (Ok(_), Err(e)) => Err(StoreError::from(e)),
+                        (Err(e), _) => Err(e),
+                    }
+                }
+            };
+            Box::new(move |committed: Result<(), String>| {
+                let answer = match (outcome, committed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the write was not answered".into()))?
     }
 }
 
@@ -507,12 +579,11 @@ impl Store for SqliteStore {
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = c;
             if let Some(r) = &refresh {
-                insert_refresh(&tx, r)?;
+                insert_refresh(tx, r)?;
             }
-            insert_access(&tx, &access)?;
-            tx.commit()?;
+            insert_access(tx, &access)?;
             Ok(())
         })
         .await
@@ -552,7 +623,7 @@ impl Store for SqliteStore {
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<RefreshExchange, StoreError> {
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = c;
             let usable = match &rotation_salt {
                 Some(salt) => {
                     tx.execute(
@@ -574,15 +645,14 @@ impl Store for SqliteStore {
                 return Ok(RefreshExchange::Stale);
             }
             let revoked_access = if rotation_salt.is_some() {
-                revoke_access(&tx, "refresh_digest = ?1", &&old.0[..], now)?
+                revoke_access(tx, "refresh_digest = ?1", &&old.0[..], now)?
             } else {
                 Vec::new()
             };
             if let Some(r) = &refresh {
-                insert_refresh(&tx, r)?;
+                insert_refresh(tx, r)?;
             }
-            insert_access(&tx, &access)?;
-            tx.commit()?;
+            insert_access(tx, &access)?;
             Ok(RefreshExchange::Exchanged { revoked_access })
         })
         .await
@@ -597,7 +667,7 @@ impl Store for SqliteStore {
     ) -> Result<Revoked, StoreError> {
         let client_id = client_id.to_owned();
         self.write(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = c;
             let mut out = Revoked::default();
             let key = &digest.0[..];
             let try_refresh = |tx: &Connection, out: &mut Revoked| -> rusqlite::Result<bool> {
@@ -639,18 +709,17 @@ impl Store for SqliteStore {
             };
             // The hint only orders the lookups; a miss falls through to the other kind.
             let found = if refresh_first {
-                try_refresh(&tx, &mut out)?
+                try_refresh(tx, &mut out)?
             } else {
-                try_access(&tx, &mut out)?
+                try_access(tx, &mut out)?
             };
             if !found {
                 if refresh_first {
-                    try_access(&tx, &mut out)?;
+                    try_access(tx, &mut out)?;
                 } else {
-                    try_refresh(&tx, &mut out)?;
+                    try_refresh(tx, &mut out)?;
                 }
             }
-            tx.commit()?;
             Ok(out)
         })
         .await
@@ -658,11 +727,10 @@ impl Store for SqliteStore {
 
     async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError> {
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = c;
             let key = &family.0[..];
-            let refresh = revoke_refresh(&tx, "family = ?1", &key, now)?;
-            let access = revoke_access(&tx, "family = ?1", &key, now)?;
-            tx.commit()?;
+            let refresh = revoke_refresh(tx, "family = ?1", &key, now)?;
+            let access = revoke_access(tx, "family = ?1", &key, now)?;
             Ok(Revoked { access, refresh })
         })
         .await
@@ -670,11 +738,10 @@ impl Store for SqliteStore {
 
     async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError> {
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = c;
             let (condition, key) = owner_condition(&owner);
-            let refresh = revoke_refresh(&tx, condition, &key, now)?;
-            let access = revoke_access(&tx, condition, &key, now)?;
-            tx.commit()?;
+            let refresh = revoke_refresh(tx, condition, &key, now)?;
+            let access = revoke_access(tx, condition, &key, now)?;
             Ok(Revoked { access, refresh })
         })
         .await
@@ -741,7 +808,7 @@ impl Store for SqliteStore {
     async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError> {
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = c;
             let access = tx.execute(
                 "DELETE FROM access_tokens WHERE digest IN (
                      SELECT digest FROM access_tokens WHERE expires_at <= ?1
@@ -763,7 +830,6 @@ impl Store for SqliteStore {
                      SELECT id FROM revocation_log WHERE revoked_at <= ?1 ORDER BY id LIMIT ?2)",
                 params![now - REVOCATION_LOG_RETENTION_SECONDS, batch],
             )?;
-            tx.commit()?;
             Ok(Swept { access, refresh })
         })
         .await
