@@ -169,6 +169,7 @@ pub async fn start(
 
     tasks.push(tokio::spawn(lifecycle::sweep_periodically(
         Arc::clone(&store),
+        cache.clone(),
         metrics,
         Arc::clone(&clock),
         config.cleanup.clone(),

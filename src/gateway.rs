@@ -51,7 +51,7 @@ struct RequestContext {
     decision: &'static str,
     reason: &'static str,
     upstream: Option<Arc<str>>,
-    principal: Option<Arc<Principal>>,
+    principal: Option<Principal>,
     /// The canonical path, once known (logged without the query, which may hold anything).
     path: Option<String>,
 }
@@ -146,7 +146,7 @@ impl Gateway {
                 .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok())),
         };
         let (mut parts, body) = req.into_parts();
-        let principal = ctx.principal.as_deref();
+        let principal = ctx.principal.as_ref();
         let identity = principal.map(|p| Identity {
             user: p.username.as_deref(),
             client: &p.client_id,
@@ -237,7 +237,7 @@ impl Gateway {
             }
             RouteAuth::Bearer { scopes } => scopes,
         };
-        let outcome: Result<Arc<Principal>, GatewayError> = async {
+        let outcome: Result<Principal, GatewayError> = async {
             let token = guard::bearer_token(req.headers())?;
             let principal = self
                 .cache
@@ -275,7 +275,7 @@ impl Gateway {
                 reason: ctx.reason,
             })
             .inc();
-        let p = ctx.principal.as_deref();
+        let p = ctx.principal.as_ref();
         tracing::info!(
             target: "portcullis::access",
             method = %method,

@@ -45,10 +45,11 @@ pub async fn sweep_all(
     }
 }
 
-/// Sweeps every `cleanup.interval` (first shortly after start) and refreshes the live-token
-/// gauges, until shutdown.
+/// Sweeps every `cleanup.interval` (first shortly after start), purges expired entries from
+/// the token cache, and refreshes the live-token gauges, until shutdown.
 pub async fn sweep_periodically(
     store: SharedStore,
+    cache: TokenCache,
     metrics: Metrics,
     clock: SharedClock,
     cleanup: CleanupConfig,
@@ -76,6 +77,10 @@ pub async fn sweep_periodically(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "token sweep failed"),
         }
+        cache.purge_expired().await;
+        metrics
+            .cache_entries
+            .set(i64::try_from(cache.entry_count()).unwrap_or(i64::MAX));
         match store.live_tokens(now).await {
             Ok(live) => {
                 metrics

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub tokens_issued: Family<TokenIssuedLabels, Counter>,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    pub cache_entries: Gauge,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
     pub revocation_requests: Family<OutcomeLabels, Counter>,
     pub tokens_revoked: Family<RevokedLabels, Counter>,
@@ -88,6 +89,7 @@ impl Metrics {
             tokens_issued: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            cache_entries: Gauge::default(),
             upstream_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
@@ -119,6 +121,11 @@ impl Metrics {
             "token_cache_misses",
             "Bearer token lookups that went to the store",
             m.cache_misses.clone(),
+        );
+        r.register(
+            "token_cache_entries",
+            "Tokens in the cache after the last sweep",
+            m.cache_entries.clone(),
         );
         r.register(
             "upstream_request_duration_seconds",

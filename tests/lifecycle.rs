@@ -441,7 +441,14 @@ async fn background_sweeper_runs_and_reports() {
         ..Options::default()
     })
     .await;
-    h.password_token("read").await;
+    let access = h.password_token("read").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        h.get("/api/users", Some(&access)).await.status,
+        StatusCode::OK
+    );
     h.clock.advance(4000);
     // The sweep and the gauge update after it happen in the background: wait for both.
     let wanted = [
@@ -449,6 +456,8 @@ async fn background_sweeper_runs_and_reports() {
         r#"portcullis_tokens_swept_total{kind="refresh"} 1"#,
         r#"portcullis_store_live_tokens{kind="access"} 0"#,
         r#"portcullis_store_live_tokens{kind="refresh"} 0"#,
+        // The expired token left the cache too, without being asked for again.
+        "portcullis_token_cache_entries 0",
     ];
     let mut m = String::new();
     for _ in 0..200 {

@@ -141,9 +141,10 @@ pub struct IdentityHeaders {
 pub struct CacheConfig {
     /// Token cache capacity (entries).
     pub max_entries: u64,
-    /// Longest time a cached token is trusted without asking the store again; bounds how long
-    /// an out-of-process change (a user removed with the CLI) takes to reach this gateway.
-    pub ttl: Duration,
+    /// Optional backstop: longest time a cached token is trusted without asking the store
+    /// again. Revocations arrive without it (directly or through the revocation log); it
+    /// covers changes made to the database behind Portcullis' back, at some memory per entry.
+    pub ttl: Option<Duration>,
     /// How often the revocation log is read, so that tokens revoked by another process (the
     /// CLI, another replica) leave this gateway's cache.
     pub revocation_poll: Duration,
@@ -386,11 +387,9 @@ impl Validator {
             max_entries: cache
                 .and_then(|c| self.positive(&c.max_entries, "cache.max_entries"))
                 .unwrap_or(1_000_000),
-            ttl: Duration::from_secs(
-                cache
-                    .and_then(|c| self.positive(&c.ttl_seconds, "cache.ttl_seconds"))
-                    .unwrap_or(60),
-            ),
+            ttl: cache
+                .and_then(|c| self.positive(&c.ttl_seconds, "cache.ttl_seconds"))
+                .map(Duration::from_secs),
             revocation_poll: Duration::from_millis(
                 cache
                     .and_then(|c| self.positive(&c.revocation_poll_ms, "cache.revocation_poll_ms"))

@@ -65,7 +65,7 @@ fn defaults_apply() {
     assert_eq!(c.oauth.access_token_expire_seconds, 3600);
     assert_eq!(c.oauth.refresh_token_expire_seconds, 14 * 24 * 3600);
     assert_eq!(c.oauth.realm, "portcullis");
-    assert_eq!(c.cache.ttl, Duration::from_secs(60));
+    assert_eq!(c.cache.ttl, None);
     assert_eq!(c.limits.max_connections, 10_000);
     assert_eq!(c.identity_headers.scopes.as_str(), "x-auth-scopes");
     let legacy = &c.upstreams["legacy"];

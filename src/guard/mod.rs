@@ -135,7 +135,7 @@ mod tests {
         let p = Principal {
             client_id: "c".into(),
             username: None,
-            scopes: vec!["read".into(), "write".into()].into(),
+            scopes: vec![Box::from("read"), Box::from("write")].into(),
             expires_at: 0,
         };
         let req = |s: &[&str]| -> Arc<[Box<str>]> { s.iter().map(|x| Box::from(*x)).collect() };

@@ -1,14 +1,20 @@
 //! The token cache: token digest -> [`Principal`], read through to the [`Store`].
 //!
-//! Entries never outlive their token (per-entry expiry at the token's `expires_at`) nor the
-//! configured `cache.ttl_seconds`; concurrent misses for one token coalesce into one store
-//! read. Only valid tokens are cached; a decision (allow/deny) is never cached, since scopes
-//! are checked against the route on every request.
+//! Concurrent misses for one token coalesce into one store read. Only valid tokens are cached,
+//! and a cached token is never used past its expiry: every hit is checked against the clock
+//! (and an expired entry dropped), and the sweeper purges expired entries periodically.
+//! Revocations reach the cache directly (same process) or through the store's revocation log
+//! (other processes). An optional `cache.ttl_seconds` adds a time-to-live backstop, at the cost
+//! of memory per entry. A decision (allow/deny) is never cached: scopes are checked against the
+//! route on every request.
+//!
+//! Memory: the names in a principal (client id, username, scope set) are interned, so a million
+//! cached tokens of a few thousand users cost the entry and one small struct each.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::Expiry;
+use dashmap::DashMap;
 use moka::future::Cache;
 
 use super::{SharedStore, StoreError};
@@ -16,13 +22,13 @@ use crate::clock::SharedClock;
 use crate::crypto::Digest;
 use crate::metrics::Metrics;
 
-/// Who a valid access token speaks for.
+/// Who a valid access token speaks for. Cheap to clone: the names are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub client_id: Box<str>,
+    pub client_id: Arc<str>,
     /// `None` for client_credentials tokens.
-    pub username: Option<Box<str>>,
-    pub scopes: Box<[Box<str>]>,
+    pub username: Option<Arc<str>>,
+    pub scopes: Arc<[Box<str>]>,
     /// Unix seconds.
     pub expires_at: i64,
 }
@@ -33,15 +39,35 @@ impl Principal {
     }
 }
 
-struct UntilTokenExpiry {
-    clock: SharedClock,
-    ttl: Duration,
+/// One shared copy of every client id, username and scope set the cache holds.
+#[derive(Default)]
+struct Names {
+    strings: DashMap<Arc<str>, ()>,
+    scope_sets: DashMap<Arc<[Box<str>]>, ()>,
 }
 
-impl Expiry<Digest, Arc<Principal>> for UntilTokenExpiry {
-    fn expire_after_create(&self, _: &Digest, p: &Arc<Principal>, _: Instant) -> Option<Duration> {
-        let left = u64::try_from(p.expires_at - self.clock.now()).unwrap_or(0);
-        Some(self.ttl.min(Duration::from_secs(left)))
+impl Names {
+    fn name(&self, s: String) -> Arc<str> {
+        if let Some(e) = self.strings.get(s.as_str()) {
+            return Arc::clone(e.key());
+        }
+        let shared: Arc<str> = s.into();
+        Arc::clone(self.strings.entry(shared).or_insert(()).key())
+    }
+
+    fn scopes(&self, scopes: Vec<String>) -> Arc<[Box<str>]> {
+        let boxed: Vec<Box<str>> = scopes.into_iter().map(Into::into).collect();
+        if let Some(e) = self.scope_sets.get(boxed.as_slice()) {
+            return Arc::clone(e.key());
+        }
+        let shared: Arc<[Box<str>]> = boxed.into();
+        Arc::clone(self.scope_sets.entry(shared).or_insert(()).key())
+    }
+
+    /// Drops names no cached principal uses any more.
+    fn forget_unused(&self) {
+        self.strings.retain(|k, _| Arc::strong_count(k) > 1);
+        self.scope_sets.retain(|k, _| Arc::strong_count(k) > 1);
     }
 }
 
@@ -56,7 +82,8 @@ enum Miss {
 /// Looks tokens up, cache first.
 #[derive(Clone)]
 pub struct TokenCache {
-    cache: Cache<Digest, Arc<Principal>>,
+    cache: Cache<Digest, Principal>,
+    names: Arc<Names>,
     store: SharedStore,
     clock: SharedClock,
     metrics: Metrics,
@@ -71,22 +98,22 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
+    /// A cache of at most `max_entries` tokens; `ttl`, when given, bounds how long an entry is
+    /// trusted without asking the store again.
     pub fn new(
         store: SharedStore,
         clock: SharedClock,
         metrics: Metrics,
         max_entries: u64,
-        ttl: Duration,
+        ttl: Option<Duration>,
     ) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(max_entries)
-            .expire_after(UntilTokenExpiry {
-                clock: Arc::clone(&clock),
-                ttl,
-            })
-            .build();
+        let mut builder = Cache::builder().max_capacity(max_entries);
+        if let Some(ttl) = ttl {
+            builder = builder.time_to_live(ttl);
+        }
         TokenCache {
-            cache,
+            cache: builder.build(),
+            names: Arc::new(Names::default()),
             store,
             clock,
             metrics,
@@ -94,23 +121,24 @@ impl TokenCache {
     }
 
     /// The principal of a valid (known, unrevoked, unexpired) access token, or `None`.
-    pub async fn principal(&self, digest: Digest) -> Result<Option<Arc<Principal>>, StoreError> {
+    pub async fn principal(&self, digest: Digest) -> Result<Option<Principal>, StoreError> {
         let now = self.clock.now();
         let store = &self.store;
+        let names = &self.names;
         let entry = self
             .cache
             .entry(digest)
             .or_try_insert_with(async move {
                 let record = store.access_token(digest).await?.ok_or(Miss::Absent)?;
-                if record.revoked_at.is_some() || record.expires_at <= now {
+                if !record.is_active(now) {
                     return Err(Miss::Absent);
                 }
-                Ok(Arc::new(Principal {
-                    client_id: record.client_id.into(),
-                    username: record.username.map(Into::into),
-                    scopes: record.scopes.into_iter().map(Into::into).collect(),
+                Ok(Principal {
+                    client_id: names.name(record.client_id),
+                    username: record.username.map(|u| names.name(u)),
+                    scopes: names.scopes(record.scopes),
                     expires_at: record.expires_at,
-                }))
+                })
             })
             .await;
         match entry {
@@ -129,13 +157,9 @@ impl TokenCache {
             }
             Err(e) => {
                 self.metrics.cache_misses.inc();
-                match Arc::try_unwrap(e) {
-                    Ok(Miss::Absent) => Ok(None),
-                    Ok(Miss::Store(e)) => Err(e),
-                    Err(shared) => match &*shared {
-                        Miss::Absent => Ok(None),
-                        Miss::Store(e) => Err(StoreError::Unavailable(e.to_string())),
-                    },
+                match &*e {
+                    Miss::Absent => Ok(None),
+                    Miss::Store(e) => Err(StoreError::Unavailable(e.to_string())),
                 }
             }
         }
@@ -146,7 +170,29 @@ impl TokenCache {
         self.cache.invalidate(digest).await;
     }
 
+    /// Removes expired entries and the names only they used; the sweeper calls it.
+    pub async fn purge_expired(&self) {
+        let now = self.clock.now();
+        let expired: Vec<Digest> = self
+            .cache
+            .iter()
+            .filter(|(_, p)| p.expires_at <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in &expired {
+            self.cache.invalidate(d).await;
+        }
+        self.cache.run_pending_tasks().await;
+        self.names.forget_unused();
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
+    }
+
+    /// Runs the cache's pending housekeeping now (entry counts and evictions are otherwise
+    /// settled lazily); for measurements.
+    pub async fn settle(&self) {
+        self.cache.run_pending_tasks().await;
     }
 }

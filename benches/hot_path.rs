@@ -1,0 +1,184 @@
+//! Microbenchmarks of what every request pays: path canonicalization and route matching on a
+//! 50-route table, the guard's decision on a cache hit, token generation and digest, the scope
+//! check, and the token endpoint's form and Basic parsing.
+//!
+//! `cargo bench --bench hot_path`; figures and how to read them: benches/README.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method};
+use portcullis::clock::{Clock, SystemClock};
+use portcullis::config::Config;
+use portcullis::crypto::{ACCESS_TOKEN_PREFIX, Digest, generate_secret};
+use portcullis::guard::{bearer_token, check_scopes};
+use portcullis::metrics::Metrics;
+use portcullis::oauth::form::{Form, parse_basic};
+use portcullis::routes::{RouteTable, canonicalize};
+use portcullis::store::cache::TokenCache;
+use portcullis::store::sqlite::SqliteStore;
+use portcullis::store::{AccessTokenRecord, ClientRecord, GrantType, SharedStore};
+
+/// 50 routes the shape of a real API: versions, services, method splits, a public tree.
+fn route_table() -> RouteTable {
+    let mut routes = String::new();
+    for i in 0..24 {
+        routes.push_str(&format!(
+            "  - {{ path: /api/v{}/service{i}, methods: [GET, HEAD], scopes: [read], upstream: legacy }}\n",
+            1 + i % 2
+        ));
+        routes.push_str(&format!(
+            "  - {{ path: /api/v{}/service{i}, methods: [POST, PUT, PATCH, DELETE], scopes: [write], upstream: legacy }}\n",
+            1 + i % 2
+        ));
+    }
+    routes.push_str("  - { path: /public, auth: none, upstream: legacy }\n");
+    routes.push_str("  - { path: /api/v1/service3/admin, scopes: [admin], upstream: legacy }\n");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nstore: {{ sqlite: x.db }}\n\
+         oauth: {{ scopes: {{ read: r, write: w, admin: a }} }}\n\
+         upstreams: {{ legacy: {{ url: http://127.0.0.1:9 }} }}\nroutes:\n{routes}"
+    );
+    let config = Config::parse(&yaml, "bench.yaml".as_ref(), "/".as_ref()).expect("valid");
+    assert_eq!(config.routes.len(), 50);
+    config.routes
+}
+
+fn routing(c: &mut Criterion) {
+    let table = route_table();
+    let paths = [
+        "/api/v2/service23/items/42",
+        "/api/v1/service0",
+        "/api/v1/service3/admin/users",
+        "/public/index.html",
+        "/api/v2/service11/orders/2024/11/27",
+    ];
+    c.bench_function(
+        "route: canonicalize + match (50 routes, canonical path)",
+        |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) % paths.len();
+                let path = canonicalize(black_box(paths[i])).unwrap();
+                black_box(table.find(&Method::GET, &path).map(|r| &r.id));
+            })
+        },
+    );
+    c.bench_function(
+        "route: canonicalize + match (50 routes, dot-segments and escapes)",
+        |b| {
+            b.iter(|| {
+                let path =
+                    canonicalize(black_box("/api/v2//service23/./items/%34%32/../42")).unwrap();
+                black_box(table.find(&Method::GET, &path).map(|r| &r.id));
+            })
+        },
+    );
+    c.bench_function("route: no match (default deny)", |b| {
+        b.iter(|| {
+            let path = canonicalize(black_box("/internal/metrics")).unwrap();
+            black_box(table.find(&Method::GET, &path).is_none());
+        })
+    });
+}
+
+fn guard(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = generate_secret(ACCESS_TOKEN_PREFIX);
+    let cache = rt.block_on(async {
+        let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).unwrap());
+        let now = SystemClock.now();
+        store
+            .add_client(ClientRecord {
+                client_id: "bench-client".into(),
+                name: "bench".into(),
+                secret_digest: Digest::of("x"),
+                grants: vec![GrantType::Password],
+                scopes: vec!["read".into(), "write".into()],
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        let digest = Digest::of(&token);
+        store
+            .insert_tokens(
+                AccessTokenRecord {
+                    digest,
+                    client_id: "bench-client".into(),
+                    username: None,
+                    scopes: vec!["read".into(), "write".into()],
+                    issued_at: now,
+                    expires_at: now + 3600,
+                    refresh: None,
+                    family: digest,
+                    revoked_at: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let cache = TokenCache::new(store, Arc::new(SystemClock), metrics, 1_000_000, None);
+        assert!(
+            cache.principal(digest).await.unwrap().is_some(),
+            "warm the cache"
+        );
+        cache
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let required: Arc<[Box<str>]> = vec![Box::from("read")].into();
+    c.bench_function(
+        "guard: bearer parse + digest + cache hit + scope check",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let token = bearer_token(black_box(&headers)).unwrap();
+                let principal = cache.principal(Digest::of(token)).await.unwrap().unwrap();
+                black_box(check_scopes(&principal, &required).is_ok());
+            })
+        },
+    );
+}
+
+fn tokens(c: &mut Criterion) {
+    c.bench_function("token: generate (OS CSPRNG) + SHA-256 digest", |b| {
+        b.iter(|| {
+            let t = generate_secret(ACCESS_TOKEN_PREFIX);
+            black_box(Digest::of(&t));
+        })
+    });
+    let principal = portcullis::store::cache::Principal {
+        client_id: "c".into(),
+        username: Some("alice".into()),
+        scopes: vec![Box::from("read"), Box::from("write"), Box::from("groups")].into(),
+        expires_at: 0,
+    };
+    let required: Arc<[Box<str>]> = vec![Box::from("write"), Box::from("groups")].into();
+    c.bench_function("scope: check two required of three held", |b| {
+        b.iter(|| black_box(check_scopes(black_box(&principal), &required).is_ok()))
+    });
+}
+
+fn token_endpoint_parsing(c: &mut Criterion) {
+    let body = b"grant_type=password&username=alice%40example.com&password=correct+horse+battery+staple&scope=read+write";
+    let basic = b"Basic Y2xpZW50LWlkLTEyMzQ1Njc4OTA6cGNjc19hYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODk=";
+    c.bench_function("oauth: form body + Basic credentials", |b| {
+        b.iter(|| {
+            let form = Form::parse(black_box(body)).unwrap();
+            black_box(form.get("grant_type"));
+            black_box(parse_basic(black_box(basic)).unwrap());
+        })
+    });
+}
+
+criterion_group!(benches, routing, guard, tokens, token_endpoint_parsing);
+criterion_main!(benches);

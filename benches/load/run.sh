@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# End-to-end load harness: the same fast upstream served directly, through nginx as a plain
+# reverse proxy, and through Portcullis (auth: none, and with a bearer token on a cache hit),
+# measured in interleaved rounds on this machine, plus token issuance, the guard on a cache
+# miss, proxied latency under password-hashing load, and memory per cached token.
+#
+#   bash benches/load/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 10 s per target)
+#
+# Installs nginx and wrk with apt when missing. Loopback only. Prints a table and writes it to
+# benches/load/last-run.txt. See benches/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-3}
+SECONDS_PER=${2:-10}
+CONNS=64
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "installing nginx and wrk (apt)" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# Servers on CPU 0, the load generator on CPU 1 (when the machine has two or more CPUs).
+CPUS=$(nproc)
+if [ "$CPUS" -ge 2 ] && need taskset; then SERVER="taskset -c 0"; LOAD="taskset -c 1"; else SERVER=""; LOAD=""; fi
+
+cargo build --release --quiet
+BIN=target/release/portcullis
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" -s stop 2>/dev/null || true
+  "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf" -s stop 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=127.0.0.1:18081; NGX=127.0.0.1:18082; PC=127.0.0.1:18083; PC_ADMIN=127.0.0.1:18084; PC_MISS=127.0.0.1:18085
+
+nginx_conf() { # $1 dir, $2 server block
+  mkdir -p "$1/logs"
+  cat > "$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon on;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
+  uwsgi_temp_path $1/tmp; scgi_temp_path $1/tmp;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+# The upstream: a fixed 13-byte answer, as fast as nginx serves anything.
+nginx_conf "$WORK/up" "server { listen $UP; location / { return 200 'hello, world\n'; } }"
+# nginx as a plain reverse proxy with a keep-alive pool, as a careful operator configures it.
+nginx_conf "$WORK/px" "upstream app { server $UP; keepalive 256; }
+  server { listen $NGX; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ''; } }"
+$SERVER "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf"
+$SERVER "$NGINX" -p "$WORK/px" -c "$WORK/px/nginx.conf"
+
+portcullis_conf() { # $1 file, $2 listen, $3 admin, $4 extra
+  cat > "$1" <<CONF
+listen: $2
+admin_listen: $3
+store: { sqlite: data/bench.db }
+oauth:
+  scopes: { read: Read, write: Write }
+  default_scopes: [read]
+  password_hash_concurrency: 1
+  rate_limits: { per_client_per_minute: 100000000, per_user_per_minute: 100000000, per_address_per_minute: 100000000 }
+upstreams: { app: { url: http://$UP } }
+routes:
+  - { path: /public, auth: none, upstream: app }
+  - { path: /api, scopes: [read], upstream: app }
+$4
+CONF
+}
+portcullis_conf "$WORK/pc.yaml" "$PC" "$PC_ADMIN" ""
+portcullis_conf "$WORK/pc-miss.yaml" "$PC_MISS" "127.0.0.1:18086" "cache: { max_entries: 1 }"
+echo 'bench-password' | $BIN --config "$WORK/pc.yaml" users add bench --password-stdin >/dev/null
+CLIENT=$($BIN --config "$WORK/pc.yaml" clients add --name bench --grant client_credentials --grant password --scope read --json)
+CID=$(echo "$CLIENT" | sed -E 's/.*"client_id":"([^"]+)".*/\1/')
+CSECRET=$(echo "$CLIENT" | sed -E 's/.*"client_secret":"([^"]+)".*/\1/')
+sed -i 's#data/bench.db#data/bench-miss.db#' "$WORK/pc-miss.yaml"
+cp "$WORK/data/bench.db" "$WORK/data/bench-miss.db"
+
+RUST_LOG=warn TOKIO_WORKER_THREADS=1 $SERVER $BIN --config "$WORK/pc.yaml" serve 2>"$WORK/pc.log" & PIDS+=($!)
+RUST_LOG=warn TOKIO_WORKER_THREADS=1 $SERVER $BIN --config "$WORK/pc-miss.yaml" serve 2>"$WORK/pc-miss.log" & PIDS+=($!)
+PC_PID=${PIDS[0]}
+for _ in $(seq 50); do curl -sf "http://$PC_ADMIN/readyz" >/dev/null && curl -sf "http://127.0.0.1:18086/readyz" >/dev/null && break; sleep 0.2; done
+
+token() { # $1 gateway address
+  curl -s -u "$CID:$CSECRET" -d grant_type=client_credentials "http://$1/o/token/" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+}
+TOKEN=$(token "$PC")
+
+# Tokens for the cache-miss gateway, used in rotation so that (with a one-entry cache) nearly
+# every request goes to the store.
+MISS_TOKENS="$WORK/miss-tokens.lua"
+{ echo "tokens = {"; for _ in $(seq 200); do echo "\"$(token "$PC_MISS")\","; done; echo "}"; } > "$MISS_TOKENS"
+cat >> "$MISS_TOKENS" <<'LUA'
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/api/x", { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+cat > "$WORK/cc.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "grant_type=client_credentials"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $(printf '%s:%s' "$CID" "$CSECRET" | base64 -w0)"
+LUA
+cat > "$WORK/pw.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "grant_type=password&username=bench&password=bench-password"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $(printf '%s:%s' "$CID" "$CSECRET" | base64 -w0)"
+LUA
+
+cpu_ticks() { # total utime+stime of a process and its threads, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+nginx_worker() { pgrep -P "$(cat "$1/nginx.pid")" | head -1; }
+UP_W=$(nginx_worker "$WORK/up"); PX_W=$(nginx_worker "$WORK/px")
+HZ=$(getconf CLK_TCK)
+
+# run NAME URL PID [wrk args…] -> appends "NAME rps p50_ms p99_ms cpu_us_per_req" to results
+RESULTS="$WORK/results"
+: > "$RESULTS"
+ms() { # wrk latency value (e.g. 812.00us, 1.20ms, 2.01s) -> milliseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+run() {
+  local name=$1 url=$2 pid=$3; shift 3
+  local before after out rps p50 p99 reqs
+  before=$(cpu_ticks "$pid")
+  out=$($LOAD wrk -t1 -c"$CONNS" -d"${SECONDS_PER}s" --latency "$@" "$url")
+  after=$(cpu_ticks "$pid")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  p50=$(ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+  p99=$(ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  local cpu_us
+  cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+  local non2xx
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
+  echo "$name $rps $p50 $p99 $cpu_us ${non2xx:-0}" >> "$RESULTS"
+  printf '  %-28s %10s req/s  p50 %7s ms  p99 %7s ms  %6s us CPU/req  non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "${non2xx:-0}" >&2
+}
+
+echo "proxy rounds: $ROUNDS x ${SECONDS_PER}s per target, $CONNS connections, servers on CPU 0, wrk on CPU 1" >&2
+for r in $(seq "$ROUNDS"); do
+  echo "round $r" >&2
+  run direct "http://$UP/public/x" "$UP_W"
+  run nginx "http://$NGX/public/x" "$PX_W"
+  run portcullis_none "http://$PC/public/x" "$PC_PID"
+  run portcullis_token "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
+done
+echo "token endpoint and guard" >&2
+run issue_client_credentials "http://$PC/o/token/" "$PC_PID" -s "$WORK/cc.lua"
+run issue_password "http://$PC/o/token/" "$PC_PID" -s "$WORK/pw.lua"
+run guard_cache_miss "http://$PC_MISS/api/x" "${PIDS[1]}" -s "$MISS_TOKENS"
+echo "proxied latency, idle and while password grants saturate the hashing pool" >&2
+CONNS=8 run proxied_idle "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
+( $LOAD wrk -t1 -c64 -d"$((SECONDS_PER + 4))s" -s "$WORK/pw.lua" "http://$PC/o/token/" >/dev/null ) &
+HASHING=$!
+sleep 2
+CONNS=8 run proxied_under_hashing "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
+wait "$HASHING"
+
+summary=$(awk '
+  { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5 }
+  END {
+    printf "%-28s %12s %9s %9s %12s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req"
+    order = "direct nginx portcullis_none portcullis_token issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
+    split(order, names, " ")
+    for (i = 1; i <= 9; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k] }
+    g = rps["nginx"] / n["nginx"]
+    printf "\nratios to nginx (same run): portcullis_none req/s %.2fx, portcullis_token req/s %.2fx, p99 %.2fx; direct upstream %.2fx\n",
+      rps["portcullis_none"]/n["portcullis_none"]/g, rps["portcullis_token"]/n["portcullis_token"]/g,
+      (p99["portcullis_token"]/n["portcullis_token"])/(p99["nginx"]/n["nginx"]), rps["direct"]/n["direct"]/g
+    printf "proxied p99 under password hashing / idle: %.2fx\n", p99["proxied_under_hashing"]/p99["proxied_idle"]
+  }' "$RESULTS")
+{
+  echo "$(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "$summary"
+} | tee benches/load/last-run.txt
