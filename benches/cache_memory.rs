@@ -98,7 +98,7 @@ async fn main() {
     eprintln!("stored {count} tokens in {:.1?}", started.elapsed());
 
     let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
-    let cache = TokenCache::new(store, Arc::new(SystemClock), metrics, 2_000_000, ttl);
+    let cache = TokenCache::new(store, Arc::new(SystemClock), metrics, count as u64, ttl);
     let before = resident_bytes();
     let started = Instant::now();
     let mut lookups = JoinSet::new();

@@ -156,12 +156,14 @@ fn tokens(c: &mut Criterion) {
             black_box(Digest::of(&t));
         })
     });
-    let principal = portcullis::store::cache::Principal {
-        client_id: "c".into(),
-        username: Some("alice".into()),
-        scopes: vec![Box::from("read"), Box::from("write"), Box::from("groups")].into(),
-        expires_at: 0,
-    };
+    let principal = portcullis::store::cache::Principal::new(
+        portcullis::store::cache::Identity {
+            client_id: "c".into(),
+            username: Some("alice".into()),
+            scopes: vec![Box::from("read"), Box::from("write"), Box::from("groups")].into(),
+        },
+        0,
+    );
     let required: Arc<[Box<str>]> = vec![Box::from("write"), Box::from("groups")].into();
     c.bench_function("scope: check two required of three held", |b| {
         b.iter(|| black_box(check_scopes(black_box(&principal), &required).is_ok()))

@@ -85,6 +85,7 @@ pub fn check_scopes(principal: &Principal, required: &Arc<[Box<str>]>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::cache::Identity;
     use http::HeaderValue;
 
     const TOKEN: &str = "pcat_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
@@ -132,12 +133,14 @@ mod tests {
 
     #[test]
     fn all_required_scopes_must_be_held() {
-        let p = Principal {
-            client_id: "c".into(),
-            username: None,
-            scopes: vec![Box::from("read"), Box::from("write")].into(),
-            expires_at: 0,
-        };
+        let p = Principal::new(
+            Identity {
+                client_id: "c".into(),
+                username: None,
+                scopes: vec![Box::from("read"), Box::from("write")].into(),
+            },
+            0,
+        );
         let req = |s: &[&str]| -> Arc<[Box<str>]> { s.iter().map(|x| Box::from(*x)).collect() };
         let cases: &[(&[&str], bool)] = &[
             (&[], true),

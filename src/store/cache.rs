@@ -8,8 +8,9 @@
 //! of memory per entry. A decision (allow/deny) is never cached: scopes are checked against the
 //! route on every request.
 //!
-//! Memory: the names in a principal (client id, username, scope set) are interned, so a million
-//! cached tokens of a few thousand users cost the entry and one small struct each.
+//! Memory: the identity behind a token (client id, username, scopes) is interned, the key is
+//! half the digest and a principal is 16 bytes, so a million cached tokens of a few thousand
+//! users cost little more than the cache's own bookkeeping per entry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,53 +23,69 @@ use crate::clock::SharedClock;
 use crate::crypto::Digest;
 use crate::metrics::Metrics;
 
-/// Who a valid access token speaks for. Cheap to clone: the names are shared.
+/// The identity behind a token: shared (interned) by every cached token of the same client,
+/// user and scopes.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub client_id: Box<str>,
+    /// `None` for client_credentials tokens.
+    pub username: Option<Box<str>>,
+    pub scopes: Box<[Box<str>]>,
+}
+
+/// Who a valid access token speaks for, and until when. 16 bytes: cheap to cache and clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub client_id: Arc<str>,
-    /// `None` for client_credentials tokens.
-    pub username: Option<Arc<str>>,
-    pub scopes: Arc<[Box<str>]>,
+    identity: Arc<Identity>,
     /// Unix seconds.
     pub expires_at: i64,
 }
 
 impl Principal {
+    pub fn new(identity: Identity, expires_at: i64) -> Principal {
+        Principal {
+            identity: Arc::new(identity),
+            expires_at,
+        }
+    }
+
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| **s == *scope)
+        self.identity.scopes.iter().any(|s| **s == *scope)
     }
 }
 
-/// One shared copy of every client id, username and scope set the cache holds.
+impl std::ops::Deref for Principal {
+    type Target = Identity;
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+/// One shared copy of every identity the cache holds.
 #[derive(Default)]
-struct Names {
-    strings: DashMap<Arc<str>, ()>,
-    scope_sets: DashMap<Arc<[Box<str>]>, ()>,
+struct Identities(DashMap<Arc<Identity>, ()>);
+
+impl Identities {
+    fn intern(&self, identity: Identity) -> Arc<Identity> {
+        if let Some(e) = self.0.get(&identity) {
+            return Arc::clone(e.key());
+        }
+        Arc::clone(self.0.entry(Arc::new(identity)).or_insert(()).key())
+    }
+
+    /// Drops identities no cached token uses any more.
+    fn forget_unused(&self) {
+        self.0.retain(|k, _| Arc::strong_count(k) > 1);
+    }
 }
 
-impl Names {
-    fn name(&self, s: String) -> Arc<str> {
-        if let Some(e) = self.strings.get(s.as_str()) {
-            return Arc::clone(e.key());
-        }
-        let shared: Arc<str> = s.into();
-        Arc::clone(self.strings.entry(shared).or_insert(()).key())
-    }
-
-    fn scopes(&self, scopes: Vec<String>) -> Arc<[Box<str>]> {
-        let boxed: Vec<Box<str>> = scopes.into_iter().map(Into::into).collect();
-        if let Some(e) = self.scope_sets.get(boxed.as_slice()) {
-            return Arc::clone(e.key());
-        }
-        let shared: Arc<[Box<str>]> = boxed.into();
-        Arc::clone(self.scope_sets.entry(shared).or_insert(()).key())
-    }
-
-    /// Drops names no cached principal uses any more.
-    fn forget_unused(&self) {
-        self.strings.retain(|k, _| Arc::strong_count(k) > 1);
-        self.scope_sets.retain(|k, _| Arc::strong_count(k) > 1);
-    }
+/// The cache key: the first 128 bits of the token's SHA-256. Finding a string whose digest
+/// shares them with a live token is a 2^128 second-preimage search, so nothing is lost, and
+/// each entry is 16 bytes smaller.
+fn key(digest: &Digest) -> u128 {
+    let mut half = [0u8; 16];
+    half.copy_from_slice(&digest.0[..16]);
+    u128::from_le_bytes(half)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +99,8 @@ enum Miss {
 /// Looks tokens up, cache first.
 #[derive(Clone)]
 pub struct TokenCache {
-    cache: Cache<Digest, Principal>,
-    names: Arc<Names>,
+    cache: Cache<u128, Principal>,
+    identities: Arc<Identities>,
     store: SharedStore,
     clock: SharedClock,
     metrics: Metrics,
@@ -113,7 +130,7 @@ impl TokenCache {
         }
         TokenCache {
             cache: builder.build(),
-            names: Arc::new(Names::default()),
+            identities: Arc::new(Identities::default()),
             store,
             clock,
             metrics,
@@ -124,19 +141,22 @@ impl TokenCache {
     pub async fn principal(&self, digest: Digest) -> Result<Option<Principal>, StoreError> {
         let now = self.clock.now();
         let store = &self.store;
-        let names = &self.names;
+        let identities = &self.identities;
         let entry = self
             .cache
-            .entry(digest)
+            .entry(key(&digest))
             .or_try_insert_with(async move {
                 let record = store.access_token(digest).await?.ok_or(Miss::Absent)?;
                 if !record.is_active(now) {
                     return Err(Miss::Absent);
                 }
+                let identity = Identity {
+                    client_id: record.client_id.into(),
+                    username: record.username.map(Into::into),
+                    scopes: record.scopes.into_iter().map(Into::into).collect(),
+                };
                 Ok(Principal {
-                    client_id: names.name(record.client_id),
-                    username: record.username.map(|u| names.name(u)),
-                    scopes: names.scopes(record.scopes),
+                    identity: identities.intern(identity),
                     expires_at: record.expires_at,
                 })
             })
@@ -150,7 +170,7 @@ impl TokenCache {
                 }
                 let principal = entry.into_value();
                 if principal.expires_at <= now {
-                    self.cache.invalidate(&digest).await;
+                    self.cache.invalidate(&key(&digest)).await;
                     return Ok(None);
                 }
                 Ok(Some(principal))
@@ -167,23 +187,23 @@ impl TokenCache {
 
     /// Drops a token from this cache, so that its next use asks the store.
     pub async fn invalidate(&self, digest: &Digest) {
-        self.cache.invalidate(digest).await;
+        self.cache.invalidate(&key(digest)).await;
     }
 
     /// Removes expired entries and the names only they used; the sweeper calls it.
     pub async fn purge_expired(&self) {
         let now = self.clock.now();
-        let expired: Vec<Digest> = self
+        let expired: Vec<u128> = self
             .cache
             .iter()
             .filter(|(_, p)| p.expires_at <= now)
-            .map(|(d, _)| *d)
+            .map(|(k, _)| *k)
             .collect();
-        for d in &expired {
-            self.cache.invalidate(d).await;
+        for k in &expired {
+            self.cache.invalidate(k).await;
         }
         self.cache.run_pending_tasks().await;
-        self.names.forget_unused();
+        self.identities.forget_unused();
     }
 
     pub fn entry_count(&self) -> u64 {
