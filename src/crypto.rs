@@ -97,11 +97,20 @@ pub fn generate_client_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Niceness of the password-hashing threads: under CPU contention the scheduler gives the
+/// request-serving threads about ten times their share, so a flood of password grants slows
+/// password grants, not proxied requests.
+const HASHING_NICENESS: i32 = 10;
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
 /// Hashes and verifies user passwords with argon2id (RustCrypto defaults: m=19 MiB, t=2, p=1)
-/// on blocking threads, at most `concurrency` at once, so hashing never stalls the runtime.
+/// on a pool of `concurrency` dedicated threads at lowered priority, so hashing never stalls
+/// the async runtime and cannot starve the proxy path of CPU.
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::Sender<HashJob>,
     /// Verified against when the user does not exist, so that an unknown user and a wrong
     /// password take the same path and the same time.
     dummy_hash: Arc<str>,
@@ -119,8 +128,8 @@ impl fmt::Debug for PasswordHasher {
 pub enum HashError {
     #[error("password hashing failed: {0}")]
     Hash(String),
-    #[error("password hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("the password hashing pool has stopped")]
+    Pool,
 }
 
 fn hash_blocking(password: &[u8]) -> Result<String, HashError> {
@@ -137,23 +146,64 @@ fn verify_blocking(password: &[u8], phc: &str) -> bool {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (Linux: per-thread niceness).
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICENESS);
+    }
+}
+
 impl PasswordHasher {
     pub fn new(concurrency: usize) -> Result<Self, HashError> {
+        let threads = concurrency.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<HashJob>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("portcullis-hash-{i}"))
+                .spawn(move || {
+                    lower_thread_priority();
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            // Every PasswordHasher is gone.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| HashError::Hash(format!("cannot start a hashing thread: {e}")))?;
+        }
         let dummy = generate_secret("");
         Ok(PasswordHasher {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(threads)),
+            jobs,
             dummy_hash: hash_blocking(dummy.as_bytes())?.into(),
         })
     }
 
+    /// Runs `f` on a hashing thread once one is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|_| HashError::Pool)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| HashError::Pool)?;
+        rx.await.map_err(|_| HashError::Pool)
+    }
+
     /// A new argon2id PHC string for `password`.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        tokio::task::spawn_blocking(move || hash_blocking(password.as_bytes())).await?
+        self.run(move || hash_blocking(password.as_bytes())).await?
     }
 
     /// Verifies `password` against `stored` (a PHC string). With `None` (no such user) a dummy
@@ -163,15 +213,11 @@ impl PasswordHasher {
         password: String,
         stored: Option<String>,
     ) -> Result<bool, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
-        let ok =
-            tokio::task::spawn_blocking(move || verify_blocking(password.as_bytes(), &phc)).await?;
+        let ok = self
+            .run(move || verify_blocking(password.as_bytes(), &phc))
+            .await?;
         Ok(ok && known)
     }
 }
