@@ -97,16 +97,11 @@ pub fn generate_client_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Niceness of the password-hashing threads: under CPU contention the scheduler gives the
-/// request-serving threads about ten times their share, so a flood of password grants slows
-/// password grants, not proxied requests.
-const HASHING_NICENESS: i32 = 10;
-
 type HashJob = Box<dyn FnOnce() + Send>;
 
 /// Hashes and verifies user passwords with argon2id (RustCrypto defaults: m=19 MiB, t=2, p=1)
-/// on a pool of `concurrency` dedicated threads at lowered priority, so hashing never stalls
-/// the async runtime and cannot starve the proxy path of CPU.
+/// on a pool of `concurrency` dedicated threads in the idle scheduling class, so hashing never
+/// stalls the async runtime and cannot take CPU from the proxy path.
 #[derive(Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
@@ -146,13 +141,16 @@ fn verify_blocking(password: &[u8], phc: &str) -> bool {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: per-thread niceness).
+/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only on CPU time that no
+/// request-serving thread wants, and any of them preempts it at once. A flood of password
+/// grants then slows password grants, never proxied requests (measured in benches/README.md);
+/// on a CPU saturated by API traffic, logins wait for a gap.
 fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    // SAFETY: sched_setscheduler reads the sched_param we pass and keeps no pointer to it.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICENESS);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 

@@ -90,7 +90,7 @@ CLIENT=$($BIN --config "$WORK/pc.yaml" clients add --name bench --grant client_c
 CID=$(echo "$CLIENT" | sed -E 's/.*"client_id":"([^"]+)".*/\1/')
 CSECRET=$(echo "$CLIENT" | sed -E 's/.*"client_secret":"([^"]+)".*/\1/')
 sed -i 's#data/bench.db#data/bench-miss.db#' "$WORK/pc-miss.yaml"
-cp "$WORK/data/bench.db" "$WORK/data/bench-miss.db"
+for f in "$WORK"/data/bench.db*; do cp "$f" "${f/bench.db/bench-miss.db}"; done
 
 RUST_LOG=warn TOKIO_WORKER_THREADS=1 $SERVER $BIN --config "$WORK/pc.yaml" serve 2>"$WORK/pc.log" & PIDS+=($!)
 RUST_LOG=warn TOKIO_WORKER_THREADS=1 $SERVER $BIN --config "$WORK/pc-miss.yaml" serve 2>"$WORK/pc-miss.log" & PIDS+=($!)
@@ -98,7 +98,12 @@ PC_PID=${PIDS[0]}
 for _ in $(seq 50); do curl -sf "http://$PC_ADMIN/readyz" >/dev/null && curl -sf "http://127.0.0.1:18086/readyz" >/dev/null && break; sleep 0.2; done
 
 token() { # $1 gateway address
-  curl -s -u "$CID:$CSECRET" -d grant_type=client_credentials "http://$1/o/token/" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+  local body
+  body=$(curl -s -u "$CID:$CSECRET" -d grant_type=client_credentials "http://$1/o/token/")
+  case "$body" in
+    *'"access_token":"'*) echo "$body" | sed -E 's/.*"access_token":"([^"]+)".*/\1/' ;;
+    *) echo "token request to $1 failed: $body" >&2; exit 1 ;;
+  esac
 }
 TOKEN=$(token "$PC")
 

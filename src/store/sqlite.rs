@@ -90,9 +90,22 @@ const MAX_BATCH: usize = 512;
 
 #[derive(Debug)]
 pub struct SqliteStore {
-    writer: std::sync::mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    writer: Option<std::sync::mpsc::Sender<Job>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Semaphore,
+}
+
+impl Drop for SqliteStore {
+    /// Closes the writer: pending writes finish, the connection closes and the WAL is
+    /// checkpointed into the database file before the process goes on (or exits).
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(t) = self.writer_thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The writer thread: group commit. Writes that arrive while a commit is in progress are run
@@ -170,12 +183,13 @@ impl SqliteStore {
             readers.push(conn);
         }
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("portcullis-sqlite-writer".into())
             .spawn(move || write_loop(writer, queue))
             .map_err(|e| StoreError::Open(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
-            writer: jobs,
+            writer: Some(jobs),
+            writer_thread: Some(writer_thread),
             readers: Arc::new(Mutex::new(readers)),
             reader_permits: Semaphore::new(READERS),
         })
@@ -257,6 +271,8 @@ impl SqliteStore {
             })
         });
         self.writer
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?
             .send(job)
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
         rx.await
