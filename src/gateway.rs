@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use crate::config::IdentityHeaders;
 use crate::crypto::Digest;
 use crate::guard::{self, AuthError};
-use crate::http::{Body, ErrorSource, GatewayError};
+use crate::http::{Body, ErrorSource, GatewayError, is_form_urlencoded};
 use crate::listener::ConnInfo;
 use crate::metrics::{AuthDecisionLabels, Metrics, UpstreamLabels};
 use crate::oauth::{AuthServer, Endpoint};
@@ -301,17 +301,6 @@ fn query_has_access_token(query: Option<&str>) -> bool {
     })
 }
 
-fn is_form(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-}
-
 /// The request body for the upstream, at most `max` bytes: refused at once when the declared
 /// length is larger, cut off (413) when a streamed body grows past it. A form body is read
 /// first so that an `access_token` parameter in it (RFC 6750 §2.2) can be refused.
@@ -328,7 +317,7 @@ async fn bounded_body(
         return Err(GatewayError::BodyTooLarge);
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    if is_form(headers) {
+    if is_form_urlencoded(headers) {
         let bytes: Bytes = match Limited::new(body, limit).collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {

@@ -41,6 +41,18 @@ pub fn no_store_json(status: StatusCode, value: &serde_json::Value) -> Response<
     resp
 }
 
+/// True when the request body is `application/x-www-form-urlencoded` (parameters ignored).
+pub fn is_form_urlencoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 /// Who caused a failure; decides 4xx versus 5xx and the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorSource {
