@@ -33,14 +33,11 @@ impl AuthServer {
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
-        let result = match self.read_form(req, conn).await {
-            Ok(request) => {
-                let result = self.introspect_inner(&request).await;
-                self.settle(&request, &result);
-                result
-            }
-            Err(e) => Err(e),
-        };
+        let result = self
+            .with_form(req, conn, async |request| {
+                self.introspect_inner(request).await
+            })
+            .await;
         let outcome = match &result {
             Ok(claims) if claims["active"] == json!(true) => "active",
             Ok(_) => "inactive",

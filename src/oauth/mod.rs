@@ -190,6 +190,20 @@ impl AuthServer {
         Ok(FormRequest { parts, form, keys })
     }
 
+    /// Reads the form (with its limits), runs `inner` on it and feeds the outcome back to the
+    /// back-off: the shape of every POST endpoint.
+    async fn with_form<T>(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        inner: impl AsyncFnOnce(&FormRequest) -> Result<T, GatewayError>,
+    ) -> Result<T, GatewayError> {
+        let request = self.read_form(req, conn).await?;
+        let result = inner(&request).await;
+        self.settle(&request, &result);
+        result
+    }
+
     /// Feeds an outcome back to the back-off: a failed client authentication counts against
     /// the client id, a wrong password against the username (so one user's typos never lock
     /// out the application). Source addresses are rate-limited only: a back-off on them would

@@ -21,14 +21,9 @@ impl AuthServer {
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
-        let result = match self.read_form(req, conn).await {
-            Ok(request) => {
-                let result = self.revoke_inner(&request).await;
-                self.settle(&request, &result);
-                result
-            }
-            Err(e) => Err(e),
-        };
+        let result = self
+            .with_form(req, conn, async |request| self.revoke_inner(request).await)
+            .await;
         let outcome = match &result {
             Ok(true) => "revoked",
             Ok(false) => "unknown_token",

@@ -59,14 +59,11 @@ impl AuthServer {
         conn: ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
         let mut grant_label = "other";
-        let result = match self.read_form(req, conn).await {
-            Ok(request) => {
-                let result = self.issue(&request, &mut grant_label).await;
-                self.settle(&request, &result);
-                result
-            }
-            Err(e) => Err(e),
-        };
+        let result = self
+            .with_form(req, conn, async |request| {
+                self.issue(request, &mut grant_label).await
+            })
+            .await;
         let outcome = match &result {
             Ok(_) => "issued",
             Err(e) => outcome_of(e),
