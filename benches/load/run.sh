@@ -174,13 +174,15 @@ echo "token endpoint and guard" >&2
 run issue_client_credentials "http://$PC/o/token/" "$PC_PID" -s "$WORK/cc.lua"
 run issue_password "http://$PC/o/token/" "$PC_PID" -s "$WORK/pw.lua"
 run guard_cache_miss "http://$PC_MISS/api/x" "${PIDS[1]}" -s "$MISS_TOKENS"
-echo "proxied latency, idle and while password grants saturate the hashing pool" >&2
-CONNS=8 run proxied_idle "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
-( $LOAD wrk -t1 -c64 -d"$((SECONDS_PER + 4))s" -s "$WORK/pw.lua" "http://$PC/o/token/" >/dev/null ) &
-HASHING=$!
-sleep 2
-CONNS=8 run proxied_under_hashing "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
-wait "$HASHING"
+echo "proxied latency, idle and while password grants saturate the hashing pool (interleaved)" >&2
+for r in $(seq "$ROUNDS"); do
+  CONNS=8 run proxied_idle "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
+  ( $LOAD wrk -t1 -c64 -d"$((SECONDS_PER + 4))s" -s "$WORK/pw.lua" "http://$PC/o/token/" >/dev/null ) &
+  HASHING=$!
+  sleep 2
+  CONNS=8 run proxied_under_hashing "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
+  wait "$HASHING"
+done
 
 summary=$(awk '
   { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5 }
