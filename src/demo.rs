@@ -182,8 +182,8 @@ Set these in your shell (the secret and password are shown only here):
 export PORTCULLIS=http://{addr} CLIENT_ID={client_id} CLIENT_SECRET={client_secret} DEMO_PASSWORD={password}
 
 1. Get a token with the password grant (read scope only):
-   curl -s -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=password -d username={DEMO_USER} -d "password=$DEMO_PASSWORD" -d scope=read $PORTCULLIS/o/token/ | tee /tmp/portcullis-token.json
-   ACCESS=$(sed -E 's/.*"access_token":"([^"]+)".*/\1/' /tmp/portcullis-token.json); REFRESH=$(sed -E 's/.*"refresh_token":"([^"]+)".*/\1/' /tmp/portcullis-token.json)
+   TOKENS=$(curl -s -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=password -d username={DEMO_USER} -d "password=$DEMO_PASSWORD" -d scope=read $PORTCULLIS/o/token/); echo "$TOKENS"
+   ACCESS=$(echo "$TOKENS" | sed -E 's/.*"access_token":"([^"]+)".*/\1/'); REFRESH=$(echo "$TOKENS" | sed -E 's/.*"refresh_token":"([^"]+)".*/\1/')
 
 2. Call the legacy API through the gateway (the API sees X-Auth-User, not your token):
    curl -s -H "Authorization: Bearer $ACCESS" $PORTCULLIS/api/users/1
