@@ -120,7 +120,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        ctx.path = Some(canonical.clone());
+        ctx.path = Some(canonical);
         ctx.route = Some(Arc::clone(&route.id));
 
         // authorize
@@ -135,7 +135,8 @@ impl Gateway {
             GatewayError::Internal(format!("upstream {} missing", route.upstream))
         })?;
         ctx.upstream = Some(Arc::clone(&upstream.name));
-        let uri = upstream.uri_for(&canonical, req.uri().query())?;
+        // The canonical path was moved into the context (for the log) and is read from there.
+        let uri = upstream.uri_for(ctx.path.as_deref().unwrap_or_default(), req.uri().query())?;
         let forwarded = Forwarded {
             peer: conn.peer.ip(),
             proto: if conn.tls { "https" } else { "http" },
