@@ -244,6 +244,18 @@ struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Set once the test stopped (or killed) the process itself.
+    stopped: bool,
+}
+
+impl Drop for Proc {
+    /// A test that fails half-way must not leave a gateway running.
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Proc {
@@ -285,6 +297,7 @@ impl Proc {
             child,
             lines,
             seen: Vec::new(),
+            stopped: false,
         }
     }
 
@@ -310,6 +323,7 @@ impl Proc {
 
     /// SIGTERM, then the rest of the output.
     fn stop(mut self) -> (bool, String) {
+        self.stopped = true;
         Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
