@@ -227,10 +227,9 @@ impl SqliteStore {
         let key = key.to_owned();
         let now = now();
         self.write(move |c| {
-            let tx = c;
-            log_before_delete(tx, &format!("{column} = ?1"), &key, now)?;
+            log_before_delete(c, &format!("{column} = ?1"), &key, now)?;
             let removed =
-                tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [&key])? > 0;
+                c.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [&key])? > 0;
             Ok(removed)
         })
         .await
@@ -458,6 +457,14 @@ fn log_before_delete(
     Ok(())
 }
 
+/// The table that holds tokens of `kind`.
+fn table_of(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Access => "access_tokens",
+        TokenKind::Refresh => "refresh_tokens",
+    }
+}
+
 fn owner_condition(owner: &TokenOwner) -> (&'static str, String) {
     match owner {
         TokenOwner::User(name) => ("username = ?1", name.clone()),
@@ -595,11 +602,10 @@ impl Store for SqliteStore {
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<(), StoreError> {
         self.write(move |c| {
-            let tx = c;
             if let Some(r) = &refresh {
-                insert_refresh(tx, r)?;
+                insert_refresh(c, r)?;
             }
-            insert_access(tx, &access)?;
+            insert_access(c, &access)?;
             Ok(())
         })
         .await
@@ -639,16 +645,15 @@ impl Store for SqliteStore {
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<RefreshExchange, StoreError> {
         self.write(move |c| {
-            let tx = c;
             let usable = match &rotation_salt {
                 Some(salt) => {
-                    tx.execute(
+                    c.execute(
                         "UPDATE refresh_tokens SET revoked_at = ?2, rotated_at = ?2, rotation_salt = ?3
                          WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
                         params![&old.0[..], now, &salt[..]],
                     )? == 1
                 }
-                None => tx
+                None => c
                     .query_row(
                         "SELECT 1 FROM refresh_tokens WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
                         params![&old.0[..], now],
@@ -661,14 +666,14 @@ impl Store for SqliteStore {
                 return Ok(RefreshExchange::Stale);
             }
             let revoked_access = if rotation_salt.is_some() {
-                revoke_access(tx, "refresh_digest = ?1", &&old.0[..], now)?
+                revoke_access(c, "refresh_digest = ?1", &&old.0[..], now)?
             } else {
                 Vec::new()
             };
             if let Some(r) = &refresh {
-                insert_refresh(tx, r)?;
+                insert_refresh(c, r)?;
             }
-            insert_access(tx, &access)?;
+            insert_access(c, &access)?;
             Ok(RefreshExchange::Exchanged { revoked_access })
         })
         .await
@@ -683,58 +688,36 @@ impl Store for SqliteStore {
     ) -> Result<Revoked, StoreError> {
         let client_id = client_id.to_owned();
         self.write(move |c| {
-            let tx = c;
-            let mut out = Revoked::default();
             let key = &digest.0[..];
-            let try_refresh = |tx: &Connection, out: &mut Revoked| -> rusqlite::Result<bool> {
-                let owner: Option<String> = tx
-                    .query_row(
-                        "SELECT client_id FROM refresh_tokens WHERE digest = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match owner {
-                    Some(owner) if owner == client_id => {
-                        out.refresh += revoke_refresh(tx, "digest = ?1", &key, now)?;
-                        out.access
-                            .extend(revoke_access(tx, "refresh_digest = ?1", &key, now)?);
-                        Ok(true)
-                    }
-                    Some(_) => Ok(true),
-                    None => Ok(false),
-                }
-            };
-            let try_access = |tx: &Connection, out: &mut Revoked| -> rusqlite::Result<bool> {
-                let owner: Option<String> = tx
-                    .query_row(
-                        "SELECT client_id FROM access_tokens WHERE digest = ?1",
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match owner {
-                    Some(owner) if owner == client_id => {
-                        out.access
-                            .extend(revoke_access(tx, "digest = ?1", &key, now)?);
-                        Ok(true)
-                    }
-                    Some(_) => Ok(true),
-                    None => Ok(false),
-                }
-            };
             // The hint only orders the lookups; a miss falls through to the other kind.
-            let found = if refresh_first {
-                try_refresh(tx, &mut out)?
+            let order = if refresh_first {
+                [TokenKind::Refresh, TokenKind::Access]
             } else {
-                try_access(tx, &mut out)?
+                [TokenKind::Access, TokenKind::Refresh]
             };
-            if !found {
-                if refresh_first {
-                    try_access(tx, &mut out)?;
-                } else {
-                    try_refresh(tx, &mut out)?;
+            let mut out = Revoked::default();
+            for kind in order {
+                let table = table_of(kind);
+                let owner: Option<String> = c
+                    .query_row(
+                        &format!("SELECT client_id FROM {table} WHERE digest = ?1"),
+                        [key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(owner) = owner else { continue };
+                // Found: another client's token is left alone, and nothing else is searched.
+                if owner == client_id {
+                    if kind == TokenKind::Refresh {
+                        out.refresh += revoke_refresh(c, "digest = ?1", &key, now)?;
+                        out.access
+                            .extend(revoke_access(c, "refresh_digest = ?1", &key, now)?);
+                    } else {
+                        out.access
+                            .extend(revoke_access(c, "digest = ?1", &key, now)?);
+                    }
                 }
+                break;
             }
             Ok(out)
         })
@@ -743,10 +726,9 @@ impl Store for SqliteStore {
 
     async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError> {
         self.write(move |c| {
-            let tx = c;
             let key = &family.0[..];
-            let refresh = revoke_refresh(tx, "family = ?1", &key, now)?;
-            let access = revoke_access(tx, "family = ?1", &key, now)?;
+            let refresh = revoke_refresh(c, "family = ?1", &key, now)?;
+            let access = revoke_access(c, "family = ?1", &key, now)?;
             Ok(Revoked { access, refresh })
         })
         .await
@@ -754,10 +736,9 @@ impl Store for SqliteStore {
 
     async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError> {
         self.write(move |c| {
-            let tx = c;
             let (condition, key) = owner_condition(&owner);
-            let refresh = revoke_refresh(tx, condition, &key, now)?;
-            let access = revoke_access(tx, condition, &key, now)?;
+            let refresh = revoke_refresh(c, condition, &key, now)?;
+            let access = revoke_access(c, condition, &key, now)?;
             Ok(Revoked { access, refresh })
         })
         .await
@@ -771,10 +752,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let (condition, key) = owner_condition(&owner);
             let mut out = Vec::new();
-            for (kind, table) in [
-                (TokenKind::Access, "access_tokens"),
-                (TokenKind::Refresh, "refresh_tokens"),
-            ] {
+            for kind in [TokenKind::Access, TokenKind::Refresh] {
+                let table = table_of(kind);
                 let mut st = c.prepare(&format!(
                     "SELECT digest, client_id, username, scopes, issued_at, expires_at, revoked_at
                      FROM {table} WHERE {condition} ORDER BY issued_at, digest"
@@ -814,8 +793,8 @@ impl Store for SqliteStore {
                 .map(|n| n.max(0) as u64)
             };
             Ok(LiveTokens {
-                access: count("access_tokens")?,
-                refresh: count("refresh_tokens")?,
+                access: count(table_of(TokenKind::Access))?,
+                refresh: count(table_of(TokenKind::Refresh))?,
             })
         })
         .await
@@ -824,8 +803,7 @@ impl Store for SqliteStore {
     async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError> {
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
         self.write(move |c| {
-            let tx = c;
-            let access = tx.execute(
+            let access = c.execute(
                 "DELETE FROM access_tokens WHERE digest IN (
                      SELECT digest FROM access_tokens WHERE expires_at <= ?1
                      UNION ALL
@@ -833,7 +811,7 @@ impl Store for SqliteStore {
                      LIMIT ?2)",
                 params![now, batch],
             )?;
-            let refresh = tx.execute(
+            let refresh = c.execute(
                 "DELETE FROM refresh_tokens WHERE digest IN (
                      SELECT digest FROM refresh_tokens WHERE expires_at <= ?1
                      UNION ALL
@@ -841,7 +819,7 @@ impl Store for SqliteStore {
                      LIMIT ?2)",
                 params![now, batch],
             )?;
-            tx.execute(
+            c.execute(
                 "DELETE FROM revocation_log WHERE id IN (
                      SELECT id FROM revocation_log WHERE revoked_at <= ?1 ORDER BY id LIMIT ?2)",
                 params![now - REVOCATION_LOG_RETENTION_SECONDS, batch],
