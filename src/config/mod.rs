@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -902,9 +901,6 @@ fn join<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> String {
         v.join(", ")
     }
 }
-
-/// Shared, immutable view of a validated config.
-pub type SharedConfig = Arc<Config>;
 
 #[cfg(test)]
 mod tests;

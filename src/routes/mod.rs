@@ -91,10 +91,6 @@ impl RouteTable {
             .find(|r| r.allows_method(method) && r.covers(path))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Route> {
-        self.routes.iter()
-    }
-
     pub fn len(&self) -> usize {
         self.routes.len()
     }
