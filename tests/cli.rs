@@ -186,8 +186,8 @@ fn clients_commands() {
     );
     assert!(add.status.success(), "{}", stderr(&add));
     let created: serde_json::Value = serde_json::from_str(&stdout(&add)).unwrap();
-    let id = created["client_id"].as_str().unwrap().to_owned();
-    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let id = common::field(&created, "client_id");
+    let secret = common::field(&created, "client_secret");
     assert!(secret.starts_with("pccs_"));
 
     let list = portcullis(&config, &["clients", "list", "--json"], None);
@@ -411,9 +411,9 @@ async fn serve_with(password: &str, extra_oauth: &str, extra: &str) -> Served {
     let line = proc.wait_for("portcullis listening");
     let log: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
     Served {
-        client_id: created["client_id"].as_str().unwrap().to_owned(),
-        client_secret: created["client_secret"].as_str().unwrap().to_owned(),
-        addr: log["addr"].as_str().unwrap().to_owned(),
+        client_id: common::field(&created, "client_id"),
+        client_secret: common::field(&created, "client_secret"),
+        addr: common::field(&log, "addr"),
         _dir: dir,
         _upstream: upstream,
         config,
@@ -447,8 +447,8 @@ async fn serve_logs_never_contain_secrets() {
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
-    let access = ok.json()["access_token"].as_str().unwrap().to_owned();
-    let refresh = ok.json()["refresh_token"].as_str().unwrap().to_owned();
+    let access = common::field(&ok.json(), "access_token");
+    let refresh = common::field(&ok.json(), "refresh_token");
     let wrong_pw = post_form(
         &token_url,
         Some(&basic(id, secret)),
@@ -477,10 +477,7 @@ async fn serve_logs_never_contain_secrets() {
     // Rotation revoked the first access token with its refresh token.
     let revoked = get(&format!("http://{addr}/api/users/1"), &access).await;
     assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
-    let access2 = refreshed.json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access2 = common::field(&refreshed.json(), "access_token");
     let api = get(&format!("http://{addr}/api/users/1?x=1"), &access2).await;
     assert_eq!(api.status, StatusCode::OK);
     // A token in the query string is refused, and neither it nor the query reaches the logs.
@@ -555,7 +552,7 @@ async fn demo_prints_a_flow_that_works() {
     )
     .await;
     assert_eq!(token.status, StatusCode::OK, "{}", token.text());
-    let access = token.json()["access_token"].as_str().unwrap().to_owned();
+    let access = common::field(&token.json(), "access_token");
     let api = get(&format!("{base}/api/users/1"), &access).await;
     assert_eq!(api.status, StatusCode::OK);
     assert_eq!(api.json()["service"], "sample legacy API");
@@ -613,8 +610,8 @@ async fn tokens_commands_reach_a_running_gateway() {
         ],
     )
     .await;
-    let access = ok.json()["access_token"].as_str().unwrap().to_owned();
-    let refresh = ok.json()["refresh_token"].as_str().unwrap().to_owned();
+    let access = common::field(&ok.json(), "access_token");
+    let refresh = common::field(&ok.json(), "refresh_token");
     assert_eq!(
         get(&format!("http://{addr}/api/users"), &access)
             .await
@@ -723,7 +720,7 @@ async fn every_issued_token_survives_sigkill_during_a_burst() {
                 issued
                     .lock()
                     .unwrap()
-                    .push(j["access_token"].as_str().unwrap().to_owned());
+                    .push(common::field(&j, "access_token"));
             }
         }));
     }
@@ -752,10 +749,7 @@ async fn every_issued_token_survives_sigkill_during_a_burst() {
 
     let mut restarted = Proc::spawn(&config, &["--log-format", "json", "serve"], false);
     let line = restarted.wait_for("portcullis listening");
-    let addr = serde_json::from_str::<serde_json::Value>(&line).unwrap()["addr"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let addr = common::field(&serde_json::from_str(&line).unwrap(), "addr");
     for t in &tokens {
         let r = get(&format!("http://{addr}/api/users"), t).await;
         assert_eq!(

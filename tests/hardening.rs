@@ -104,10 +104,7 @@ async fn routes_can_opt_into_legacy_path_forms() {
 #[tokio::test]
 async fn only_the_real_method_and_target_decide() {
     let h = Harness::start().await;
-    let read = h.password_token("read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let read = common::field(&h.password_token("read").await, "access_token");
     // A read token cannot turn a GET into a write with override headers, nor reach another
     // path through X-Original-URL and friends: the upstream never sees those headers.
     let r = h
@@ -491,10 +488,7 @@ async fn plain_http_token_endpoint_on_a_public_address_needs_an_opt_in() {
 #[tokio::test]
 async fn authenticated_responses_vary_on_authorization() {
     let h = Harness::start().await;
-    let access = h.password_token("read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = common::field(&h.password_token("read").await, "access_token");
     let r = h.get("/api/users/1", Some(&access)).await;
     assert_eq!(r.header("vary"), Some("Authorization"));
     let public = h.get("/public/x", None).await;

@@ -42,18 +42,11 @@ async fn introspect(h: &Harness, authorization: &str, form: &[(&str, &str)]) -> 
     .await
 }
 
-fn s(v: &serde_json::Value, key: &str) -> String {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("no {key} in {v}"))
-        .to_owned()
-}
-
 #[tokio::test]
 async fn revoked_access_token_fails_on_the_very_next_request() {
     let h = Harness::start().await;
     let pair = h.password_token("read").await;
-    let access = s(&pair, "access_token");
+    let access = common::field(&pair, "access_token");
     // Cached by a successful request first: revocation must invalidate, not wait for expiry.
     assert_eq!(
         h.get("/api/users", Some(&access)).await.status,
@@ -71,7 +64,9 @@ async fn revoked_access_token_fails_on_the_very_next_request() {
             .contains("invalid_token")
     );
     // The refresh token survives an access-token revocation (as in django-oauth-toolkit).
-    let refreshed = h.refresh(&h.client, &s(&pair, "refresh_token")).await;
+    let refreshed = h
+        .refresh(&h.client, &common::field(&pair, "refresh_token"))
+        .await;
     assert_eq!(refreshed.status, StatusCode::OK);
     // Revoking again, or an unknown token, still answers 200.
     assert_eq!(
@@ -104,7 +99,10 @@ async fn revoked_access_token_fails_on_the_very_next_request() {
 async fn revoking_a_refresh_token_takes_its_access_tokens_along() {
     let h = Harness::start().await;
     let pair = h.password_token("read").await;
-    let (access, refresh) = (s(&pair, "access_token"), s(&pair, "refresh_token"));
+    let (access, refresh) = (
+        common::field(&pair, "access_token"),
+        common::field(&pair, "refresh_token"),
+    );
     assert_eq!(
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::OK
@@ -129,7 +127,7 @@ async fn revoking_a_refresh_token_takes_its_access_tokens_along() {
 #[tokio::test]
 async fn a_client_cannot_revoke_another_clients_token() {
     let h = Harness::start().await;
-    let access = s(&h.password_token("read").await, "access_token");
+    let access = common::field(&h.password_token("read").await, "access_token");
     let other = h
         .new_client(&[GrantType::ClientCredentials], &["read"])
         .await;
@@ -164,7 +162,7 @@ async fn revocation_request_errors() {
     let r = h.send(Method::GET, "/o/revoke_token/", &[], b"").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     // Client authentication in the body works here too.
-    let access = s(&h.password_token("read").await, "access_token");
+    let access = common::field(&h.password_token("read").await, "access_token");
     let r = h
         .send(
             Method::POST,
@@ -189,7 +187,7 @@ async fn revocation_request_errors() {
 async fn introspection_claims_and_visibility() {
     let h = Harness::start().await;
     let pair = h.password_token("read write").await;
-    let access = s(&pair, "access_token");
+    let access = common::field(&pair, "access_token");
     let own = basic(&h.client.id, &h.client.secret);
 
     let r = introspect(&h, &own, &[("token", &access)]).await;
@@ -209,7 +207,7 @@ async fn introspection_claims_and_visibility() {
         &h,
         &own,
         &[
-            ("token", &s(&pair, "refresh_token")),
+            ("token", &common::field(&pair, "refresh_token")),
             ("token_type_hint", "refresh_token"),
         ],
     )
@@ -251,7 +249,7 @@ async fn introspection_claims_and_visibility() {
             ],
         )
         .await;
-    let bearer = format!("Bearer {}", s(&cc.json(), "access_token"));
+    let bearer = format!("Bearer {}", common::field(&cc.json(), "access_token"));
     let r = introspect(&h, &bearer, &[("token", &access)]).await;
     assert_eq!(r.json()["username"], "alice");
     // ...but not one without it.
@@ -264,7 +262,7 @@ async fn introspection_claims_and_visibility() {
     // Unknown, revoked and expired tokens are inactive.
     let r = introspect(&h, &own, &[("token", "pcat_unknown")]).await;
     assert_eq!(r.json(), serde_json::json!({"active": false}));
-    let other = s(&h.password_token("read").await, "access_token");
+    let other = common::field(&h.password_token("read").await, "access_token");
     revoke(&h, &h.client, &[("token", &other)]).await;
     assert_eq!(
         introspect(&h, &own, &[("token", &other)]).await.json()["active"],
@@ -295,25 +293,31 @@ async fn introspection_claims_and_visibility() {
 async fn reuse_after_the_grace_period_revokes_the_family() {
     let h = Harness::start().await;
     let first = h.password_token("read").await;
-    let r = h.refresh(&h.client, &s(&first, "refresh_token")).await;
+    let r = h
+        .refresh(&h.client, &common::field(&first, "refresh_token"))
+        .await;
     let second = r.json();
-    let access2 = s(&second, "access_token");
+    let access2 = common::field(&second, "access_token");
     assert_eq!(
         h.get("/api/users", Some(&access2)).await.status,
         StatusCode::OK
     );
     // An unrelated grant of the same user and client is another family and is spared.
-    let unrelated = s(&h.password_token("read").await, "access_token");
+    let unrelated = common::field(&h.password_token("read").await, "access_token");
 
     h.clock.advance(6); // past the default 5-second grace period
-    let reuse = h.refresh(&h.client, &s(&first, "refresh_token")).await;
+    let reuse = h
+        .refresh(&h.client, &common::field(&first, "refresh_token"))
+        .await;
     assert_eq!(reuse.json()["error"], "invalid_grant");
     // The whole family is gone: the successor pair too, at once.
     assert_eq!(
         h.get("/api/users", Some(&access2)).await.status,
         StatusCode::UNAUTHORIZED
     );
-    let successor = h.refresh(&h.client, &s(&second, "refresh_token")).await;
+    let successor = h
+        .refresh(&h.client, &common::field(&second, "refresh_token"))
+        .await;
     assert_eq!(successor.json()["error"], "invalid_grant");
     assert_eq!(
         h.get("/api/users", Some(&unrelated)).await.status,
@@ -340,14 +344,16 @@ async fn reuse_protection_can_be_turned_off() {
     .await;
     let first = h.password_token("read").await;
     let second = h
-        .refresh(&h.client, &s(&first, "refresh_token"))
+        .refresh(&h.client, &common::field(&first, "refresh_token"))
         .await
         .json();
     h.clock.advance(6);
-    let reuse = h.refresh(&h.client, &s(&first, "refresh_token")).await;
+    let reuse = h
+        .refresh(&h.client, &common::field(&first, "refresh_token"))
+        .await;
     assert_eq!(reuse.json()["error"], "invalid_grant");
     assert_eq!(
-        h.get("/api/users", Some(&s(&second, "access_token")))
+        h.get("/api/users", Some(&common::field(&second, "access_token")))
             .await
             .status,
         StatusCode::OK
@@ -362,7 +368,7 @@ async fn out_of_process_revocations_reach_the_cache_through_the_log() {
         ..Options::default()
     })
     .await;
-    let access = s(&h.password_token("read").await, "access_token");
+    let access = common::field(&h.password_token("read").await, "access_token");
     assert_eq!(
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::OK
@@ -394,16 +400,17 @@ async fn out_of_process_revocations_reach_the_cache_through_the_log() {
 #[tokio::test]
 async fn sweeper_deletes_expired_and_revoked_tokens_in_batches() {
     let h = Harness::start().await;
-    let keep = s(&h.password_token("read").await, "access_token");
+    let keep = common::field(&h.password_token("read").await, "access_token");
     let mut expiring = Vec::new();
     for _ in 0..5 {
         let r = h
             .token(&h.client, &[("grant_type", "client_credentials")])
             .await;
-        expiring.push(s(&r.json(), "access_token"));
+        expiring.push(common::field(&r.json(), "access_token"));
     }
     let rotated = h.password_token("read").await;
-    h.refresh(&h.client, &s(&rotated, "refresh_token")).await;
+    h.refresh(&h.client, &common::field(&rotated, "refresh_token"))
+        .await;
     revoke(&h, &h.client, &[("token", &keep)]).await;
 
     let swept = portcullis::lifecycle::sweep_all(&h.store, h.clock_now(), 2, None)
@@ -441,10 +448,7 @@ async fn background_sweeper_runs_and_reports() {
         ..Options::default()
     })
     .await;
-    let access = h.password_token("read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = common::field(&h.password_token("read").await, "access_token");
     assert_eq!(
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::OK

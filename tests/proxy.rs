@@ -104,10 +104,7 @@ async fn rfc6750_challenges() {
 
     // RFC 6750 §2.1 only: a token in the query string or a form body is refused, not
     // silently accepted or forwarded, on every proxied route.
-    let access = h.password_token("read write").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = common::field(&h.password_token("read write").await, "access_token");
     for path in [
         format!("/api/users?access_token={access}"),
         format!("/public/x?a=1&access%5Ftoken={access}"),
@@ -183,10 +180,7 @@ async fn rfc6750_challenges() {
 #[tokio::test]
 async fn default_deny_and_longest_prefix() {
     let h = Harness::start().await;
-    let rw = h.password_token("read write").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rw = common::field(&h.password_token("read write").await, "access_token");
     let auth = format!("Bearer {rw}");
     let cases: &[(Method, &str, StatusCode)] = &[
         (Method::GET, "/apix", StatusCode::NOT_FOUND),
@@ -283,10 +277,7 @@ async fn public_routes_and_header_hygiene() {
 #[tokio::test]
 async fn bodies_stream_both_ways() {
     let h = Harness::start().await;
-    let rw = h.password_token("write").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rw = common::field(&h.password_token("write").await, "access_token");
     let big = vec![b'x'; 3 * 1024 * 1024 + 17];
     let r = h
         .send(
@@ -304,10 +295,7 @@ async fn bodies_stream_both_ways() {
 #[tokio::test]
 async fn http2_clients_are_served() {
     let h = Harness::start().await;
-    let access = h.password_token("read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = common::field(&h.password_token("read").await, "access_token");
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
@@ -386,10 +374,7 @@ async fn upstream_timeout_is_504() {
 #[tokio::test]
 async fn metrics_and_health() {
     let h = Harness::start().await;
-    let access = h.password_token("read").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let access = common::field(&h.password_token("read").await, "access_token");
     h.get("/api/users", Some(&access)).await;
     h.get("/api/users", Some(&access)).await;
     h.get("/api/users", None).await;
@@ -448,7 +433,7 @@ async fn user_removal_ends_access_after_the_cache_ttl_bound() {
             ],
         )
         .await;
-    let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = common::field(&r.json(), "refresh_token");
     portcullis::manage::remove_user(&h.store, "bob")
         .await
         .unwrap();

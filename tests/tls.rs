@@ -169,7 +169,7 @@ async fn https_listener_speaks_h2_and_http11_on_tls12_and_tls13() {
         assert_eq!(resp.status(), StatusCode::OK);
         let j: serde_json::Value =
             serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
-        j["access_token"].as_str().unwrap().to_owned()
+        common::field(&j, "access_token")
     };
     let url = format!("https://localhost:{}/api/users/1", h.addr.port());
     for (versions, http2, want) in [

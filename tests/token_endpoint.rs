@@ -60,8 +60,8 @@ async fn password_grant_success_shape() {
 async fn tokens_are_stored_only_as_digests() {
     let h = Harness::start().await;
     let j = h.password_token("read").await;
-    let access = j["access_token"].as_str().unwrap().to_owned();
-    let refresh = j["refresh_token"].as_str().unwrap().to_owned();
+    let access = common::field(&j, "access_token");
+    let refresh = common::field(&j, "refresh_token");
     assert_eq!(
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::OK
@@ -356,8 +356,8 @@ async fn client_credentials_has_no_refresh_token_and_no_user() {
 async fn refresh_rotates_and_never_widens() {
     let h = Harness::start().await;
     let first = h.password_token("read write").await;
-    let refresh1 = first["refresh_token"].as_str().unwrap().to_owned();
-    let access1 = first["access_token"].as_str().unwrap().to_owned();
+    let refresh1 = common::field(&first, "refresh_token");
+    let access1 = common::field(&first, "access_token");
     assert_eq!(
         h.get("/api/users", Some(&access1)).await.status,
         StatusCode::OK
@@ -377,7 +377,7 @@ async fn refresh_rotates_and_never_widens() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let second = r.json();
     assert_eq!(second["scope"], "read");
-    let refresh2 = second["refresh_token"].as_str().unwrap().to_owned();
+    let refresh2 = common::field(&second, "refresh_token");
     assert_ne!(refresh2, refresh1);
 
     // The rotated-out refresh token's access token is dead at once; the refresh token itself,
@@ -404,7 +404,7 @@ async fn refresh_rotates_and_never_widens() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let refresh3 = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    let refresh3 = common::field(&r.json(), "refresh_token");
     // ...but never more than the original grant.
     let r = h
         .token(
@@ -433,12 +433,12 @@ async fn refresh_without_rotation_keeps_the_refresh_token() {
     })
     .await;
     let first = h.password_token("read").await;
-    let refresh = first["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = common::field(&first, "refresh_token");
     for _ in 0..2 {
         let r = h.refresh(&h.client, &refresh).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         assert!(r.json().get("refresh_token").is_none());
-        let access = r.json()["access_token"].as_str().unwrap().to_owned();
+        let access = common::field(&r.json(), "access_token");
         assert_eq!(
             h.get("/api/users", Some(&access)).await.status,
             StatusCode::OK
@@ -450,10 +450,7 @@ async fn refresh_without_rotation_keeps_the_refresh_token() {
 #[tokio::test]
 async fn expired_refresh_token_is_invalid_grant() {
     let h = Harness::start().await;
-    let refresh = h.password_token("read").await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let refresh = common::field(&h.password_token("read").await, "refresh_token");
     h.clock.advance(3601);
     let r = h.refresh(&h.client, &refresh).await;
     assert_eq!(r.json()["error"], "invalid_grant");
@@ -463,10 +460,7 @@ async fn expired_refresh_token_is_invalid_grant() {
 #[tokio::test]
 async fn parallel_refreshes_yield_exactly_one_new_pair() {
     let h = std::sync::Arc::new(Harness::start().await);
-    let refresh = h.password_token("read").await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let refresh = common::field(&h.password_token("read").await, "refresh_token");
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let h = std::sync::Arc::clone(&h);
@@ -483,8 +477,8 @@ async fn parallel_refreshes_yield_exactly_one_new_pair() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         let j = r.json();
         pairs.insert((
-            j["access_token"].as_str().unwrap().to_owned(),
-            j["refresh_token"].as_str().unwrap().to_owned(),
+            common::field(&j, "access_token"),
+            common::field(&j, "refresh_token"),
         ));
     }
     assert_eq!(pairs.len(), 1, "{pairs:?}");
@@ -506,10 +500,7 @@ async fn parallel_refreshes_without_grace_leave_no_two_families() {
         })
         .await,
     );
-    let refresh = h.password_token("read").await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let refresh = common::field(&h.password_token("read").await, "refresh_token");
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let h = std::sync::Arc::clone(&h);

@@ -358,6 +358,14 @@ pub async fn fetch(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Ful
     }
 }
 
+/// A string field of a JSON response, which must be there.
+pub fn field(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {v}"))
+        .to_owned()
+}
+
 pub fn basic(id: &str, secret: &str) -> String {
     use base64::Engine as _;
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
