@@ -1,24 +1,20 @@
 //! Client authentication (RFC 6749 §2.3.1), shared by the token, revocation and
 //! introspection endpoints: HTTP Basic or `client_id` + `client_secret` in the body, not both.
 
-use http::HeaderMap;
-use http::header::AUTHORIZATION;
-
-use super::AuthServer;
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
-use super::form::{Form, parse_basic};
+use super::{AuthServer, FormRequest};
 use crate::crypto::Digest;
 use crate::store::ClientRecord;
 
 impl AuthServer {
     pub(super) async fn authenticate_client(
         &self,
-        headers: &HeaderMap,
-        form: &Form,
+        request: &FormRequest,
     ) -> Result<ClientRecord, OAuthError> {
-        let (client_id, secret, used_basic) = match headers.get(AUTHORIZATION) {
-            Some(value) => {
-                let (id, secret) = parse_basic(value.as_bytes()).map_err(|mut e| {
+        let form = &request.form;
+        let (client_id, secret, used_basic) = match &request.basic {
+            Some(parsed) => {
+                let (id, secret) = parsed.clone().map_err(|mut e| {
                     e.code = OAuthErrorCode::InvalidClient;
                     e.challenge = Some(Challenge::Basic);
                     e

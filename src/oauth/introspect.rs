@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
-use super::form::Form;
 use super::{AuthServer, FormRequest, INTROSPECTION_SCOPE, outcome_of};
 use crate::crypto::Digest;
 use crate::guard;
@@ -55,9 +54,7 @@ impl AuthServer {
         request: &FormRequest,
     ) -> Result<serde_json::Value, GatewayError> {
         let form = &request.form;
-        let caller = self
-            .introspection_caller(&request.parts.headers, form)
-            .await?;
+        let caller = self.introspection_caller(request).await?;
         let token = form.require("token", "token is required")?;
         let digest = Digest::of(token);
         let now = self.clock.now();
@@ -124,18 +121,15 @@ impl AuthServer {
         Ok(claims)
     }
 
-    async fn introspection_caller(
-        &self,
-        headers: &http::HeaderMap,
-        form: &Form,
-    ) -> Result<Caller, GatewayError> {
+    async fn introspection_caller(&self, request: &FormRequest) -> Result<Caller, GatewayError> {
+        let headers = &request.parts.headers;
         let is_bearer = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(' ').next())
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
         if !is_bearer {
-            let client = self.authenticate_client(headers, form).await?;
+            let client = self.authenticate_client(request).await?;
             return Ok(if client.scopes.iter().any(|s| s == INTROSPECTION_SCOPE) {
                 Caller::Privileged
             } else {

@@ -94,6 +94,9 @@ pub struct ListenerPolicy {
 pub(crate) struct FormRequest {
     pub parts: Parts,
     pub form: Form,
+    /// The `Authorization` header read as HTTP Basic client credentials, parsed once: the
+    /// rate limits key on the client id it claims, client authentication checks it.
+    basic: Option<Result<(String, String), OAuthError>>,
     keys: Vec<Key>,
 }
 
@@ -162,8 +165,12 @@ impl AuthServer {
         let body = read_limited(body, self.max_body_bytes).await?;
         let form = Form::parse(&body)?;
         let mut keys = vec![Key::Address(conn.peer.ip())];
-        let claimed_client = match parts.headers.get(http::header::AUTHORIZATION) {
-            Some(v) => parse_basic(v.as_bytes()).ok().map(|(id, _)| id),
+        let basic = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| parse_basic(v.as_bytes()));
+        let claimed_client = match &basic {
+            Some(parsed) => parsed.as_ref().ok().map(|(id, _)| id.clone()),
             None => form.get("client_id").map(str::to_owned),
         };
         if let Some(id) = claimed_client {
@@ -187,7 +194,12 @@ impl AuthServer {
                 retry_after_seconds: held.retry_after.as_secs_f64().ceil() as u64,
             });
         }
-        Ok(FormRequest { parts, form, keys })
+        Ok(FormRequest {
+            parts,
+            form,
+            basic,
+            keys,
+        })
     }
 
     /// Reads the form (with its limits), runs `inner` on it and feeds the outcome back to the

@@ -39,9 +39,7 @@ impl AuthServer {
     /// True when something was revoked.
     async fn revoke_inner(&self, request: &FormRequest) -> Result<bool, GatewayError> {
         let form = &request.form;
-        let client = self
-            .authenticate_client(&request.parts.headers, form)
-            .await?;
+        let client = self.authenticate_client(request).await?;
         let token = form.require("token", "token is required")?;
         let refresh_first = form.get("token_type_hint") == Some("refresh_token");
         let now = self.clock.now();

@@ -83,12 +83,12 @@ impl AuthServer {
         request: &FormRequest,
         grant_label: &mut &'static str,
     ) -> Result<Response<Body>, GatewayError> {
-        let (parts, form) = (&request.parts, &request.form);
+        let form = &request.form;
         let grant = form.get("grant_type");
         if let Some(g) = grant.and_then(|g| g.parse::<GrantType>().ok()) {
             *grant_label = g.as_str();
         }
-        let client = self.authenticate_client(&parts.headers, form).await?;
+        let client = self.authenticate_client(request).await?;
         let grant = grant.ok_or(OAuthError::invalid_request("grant_type is required"))?;
         let grant: GrantType = grant.parse().map_err(|_| {
             OAuthError::new(
