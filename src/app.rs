@@ -186,8 +186,12 @@ pub async fn start(
         shutdown_rx.clone(),
     )));
     if !certs.is_empty() {
+        // Registered here, before `start` returns, so that a SIGHUP sent from then on reloads
+        // the certificates (instead of reaching a process with no handler yet).
+        let hangup = lifecycle::hangup_signal()?;
         tasks.push(tokio::spawn(lifecycle::reload_certificates(
             certs,
+            hangup,
             shutdown_rx.clone(),
         )));
     }

@@ -142,10 +142,25 @@ pub async fn forget_idle_throttle_keys(
     }
 }
 
+/// The SIGHUP stream certificate reloads listen to.
+#[cfg(unix)]
+pub type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+pub type Hangup = ();
+
+/// Installs the SIGHUP handler (from now on SIGHUP no longer ends the process).
+pub fn hangup_signal() -> std::io::Result<Hangup> {
+    #[cfg(unix)]
+    return tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    #[cfg(not(unix))]
+    Ok(())
+}
+
 /// Reloads listener certificates when their files change (checked every `interval`) and on
 /// SIGHUP. A bad new certificate keeps the old one in service.
 pub async fn reload_certificates(
     certs: Vec<(Arc<ReloadingCert>, Duration)>,
+    mut hangup: Hangup,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let interval = certs
@@ -155,20 +170,11 @@ pub async fn reload_certificates(
         .unwrap_or(Duration::from_secs(60));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
-        let sighup = async {
-            match hangup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let sighup = hangup.recv();
         #[cfg(not(unix))]
-        let sighup = std::future::pending::<()>();
+        let sighup = std::future::pending::<Option<()>>();
         let force = tokio::select! {
             _ = stopped(&mut shutdown) => return,
             _ = tick.tick() => false,

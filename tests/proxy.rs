@@ -445,3 +445,40 @@ async fn user_removal_ends_access_after_the_cache_ttl_bound() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    // An upstream that answers after 300 ms (the harness allows upstreams 500 ms).
+    let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = slow.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow",
+                    )
+                    .await;
+            });
+        }
+    });
+    let h = Harness::with(Options {
+        upstream_url: Some(format!("http://{addr}")),
+        ..Options::default()
+    })
+    .await;
+    let url = h.url("/public/slow");
+    let in_flight = tokio::spawn(async move {
+        let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+        common::fetch(&common::http_client(), req).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Shutdown is signalled while the request waits for the upstream; it finishes first.
+    h.shutdown().await;
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "slow");
+}

@@ -143,7 +143,23 @@ async fn https_listener_speaks_h2_and_http11_on_tls12_and_tls13() {
     let ca = Ca::new();
     let files = Files::new();
     ca.leaf(&files.path("cert.pem"), &files.path("key.pem"));
-    let h = Harness::with(tls_options(&files)).await;
+    let mut options = tls_options(&files);
+    options.extra.push_str(&format!(
+        "\nadmin_tls: {{ cert: {}, key: {} }}",
+        files.path("cert.pem").display(),
+        files.path("key.pem").display()
+    ));
+    let h = Harness::with(options).await;
+    // The admin listener speaks TLS too.
+    let (status, _, health) = https_get(
+        ca.client_config(&[&rustls::version::TLS13]),
+        false,
+        &format!("https://localhost:{}/healthz", h.admin.port()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
     let access = {
         // The token endpoint over TLS, HTTP/1.1.
         let cfg = ca.client_config(&[&rustls::version::TLS13]);
@@ -232,6 +248,45 @@ async fn certificates_reload_without_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_ne!(now_served, first, "the new certificate was not loaded");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_certificates() {
+    let ca = Ca::new();
+    let files = Files::new();
+    let (cert, key) = (files.path("cert.pem"), files.path("key.pem"));
+    ca.leaf(&cert, &key);
+    // The periodic check is an hour away: only the signal can load the new certificate.
+    let mut options = tls_options(&files);
+    options.extra = options.extra.replace(
+        "reload_interval_seconds: 1",
+        "reload_interval_seconds: 3600",
+    );
+    let h = Harness::with(options).await;
+    let cfg = || ca.client_config(&[&rustls::version::TLS13]);
+    let first = served_certificate(h.local_addr(), cfg()).await;
+    ca.leaf(&cert, &key);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        served_certificate(h.local_addr(), cfg()).await,
+        first,
+        "no reload without the signal"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut now_served = first.clone();
+    for _ in 0..100 {
+        now_served = served_certificate(h.local_addr(), cfg()).await;
+        if now_served != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(now_served, first, "SIGHUP did not reload the certificate");
     h.shutdown().await;
 }
 
