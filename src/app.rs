@@ -16,7 +16,7 @@ use crate::admin::Admin;
 use crate::clock::SharedClock;
 use crate::config::{Config, StoreConfig, TlsConfig};
 use crate::crypto::PasswordHasher;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Session};
 use crate::lifecycle;
 use crate::listener::{ConnectionLimits, serve};
 use crate::metrics::Metrics;
@@ -160,7 +160,10 @@ pub async fn start(
                 admin_tls,
                 ConnectionLimits::internal(64),
                 shutdown_rx.clone(),
-                move |req, _| Arc::clone(&admin).handle(req),
+                move |_| {
+                    let admin = Arc::clone(&admin);
+                    move |req| Arc::clone(&admin).handle(req)
+                },
             )));
             Some(admin_addr)
         }
@@ -200,7 +203,11 @@ pub async fn start(
         tls,
         limits,
         shutdown_rx,
-        move |req, conn| Arc::clone(&gateway).handle(req, conn),
+        move |conn| {
+            let gateway = Arc::clone(&gateway);
+            let session = Arc::new(Session::new(conn));
+            move |req| Arc::clone(&gateway).handle(req, Arc::clone(&session))
+        },
     )));
     tracing::info!(%addr, admin = ?admin_addr, tls = config.tls.is_some(), routes = config.routes.len(), "portcullis listening");
     Ok(Running {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -23,8 +23,8 @@ use crate::listener::ConnInfo;
 use crate::metrics::{AuthDecisionLabels, Metrics, UpstreamLabels};
 use crate::oauth::{AuthServer, Endpoint};
 use crate::proxy::{
-    Forwarded, Identity, UpstreamBody, Upstreams, rewrite_request_headers, strip_hop_by_hop,
-    vary_on_authorization,
+    Affinity, Forwarded, Identity, UpstreamBody, Upstreams, forwarded_for, rewrite_request_headers,
+    strip_hop_by_hop, vary_on_authorization,
 };
 use crate::routes::{
     PathError, PathOptions, Route, RouteAuth, RouteTable, canonicalize, canonicalize_with,
@@ -44,6 +44,25 @@ pub struct Gateway {
     pub request_timeout: std::time::Duration,
 }
 
+/// What the gateway keeps per client connection.
+pub struct Session {
+    pub conn: ConnInfo,
+    /// `X-Forwarded-For` for every request on the connection.
+    forwarded_for: HeaderValue,
+    /// The connection's own upstream connections (HTTP/1.1 requests only).
+    affinity: Affinity,
+}
+
+impl Session {
+    pub fn new(conn: ConnInfo) -> Session {
+        Session {
+            forwarded_for: forwarded_for(conn.peer.ip()),
+            conn,
+            affinity: Affinity::default(),
+        }
+    }
+}
+
 /// State carried between the phases of one request.
 struct RequestContext {
     started: Instant,
@@ -59,10 +78,16 @@ struct RequestContext {
 const NO_ROUTE: &str = "none";
 
 impl Gateway {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        session: Arc<Session>,
+    ) -> Response<Body> {
         let path = req.uri().path();
         if let Some(endpoint) = Endpoint::for_path(path) {
-            return match self.auth_server.handle(endpoint, req, conn).await {
+            // Boxed: the token endpoint's future is large and rare; inline, every proxied
+            // request's future would be as large and be copied as often.
+            return match Box::pin(self.auth_server.handle(endpoint, req, session.conn)).await {
                 Ok(resp) => resp,
                 Err(e) => e.into_response(&self.realm),
             };
@@ -81,7 +106,8 @@ impl Gateway {
             // The /o/ namespace belongs to the authorization server; never proxied.
             Err(GatewayError::RouteNotFound)
         } else {
-            match tokio::time::timeout(self.request_timeout, self.proxy(req, conn, &mut ctx)).await
+            match tokio::time::timeout(self.request_timeout, self.proxy(req, &session, &mut ctx))
+                .await
             {
                 Ok(result) => result,
                 Err(_) => Err(GatewayError::RequestTimeout),
@@ -107,7 +133,7 @@ impl Gateway {
     async fn proxy(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        session: &Session,
         ctx: &mut RequestContext,
     ) -> Result<Response<Body>, GatewayError> {
         // route
@@ -136,10 +162,13 @@ impl Gateway {
         })?;
         ctx.upstream = Some(Arc::clone(&upstream.name));
         // The canonical path was moved into the context (for the log) and is read from there.
-        let uri = upstream.uri_for(ctx.path.as_deref().unwrap_or_default(), req.uri().query())?;
+        let path = upstream.path_for(ctx.path.as_deref().unwrap_or_default(), req.uri().query())?;
+        // HTTP/1 requests on one connection come one after another: they share the
+        // connection's own upstream connection. HTTP/2 streams run at once: pooled.
+        let affinity = (req.version() < Version::HTTP_2).then_some(&session.affinity);
         let forwarded = Forwarded {
-            peer: conn.peer.ip(),
-            proto: if conn.tls { "https" } else { "http" },
+            peer: session.forwarded_for.clone(),
+            proto: if session.conn.tls { "https" } else { "http" },
             host: req
                 .headers()
                 .get(HOST)
@@ -160,12 +189,11 @@ impl Gateway {
             &forwarded,
             identity,
         );
-        parts.uri = uri;
         let req = Request::from_parts(parts, body);
 
         // send
         let sent = Instant::now();
-        let result = upstream.send(req).await;
+        let result = upstream.send(req, path, affinity).await;
         let status_class = match &result {
             Ok(resp) => Metrics::status_class(resp.status().as_u16()),
             Err(GatewayError::UpstreamTimeout) => "timeout",

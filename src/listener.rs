@@ -25,6 +25,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::http::Body;
 
+/// The request-header count hyper's HTTP/1 parser enforces by default.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Per-listener connection settings.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
@@ -50,7 +53,7 @@ impl ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,
-            max_headers: 100,
+            max_headers: HYPER_DEFAULT_MAX_HEADERS,
             drain_grace: Duration::from_secs(5),
         }
     }
@@ -69,16 +72,19 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Serves `handler` on `listener` until `shutdown` turns true, then drains: open connections
+/// Serves `listener` until `shutdown` turns true, then drains: open connections
 /// finish their in-flight requests (bounded by `drain_grace`) and the function returns.
-pub async fn serve<H, F>(
+/// `make_handler` is called once per connection; the handler it returns serves that
+/// connection's requests (and may keep per-connection state).
+pub async fn serve<M, H, F>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
-    handler: H,
+    make_handler: M,
 ) where
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    M: Fn(ConnInfo) -> H + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -86,8 +92,13 @@ pub async fn serve<H, F>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers);
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    // hyper allows HYPER_DEFAULT_MAX_HEADERS unless told otherwise; telling it the same number
+    // makes it fill a fresh header-index buffer for every request instead of using its inline
+    // one, so only a different limit is passed on.
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -123,9 +134,9 @@ pub async fn serve<H, F>(
             shutdown: shutdown.clone(),
             peer,
         };
-        let handler = handler.clone();
+        let make_handler = make_handler.clone();
         tokio::spawn(async move {
-            task.run(stream, handler).await;
+            task.run(stream, make_handler).await;
             drop(permit);
         });
     }
@@ -149,9 +160,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<H, F>(self, stream: TcpStream, handler: H)
+    async fn run<M, H, F>(self, stream: TcpStream, make_handler: M)
     where
-        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        M: Fn(ConnInfo) -> H,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         let activity = Arc::new(Activity::new());
@@ -159,6 +171,7 @@ impl Connection {
             peer: self.peer,
             tls: self.tls.is_some(),
         };
+        let handler = make_handler(info);
         match &self.tls {
             None => {
                 let io = Tracked::new(stream, Arc::clone(&activity));
@@ -184,15 +197,15 @@ impl Connection {
     async fn serve_io<I, H, F>(mut self, io: I, info: ConnInfo, activity: Arc<Activity>, handler: H)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         let in_flight = Arc::clone(&activity);
         let service = service_fn(move |req| {
-            let handler = handler.clone();
             let guard = InFlight::enter(Arc::clone(&in_flight));
+            let resp = handler(req);
             async move {
-                let resp = handler(req, info).await;
+                let resp = resp.await;
                 drop(guard);
                 Ok::<_, Infallible>(resp)
             }

@@ -482,3 +482,131 @@ async fn shutdown_drains_requests_in_flight() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "slow");
 }
+
+/// An upstream that answers every request with the number of the connection it came on
+/// (`conn-N`), and, when `close_after_one`, closes each connection after its first response
+/// without announcing it (as an upstream's keep-alive timeout does). Each close is reported.
+async fn numbered_upstream(
+    close_after_one: bool,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for n in 0.. {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let body = format!("conn-{n}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if close_after_one {
+                        drop(s);
+                        let _ = closed_tx.send(());
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), closed_rx)
+}
+
+/// One client connection to the gateway, for requests that must share it.
+async fn one_connection(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> (StatusCode, String) {
+    sender.ready().await.unwrap();
+    let req = Request::get(path)
+        .header("host", "gateway.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn each_client_connection_has_its_own_upstream_connection() {
+    let (url, _) = numbered_upstream(false).await;
+    let h = Harness::with(Options {
+        upstream_url: Some(url),
+        ..Options::default()
+    })
+    .await;
+    let mut a = one_connection(h.addr).await;
+    let mut b = one_connection(h.addr).await;
+    let (status, first) = get_on(&mut a, "/public/1").await;
+    assert_eq!(status, StatusCode::OK);
+    for i in 2..6 {
+        assert_eq!(
+            get_on(&mut a, &format!("/public/{i}")).await,
+            (StatusCode::OK, first.clone()),
+            "requests on one client connection reuse its upstream connection"
+        );
+    }
+    let (status, other) = get_on(&mut b, "/public/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(other, first, "another client connection never shares it");
+    assert_eq!(get_on(&mut b, "/public/2").await.1, other);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_connection_closed_while_idle_is_replaced() {
+    let (url, mut closed) = numbered_upstream(true).await;
+    let h = Harness::with(Options {
+        upstream_url: Some(url),
+        ..Options::default()
+    })
+    .await;
+    let mut client = one_connection(h.addr).await;
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let (status, body) = get_on(&mut client, &format!("/public/{i}")).await;
+        assert_eq!(status, StatusCode::OK, "request {i}: {body}");
+        seen.push(body);
+        // The upstream has closed its end; let the gateway read the close before the next
+        // request (were it still in flight, the request would meet a closed connection).
+        closed.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen,
+        ["conn-0", "conn-1", "conn-2"],
+        "a new upstream connection each time"
+    );
+    h.shutdown().await;
+}

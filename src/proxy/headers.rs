@@ -8,7 +8,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use crate::config::IdentityHeaders;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -27,18 +27,37 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Removes the headers named in `Connection`, then the hop-by-hop set. Runs before the
 /// gateway adds anything, so a client cannot use `Connection` to delete the gateway's headers.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    // One pass over the names present (most messages carry one hop-by-hop header at most,
+    // `Connection: keep-alive`) instead of a lookup per hop-by-hop name.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // HOP_BY_HOP[0] is `Connection`; an empty Vec does not allocate.
+    let listed: Vec<HeaderName> = if present & 1 == 1 {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !HOP_BY_HOP.contains(name))
+            .collect()
+    } else {
+        Vec::new()
+    };
     for name in listed {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -53,10 +72,18 @@ pub struct Identity<'a> {
 /// Where the request came from, for `X-Forwarded-*`.
 #[derive(Debug, Clone)]
 pub struct Forwarded {
-    pub peer: IpAddr,
+    /// `X-Forwarded-For`: the peer's address (see [`forwarded_for`]).
+    pub peer: HeaderValue,
     pub proto: &'static str,
     /// The `Host` the client asked for (or the HTTP/2 `:authority`).
     pub host: Option<HeaderValue>,
+}
+
+/// The `X-Forwarded-For` value for a peer: its address, alone (the gateway is the edge).
+/// Computed once per client connection.
+pub fn forwarded_for(peer: IpAddr) -> HeaderValue {
+    // An IP address in text is always a valid header value.
+    HeaderValue::from_str(&peer.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Client-sent headers that backends or frameworks may read as identity, as the request's
@@ -177,9 +204,7 @@ pub fn rewrite_request_headers(
         headers.remove(name);
     }
 
-    if let Ok(v) = HeaderValue::from_str(&forwarded.peer.to_string()) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded.peer.clone());
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(forwarded.proto),
@@ -231,7 +256,7 @@ mod tests {
 
     fn fwd() -> Forwarded {
         Forwarded {
-            peer: "127.0.0.9".parse().unwrap(),
+            peer: forwarded_for("127.0.0.9".parse().unwrap()),
             proto: "http",
             host: Some(HeaderValue::from_static("api.example")),
         }

@@ -1,30 +1,53 @@
-//! Forwarding to upstreams: one pooled hyper client per upstream, and the header rewriting
-//! that decides what an upstream sees (hop-by-hop headers gone, `X-Forwarded-*` set,
-//! credentials and client-sent identity headers removed before the gateway adds its own).
+//! Forwarding to upstreams, and the header rewriting that decides what an upstream sees
+//! (hop-by-hop headers gone, `X-Forwarded-*` set, credentials and client-sent identity headers
+//! removed before the gateway adds its own).
+//!
+//! Each HTTP/1.1 client connection gets upstream connections of its own ([`Affinity`]): the
+//! first request to an upstream opens one, later requests on the same client connection reuse
+//! it, and it closes with the client connection. Requests never wait on a shared pool, and a
+//! desynchronised upstream connection could only ever affect the client that owns it. HTTP/2
+//! client connections multiplex many requests at once and share a pooled client per upstream.
 
 mod headers;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower_service::Service;
 
 pub use headers::{
-    Forwarded, Identity, rewrite_request_headers, strip_hop_by_hop, vary_on_authorization,
+    Forwarded, Identity, forwarded_for, rewrite_request_headers, strip_hop_by_hop,
+    vary_on_authorization,
 };
 
 use crate::config::UpstreamConfig;
 use crate::http::GatewayError;
 use crate::tls::TlsError;
+
+/// Why an upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("upstream address: {0}")]
+    Header(#[from] http::header::InvalidHeaderValue),
+    #[error("upstream address: {0}")]
+    Uri(#[from] http::Error),
+}
 
 /// Boxed error of request bodies sent upstream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,16 +56,50 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// gateway had to read first.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// One upstream and its connection pool.
+type Connector = HttpsConnector<HttpConnector>;
+
+/// One upstream: how to connect to it, and the pooled client HTTP/2 client connections share.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// Index among the configured upstreams (the key of an [`Affinity`] slot).
+    id: usize,
+    /// `Host` for requests to it: the host, and the port unless it is the scheme's default.
+    host: HeaderValue,
+    /// `scheme://authority`, what the connector is asked for.
+    origin: Uri,
+    connector: Connector,
+    pooled: Client<Connector, UpstreamBody>,
+}
+
+/// The upstream connections one HTTP/1.1 client connection holds, at most one per upstream.
+/// A connection is taken out while a request uses it and put back once the response head has
+/// arrived (the client connection sends its next request only after this response's body has
+/// been relayed, by then the upstream connection is free again). One that is dropped while in
+/// use (a timeout, a client gone) is closed, never reused in an unknown state.
+#[derive(Default)]
+pub struct Affinity {
+    held: Mutex<Vec<(usize, http1::SendRequest<UpstreamBody>)>>,
+}
+
+impl Affinity {
+    fn take(&self, id: usize) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let i = held.iter().position(|(held_id, _)| *held_id == id)?;
+        Some(held.swap_remove(i).1)
+    }
+
+    fn put(&self, id: usize, sender: http1::SendRequest<UpstreamBody>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.iter().any(|(held_id, _)| *held_id == id) {
+            held.push((id, sender));
+        }
+    }
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig) -> Result<Upstream, TlsError> {
+    fn new(id: usize, config: UpstreamConfig) -> Result<Upstream, UpstreamError> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
@@ -61,20 +118,43 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let pooled = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build(connector);
+            .build(connector.clone());
+        let default_port = if config.scheme == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        let host = match config.authority.port_u16() {
+            Some(port) if port != default_port => config.authority.as_str(),
+            _ => config.authority.host(),
+        };
+        let host = HeaderValue::from_str(host)?;
+        let origin = Uri::builder()
+            .scheme(config.scheme.clone())
+            .authority(config.authority.clone())
+            .path_and_query("/")
+            .build()?;
         Ok(Upstream {
             name: config.name.as_str().into(),
             config,
-            client,
+            id,
+            host,
+            origin,
+            connector,
+            pooled,
         })
     }
 
-    /// The upstream URI for a canonical path and the original query.
-    pub fn uri_for(&self, canonical_path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    /// The upstream path and query for a canonical path and the original query.
+    pub fn path_for(
+        &self,
+        canonical_path: &str,
+        query: Option<&str>,
+    ) -> Result<PathAndQuery, GatewayError> {
         let mut pq = String::with_capacity(
             self.config.base_path.len() + canonical_path.len() + 1 + query.map_or(0, str::len),
         );
@@ -84,40 +164,109 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        let pq = PathAndQuery::try_from(pq).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        Uri::builder()
-            .scheme(self.config.scheme.clone())
-            .authority(self.config.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| GatewayError::Internal(e.to_string()))
+        PathAndQuery::try_from(pq).map_err(|e| GatewayError::Internal(e.to_string()))
     }
 
-    /// Sends the request; the response headers must arrive within the response timeout.
-    /// Connection failures are 502, timeouts 504.
+    /// Sends the request for `path` (from [`Upstream::path_for`]) on the client connection's
+    /// own upstream connection when `affinity` is given, else through the shared pool. The
+    /// response headers must arrive within the response timeout. Connection failures are 502,
+    /// timeouts 504.
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
+        path: PathAndQuery,
+        affinity: Option<&Affinity>,
     ) -> Result<Response<Incoming>, GatewayError> {
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(self.config.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                if caused_by::<http_body_util::LengthLimitError>(&e) {
-                    return Err(GatewayError::BodyTooLarge);
+        req.headers_mut().insert(HOST, self.host.clone());
+        let sent = async {
+            match affinity {
+                Some(affinity) => {
+                    *req.uri_mut() = Uri::from(path);
+                    self.send_on(affinity, req).await
                 }
-                let text = error_chain(&e);
-                if text.contains("timed out") || text.contains("timeout") {
-                    Err(GatewayError::UpstreamTimeout)
-                } else {
-                    Err(GatewayError::UpstreamUnavailable(text))
+                None => {
+                    let mut parts = self.origin.clone().into_parts();
+                    parts.path_and_query = Some(path);
+                    *req.uri_mut() = Uri::from_parts(parts)
+                        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                    self.pooled.request(req).await.map_err(classify)
                 }
             }
+        };
+        match tokio::time::timeout(self.config.response_timeout, sent).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout),
+            Ok(result) => result,
         }
+    }
+
+    /// Sends on the connection `affinity` holds for this upstream, or on a new one. A held
+    /// connection the upstream has closed in the meantime hands the request back unsent, and
+    /// it goes out once more on a new connection.
+    async fn send_on(
+        &self,
+        affinity: &Affinity,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        if let Some(mut sender) = affinity.take(self.id)
+            && sender.ready().await.is_ok()
+        {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    affinity.put(self.id, sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(classify(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(req).await.map_err(classify)?;
+        affinity.put(self.id, sender);
+        Ok(resp)
+    }
+
+    /// A new HTTP/1.1 connection to the upstream, driven by a task of its own.
+    async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, GatewayError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.origin.clone())
+            .await
+            .map_err(|e| classify_boxed(&*e))?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(classify)?;
+        let name = Arc::clone(&self.name);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %name, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 
+/// A failed exchange with an upstream as the client sees it: a request body over its limit is
+/// 413, a timeout 504, anything else 502.
+fn classify<E: std::error::Error + 'static>(e: E) -> GatewayError {
+    classify_boxed(&e)
+}
+
+fn classify_boxed(e: &(dyn std::error::Error + 'static)) -> GatewayError {
+    if caused_by::<http_body_util::LengthLimitError>(e) {
+        return GatewayError::BodyTooLarge;
+    }
+    let text = error_chain(e);
+    if text.contains("timed out") || text.contains("timeout") {
+        GatewayError::UpstreamTimeout
+    } else {
+        GatewayError::UpstreamUnavailable(text)
+    }
+}
 fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
@@ -147,10 +296,10 @@ pub struct Upstreams(HashMap<Arc<str>, Upstream>);
 impl Upstreams {
     pub fn new<'a>(
         configs: impl IntoIterator<Item = &'a UpstreamConfig>,
-    ) -> Result<Upstreams, TlsError> {
+    ) -> Result<Upstreams, UpstreamError> {
         let mut map = HashMap::new();
-        for c in configs {
-            map.insert(Arc::from(c.name.as_str()), Upstream::new(c.clone())?);
+        for (id, c) in configs.into_iter().enumerate() {
+            map.insert(Arc::from(c.name.as_str()), Upstream::new(id, c.clone())?);
         }
         Ok(Upstreams(map))
     }
