@@ -157,11 +157,11 @@ fn tokens(c: &mut Criterion) {
         })
     });
     let principal = portcullis::store::cache::Principal::new(
-        portcullis::store::cache::Identity {
-            client_id: "c".into(),
-            username: Some("alice".into()),
-            scopes: vec![Box::from("read"), Box::from("write"), Box::from("groups")].into(),
-        },
+        portcullis::store::cache::Identity::new(
+            "c".into(),
+            Some("alice".into()),
+            vec![Box::from("read"), Box::from("write"), Box::from("groups")].into(),
+        ),
         0,
     );
     let required: Arc<[Box<str>]> = vec![Box::from("write"), Box::from("groups")].into();

@@ -16,9 +16,9 @@ use crate::admin::Admin;
 use crate::clock::SharedClock;
 use crate::config::{Config, StoreConfig, TlsConfig};
 use crate::crypto::PasswordHasher;
-use crate::gateway::{Gateway, Session};
+use crate::gateway::{Gateway, HotMetrics, Session};
 use crate::lifecycle;
-use crate::listener::{ConnectionLimits, serve};
+use crate::listener::{ConnectionLimits, Workers, serve};
 use crate::metrics::Metrics;
 use crate::oauth::{AuthServer, ListenerPolicy};
 use crate::proxy::Upstreams;
@@ -114,15 +114,18 @@ pub async fn start(
         },
     );
     let throttle = Arc::clone(&auth_server.throttle);
+    let upstreams = Upstreams::new(config.upstreams.values())?;
+    let hot_metrics = HotMetrics::new(&metrics, &config.routes, &upstreams);
     let gateway = Arc::new(Gateway {
         routes: config.routes.clone(),
-        upstreams: Upstreams::new(config.upstreams.values())?,
+        upstreams,
         cache: cache.clone(),
         auth_server,
         identity_headers: config.identity_headers.clone(),
         metrics: metrics.clone(),
         realm: config.oauth.realm.clone(),
         request_timeout: config.limits.request_timeout,
+        hot_metrics,
     });
 
     let limits = ConnectionLimits {
@@ -160,6 +163,7 @@ pub async fn start(
                 admin_tls,
                 ConnectionLimits::internal(64),
                 shutdown_rx.clone(),
+                None,
                 move |_| {
                     let admin = Arc::clone(&admin);
                     move |req| Arc::clone(&admin).handle(req)
@@ -198,18 +202,27 @@ pub async fn start(
             shutdown_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(serve(
-        listener,
-        tls,
-        limits,
-        shutdown_rx,
-        move |conn| {
-            let gateway = Arc::clone(&gateway);
-            let session = Arc::new(Session::new(conn));
-            move |req| Arc::clone(&gateway).handle(req, Arc::clone(&session))
-        },
-    )));
-    tracing::info!(%addr, admin = ?admin_addr, tls = config.tls.is_some(), routes = config.routes.len(), "portcullis listening");
+    let workers = Arc::new(
+        Workers::start(config.workers, "portcullis-worker")
+            .context("cannot start the proxy worker threads")?,
+    );
+    tasks.push(tokio::spawn(async move {
+        serve(
+            listener,
+            tls,
+            limits,
+            shutdown_rx,
+            Some(Arc::clone(&workers)),
+            move |conn| {
+                let gateway = Arc::clone(&gateway);
+                let session = Arc::new(Session::new(conn));
+                move |req| Arc::clone(&gateway).handle(req, Arc::clone(&session))
+            },
+        )
+        .await;
+        workers.stop().await;
+    }));
+    tracing::info!(%addr, admin = ?admin_addr, tls = config.tls.is_some(), workers = config.workers, routes = config.routes.len(), "portcullis listening");
     Ok(Running {
         addr,
         admin_addr,

@@ -44,6 +44,7 @@ pub async fn sample_api_with_tls(
         tls,
         ConnectionLimits::internal(1024),
         shutdown,
+        None,
         |_| echo,
     )
     .await;

@@ -23,13 +23,15 @@ use crate::listener::ConnInfo;
 use crate::metrics::{AuthDecisionLabels, Metrics, UpstreamLabels};
 use crate::oauth::{AuthServer, Endpoint};
 use crate::proxy::{
-    Affinity, Forwarded, Identity, UpstreamBody, Upstreams, forwarded_for, rewrite_request_headers,
+    Affinity, Forwarded, UpstreamBody, Upstreams, forwarded_for, rewrite_request_headers,
     strip_hop_by_hop, vary_on_authorization,
 };
 use crate::routes::{
     PathError, PathOptions, Route, RouteAuth, RouteTable, canonicalize, canonicalize_with,
 };
 use crate::store::cache::{Principal, TokenCache};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Everything the pipeline needs, shared by all connections.
 pub struct Gateway {
@@ -42,6 +44,56 @@ pub struct Gateway {
     pub realm: String,
     /// Time from a request's head to its response head.
     pub request_timeout: std::time::Duration,
+    pub hot_metrics: HotMetrics,
+}
+
+/// Metric handles of the common outcomes, looked up once: a family lookup hashes its labels
+/// under a lock on every call.
+pub struct HotMetrics {
+    /// By route index: the route's allow decision (`public` or `token`).
+    allowed: Vec<Counter>,
+    /// By upstream id: the duration of exchanges answered with a 2xx.
+    upstream_2xx: Vec<Histogram>,
+}
+
+impl HotMetrics {
+    pub fn new(metrics: &Metrics, routes: &RouteTable, upstreams: &Upstreams) -> HotMetrics {
+        let allowed = routes
+            .iter()
+            .map(|r| {
+                let reason = match r.auth {
+                    RouteAuth::Public => "public",
+                    RouteAuth::Bearer { .. } => "token",
+                };
+                metrics
+                    .auth_decisions
+                    .get_or_create(&AuthDecisionLabels {
+                        route: Arc::clone(&r.id),
+                        decision: "allow",
+                        reason,
+                    })
+                    .clone()
+            })
+            .collect();
+        let mut upstream_2xx: Vec<(usize, Histogram)> = upstreams
+            .iter()
+            .map(|u| {
+                let h = metrics
+                    .upstream_duration
+                    .get_or_create(&UpstreamLabels {
+                        upstream: Arc::clone(&u.name),
+                        status_class: "2xx",
+                    })
+                    .clone();
+                (u.id(), h)
+            })
+            .collect();
+        upstream_2xx.sort_by_key(|(id, _)| *id);
+        HotMetrics {
+            allowed,
+            upstream_2xx: upstream_2xx.into_iter().map(|(_, h)| h).collect(),
+        }
+    }
 }
 
 /// What the gateway keeps per client connection.
@@ -67,6 +119,8 @@ impl Session {
 struct RequestContext {
     started: Instant,
     route: Option<Arc<str>>,
+    /// `Route::index` of `route`.
+    route_index: Option<usize>,
     decision: &'static str,
     reason: &'static str,
     upstream: Option<Arc<str>>,
@@ -95,6 +149,7 @@ impl Gateway {
         let mut ctx = RequestContext {
             started: Instant::now(),
             route: None,
+            route_index: None,
             decision: "deny",
             reason: "no_route",
             upstream: None,
@@ -106,12 +161,8 @@ impl Gateway {
             // The /o/ namespace belongs to the authorization server; never proxied.
             Err(GatewayError::RouteNotFound)
         } else {
-            match tokio::time::timeout(self.request_timeout, self.proxy(req, &session, &mut ctx))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(GatewayError::RequestTimeout),
-            }
+            let deadline = tokio::time::Instant::from_std(ctx.started + self.request_timeout);
+            self.proxy(req, &session, &mut ctx, deadline).await
         };
         let resp = match result {
             Ok(resp) => resp,
@@ -135,7 +186,12 @@ impl Gateway {
         req: Request<Incoming>,
         session: &Session,
         ctx: &mut RequestContext,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<Body>, GatewayError> {
+        // `deadline` (the request timeout) bounds every phase that may wait. Each is polled
+        // before its timer is armed, so a phase that does not wait (a cache hit, a streamed
+        // body) costs no timer, and the upstream phase arms one timer for whichever of the
+        // request and response timeouts comes first.
         // route
         let (route, canonical) = match self.route(&req) {
             Ok(found) => found,
@@ -148,13 +204,14 @@ impl Gateway {
         };
         ctx.path = Some(canonical);
         ctx.route = Some(Arc::clone(&route.id));
+        ctx.route_index = Some(route.index);
 
         // authorize
         if query_has_access_token(req.uri().query()) {
             ctx.reason = "credential_in_request";
             return Err(GatewayError::CredentialInRequest);
         }
-        self.authorize(route, &req, ctx).await?;
+        within(deadline, self.authorize(route, &req, ctx)).await??;
 
         // upstream_request
         let upstream = self.upstreams.get(&route.upstream).ok_or_else(|| {
@@ -177,12 +234,12 @@ impl Gateway {
         };
         let (mut parts, body) = req.into_parts();
         let principal = ctx.principal.as_ref();
-        let identity = principal.map(|p| Identity {
-            user: p.username.as_deref(),
-            client: &p.client_id,
-            scopes: &p.scopes,
-        });
-        let body = bounded_body(&parts.headers, body, route.max_body_bytes).await?;
+        let identity = principal.map(|p| &p.header_values);
+        let body = within(
+            deadline,
+            bounded_body(&parts.headers, body, route.max_body_bytes),
+        )
+        .await??;
         rewrite_request_headers(
             &mut parts.headers,
             &self.identity_headers,
@@ -193,20 +250,25 @@ impl Gateway {
 
         // send
         let sent = Instant::now();
-        let result = upstream.send(req, path, affinity).await;
+        let result = upstream.send(req, path, affinity, deadline).await;
         let status_class = match &result {
             Ok(resp) => Metrics::status_class(resp.status().as_u16()),
             Err(GatewayError::UpstreamTimeout) => "timeout",
             Err(GatewayError::BodyTooLarge) => "request_too_large",
             Err(_) => "error",
         };
-        self.metrics
-            .upstream_duration
-            .get_or_create(&UpstreamLabels {
-                upstream: Arc::clone(&upstream.name),
-                status_class,
-            })
-            .observe(sent.elapsed().as_secs_f64());
+        let elapsed = sent.elapsed().as_secs_f64();
+        match self.hot_metrics.upstream_2xx.get(upstream.id()) {
+            Some(h) if status_class == "2xx" => h.observe(elapsed),
+            _ => self
+                .metrics
+                .upstream_duration
+                .get_or_create(&UpstreamLabels {
+                    upstream: Arc::clone(&upstream.name),
+                    status_class,
+                })
+                .observe(elapsed),
+        }
 
         // upstream_response
         let mut resp = result?;
@@ -296,14 +358,25 @@ impl Gateway {
 
     fn log(&self, ctx: &RequestContext, method: &http::Method, resp: &Response<Body>) {
         let route = ctx.route.clone().unwrap_or_else(|| Arc::from(NO_ROUTE));
-        self.metrics
-            .auth_decisions
-            .get_or_create(&AuthDecisionLabels {
-                route: Arc::clone(&route),
-                decision: ctx.decision,
-                reason: ctx.reason,
-            })
-            .inc();
+        let hot = ctx
+            .route_index
+            .filter(|_| ctx.decision == "allow")
+            .and_then(|i| self.hot_metrics.allowed.get(i));
+        match hot {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                self.metrics
+                    .auth_decisions
+                    .get_or_create(&AuthDecisionLabels {
+                        route: Arc::clone(&route),
+                        decision: ctx.decision,
+                        reason: ctx.reason,
+                    })
+                    .inc();
+            }
+        }
         let p = ctx.principal.as_ref();
         tracing::info!(
             target: "portcullis::access",
@@ -319,6 +392,16 @@ impl Gateway {
             "request"
         );
     }
+}
+
+/// `phase`, or a request timeout once `deadline` passes.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    phase: impl Future<Output = T>,
+) -> Result<T, GatewayError> {
+    tokio::time::timeout_at(deadline, phase)
+        .await
+        .map_err(|_| GatewayError::RequestTimeout)
 }
 
 /// True when the query string carries an `access_token` parameter (RFC 6750 §2.3), which the

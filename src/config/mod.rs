@@ -29,6 +29,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz`; absent means no admin listener.
     pub admin_listen: Option<SocketAddr>,
+    /// Threads serving the proxy listener's connections, each with an event loop of its own.
+    pub workers: usize,
     /// TLS on the proxy listener.
     pub tls: Option<TlsConfig>,
     /// TLS on the admin listener.
@@ -41,6 +43,14 @@ pub struct Config {
     pub cache: CacheConfig,
     pub limits: Limits,
     pub cleanup: CleanupConfig,
+}
+
+/// Most proxy worker threads a config may ask for.
+const MAX_WORKERS: u64 = 1024;
+
+/// One proxy worker per CPU this process may run on.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The background sweeper of expired and revoked tokens.
@@ -451,11 +461,25 @@ impl Validator {
             ),
         };
 
+        let workers = match &raw.workers {
+            Some(w) if w.value > MAX_WORKERS => {
+                self.at(
+                    &w.referenced,
+                    format!("`workers` must be at most {MAX_WORKERS}"),
+                );
+                1
+            }
+            w => self
+                .positive(w, "workers")
+                .map_or_else(default_workers, |n| n as usize),
+        };
+
         let routes = self.routes(&raw.routes, &oauth, &upstreams, limits.max_body_bytes);
         Config {
             source: source.to_path_buf(),
             listen,
             admin_listen,
+            workers,
             tls,
             admin_tls,
             store,
@@ -838,6 +862,7 @@ impl Validator {
                 max_body_bytes: self
                     .positive(&r.max_body_bytes, "max_body_bytes")
                     .unwrap_or(default_max_body_bytes),
+                index: 0,
             };
             if let Some((_, first)) = routes.iter().find(|(other, _)| {
                 other.prefix == route.prefix

@@ -16,6 +16,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin_listen: Option<S<String>>,
     #[serde(default)]
+    pub workers: Option<S<u64>>,
+    #[serde(default)]
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub admin_tls: Option<RawTls>,

@@ -67,6 +67,10 @@ fn defaults_apply() {
     assert_eq!(c.oauth.realm, "portcullis");
     assert_eq!(c.cache.ttl, None);
     assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(
+        c.workers,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     assert_eq!(c.identity_headers.scopes.as_str(), "x-auth-scopes");
     let legacy = &c.upstreams["legacy"];
     assert_eq!(legacy.url(), "http://127.0.0.1:9000");
@@ -200,6 +204,15 @@ fn bad_values_are_errors() {
         let p = problems(&text);
         assert!(p.iter().any(|(_, m)| m.contains(want)), "{to}: {p:?}");
     }
+    for (workers, want) in [
+        ("0", "`workers` must be greater than zero"),
+        ("1025", "`workers` must be at most 1024"),
+    ] {
+        let text = format!("{BASE}workers: {workers}\n");
+        let p = problems(&text);
+        assert!(p.iter().any(|(_, m)| m.contains(want)), "{workers}: {p:?}");
+    }
+    assert_eq!(parse(&format!("{BASE}workers: 3\n")).unwrap().workers, 3);
     let zero = format!("{BASE}cache: {{ ttl_seconds: 0 }}\n");
     assert!(problems(&zero)[0].1.contains("greater than zero"));
     let ids =

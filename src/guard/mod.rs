@@ -134,11 +134,11 @@ mod tests {
     #[test]
     fn all_required_scopes_must_be_held() {
         let p = Principal::new(
-            Identity {
-                client_id: "c".into(),
-                username: None,
-                scopes: vec![Box::from("read"), Box::from("write")].into(),
-            },
+            Identity::new(
+                "c".into(),
+                None,
+                vec![Box::from("read"), Box::from("write")].into(),
+            ),
             0,
         );
         let req = |s: &[&str]| -> Arc<[Box<str>]> { s.iter().map(|x| Box::from(*x)).collect() };

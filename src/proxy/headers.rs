@@ -61,12 +61,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// What the gateway asserts about the caller, set as identity headers.
-#[derive(Debug, Clone, Copy)]
-pub struct Identity<'a> {
-    pub user: Option<&'a str>,
-    pub client: &'a str,
-    pub scopes: &'a [Box<str>],
+/// What the gateway asserts about the caller, as the values of the identity headers: made
+/// once per identity (the token cache shares one per client, user and scopes), not per
+/// request. A value that cannot be a header value is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct IdentityValues {
+    pub user: Option<HeaderValue>,
+    pub client: Option<HeaderValue>,
+    /// The scopes, space-separated.
+    pub scopes: Option<HeaderValue>,
+}
+
+impl IdentityValues {
+    pub fn new(user: Option<&str>, client: &str, scopes: &[Box<str>]) -> IdentityValues {
+        IdentityValues {
+            user: user.and_then(|u| HeaderValue::from_str(u).ok()),
+            client: HeaderValue::from_str(client).ok(),
+            scopes: HeaderValue::from_str(&scopes.join(" ")).ok(),
+        }
+    }
 }
 
 /// Where the request came from, for `X-Forwarded-*`.
@@ -190,7 +203,7 @@ pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
     identity_headers: &IdentityHeaders,
     forwarded: &Forwarded,
-    identity: Option<Identity<'_>>,
+    identity: Option<&IdentityValues>,
 ) {
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
@@ -219,14 +232,14 @@ pub fn rewrite_request_headers(
     }
 
     if let Some(id) = identity {
-        if let Some(user) = id.user.and_then(|u| HeaderValue::from_str(u).ok()) {
-            headers.insert(identity_headers.user.clone(), user);
-        }
-        if let Ok(client) = HeaderValue::from_str(id.client) {
-            headers.insert(identity_headers.client.clone(), client);
-        }
-        if let Ok(scopes) = HeaderValue::from_str(&id.scopes.join(" ")) {
-            headers.insert(identity_headers.scopes.clone(), scopes);
+        for (name, value) in [
+            (&identity_headers.user, &id.user),
+            (&identity_headers.client, &id.client),
+            (&identity_headers.scopes, &id.scopes),
+        ] {
+            if let Some(value) = value {
+                headers.insert(name.clone(), value.clone());
+            }
         }
     }
 }
@@ -266,14 +279,11 @@ mod tests {
     #[test]
     fn client_sends_upstream_sees() {
         let scopes: Vec<Box<str>> = vec!["read".into(), "write".into()];
-        let identity = Identity {
-            user: Some("alice"),
-            client: "cid",
-            scopes: &scopes,
-        };
+        let identity = IdentityValues::new(Some("alice"), "cid", &scopes);
+        let service = IdentityValues::new(None, "svc", &scopes);
         type Case<'a> = (
             &'a [(&'a str, &'a str)],
-            Option<Identity<'a>>,
+            Option<&'a IdentityValues>,
             &'a [(&'a str, Option<&'a str>)],
         );
         let cases: &[Case] = &[
@@ -283,7 +293,7 @@ mod tests {
                     ("host", "api.example"),
                     ("accept", "*/*"),
                 ],
-                Some(identity),
+                Some(&identity),
                 &[
                     ("authorization", None),
                     ("host", None),
@@ -313,11 +323,7 @@ mod tests {
             ),
             (
                 &[("x-auth-user", "mallory")],
-                Some(Identity {
-                    user: None,
-                    client: "svc",
-                    scopes: &scopes,
-                }),
+                Some(&service),
                 &[("x-auth-user", None), ("x-auth-client", Some("svc"))],
             ),
             (
@@ -331,7 +337,7 @@ mod tests {
                     ("te", "trailers"),
                     ("upgrade", "h2c"),
                 ],
-                Some(identity),
+                Some(&identity),
                 &[
                     ("connection", None),
                     ("x-custom", None),

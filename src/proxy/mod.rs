@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 pub use headers::{
-    Forwarded, Identity, forwarded_for, rewrite_request_headers, strip_hop_by_hop,
+    Forwarded, IdentityValues, forwarded_for, rewrite_request_headers, strip_hop_by_hop,
     vary_on_authorization,
 };
 
@@ -149,6 +149,11 @@ impl Upstream {
         })
     }
 
+    /// Index among the configured upstreams.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
     /// The upstream path and query for a canonical path and the original query.
     pub fn path_for(
         &self,
@@ -169,13 +174,14 @@ impl Upstream {
 
     /// Sends the request for `path` (from [`Upstream::path_for`]) on the client connection's
     /// own upstream connection when `affinity` is given, else through the shared pool. The
-    /// response headers must arrive within the response timeout. Connection failures are 502,
-    /// timeouts 504.
+    /// response headers must arrive within the response timeout (else 504) and before the
+    /// request's deadline (else 408). Connection failures are 502.
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
         path: PathAndQuery,
         affinity: Option<&Affinity>,
+        request_deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, GatewayError> {
         *req.version_mut() = Version::HTTP_11;
         req.headers_mut().insert(HOST, self.host.clone());
@@ -194,8 +200,16 @@ impl Upstream {
                 }
             }
         };
-        match tokio::time::timeout(self.config.response_timeout, sent).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout),
+        // One timer for whichever comes first: the upstream's response timeout (504) or the
+        // request's own deadline (408).
+        let response_deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        let (deadline, timed_out) = if request_deadline < response_deadline {
+            (request_deadline, GatewayError::RequestTimeout)
+        } else {
+            (response_deadline, GatewayError::UpstreamTimeout)
+        };
+        match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => Err(timed_out),
             Ok(result) => result,
         }
     }
@@ -306,5 +320,9 @@ impl Upstreams {
 
     pub fn get(&self, name: &str) -> Option<&Upstream> {
         self.0.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.0.values()
     }
 }

@@ -36,6 +36,8 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Largest request body forwarded; larger is 413.
     pub max_body_bytes: u64,
+    /// Position in the route table (set by [`RouteTable::new`]).
+    pub index: usize,
 }
 
 impl Route {
@@ -80,6 +82,9 @@ impl RouteTable {
         // Stable sort: among equal prefixes the config order is kept, and config validation
         // has already rejected two routes with one prefix and an overlapping method.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        for (i, r) in routes.iter_mut().enumerate() {
+            r.index = i;
+        }
         RouteTable { routes }
     }
 
@@ -93,6 +98,11 @@ impl RouteTable {
 
     pub fn len(&self) -> usize {
         self.routes.len()
+    }
+
+    /// The routes, in matching order (`Route::index` order).
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -114,6 +124,7 @@ mod tests {
             path_options: PathOptions::STRICT,
             case_insensitive: false,
             max_body_bytes: 1024,
+            index: 0,
         }
     }
 

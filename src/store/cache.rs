@@ -22,6 +22,7 @@ use super::{SharedStore, StoreError};
 use crate::clock::SharedClock;
 use crate::crypto::Digest;
 use crate::metrics::Metrics;
+use crate::proxy::IdentityValues;
 
 /// The identity behind a token: shared (interned) by every cached token of the same client,
 /// user and scopes.
@@ -31,6 +32,24 @@ pub struct Identity {
     /// `None` for client_credentials tokens.
     pub username: Option<Box<str>>,
     pub scopes: Box<[Box<str>]>,
+    /// The same as identity-header values, made once here instead of on every request.
+    pub header_values: IdentityValues,
+}
+
+impl Identity {
+    pub fn new(
+        client_id: Box<str>,
+        username: Option<Box<str>>,
+        scopes: Box<[Box<str>]>,
+    ) -> Identity {
+        let header_values = IdentityValues::new(username.as_deref(), &client_id, &scopes);
+        Identity {
+            client_id,
+            username,
+            scopes,
+            header_values,
+        }
+    }
 }
 
 /// Who a valid access token speaks for, and until when. 16 bytes: cheap to cache and clone.
@@ -150,11 +169,11 @@ impl TokenCache {
                 if !record.is_active(now) {
                     return Err(Miss::Absent);
                 }
-                let identity = Identity {
-                    client_id: record.client_id.into(),
-                    username: record.username.map(Into::into),
-                    scopes: record.scopes.into_iter().map(Into::into).collect(),
-                };
+                let identity = Identity::new(
+                    record.client_id.into(),
+                    record.username.map(Into::into),
+                    record.scopes.into_iter().map(Into::into).collect(),
+                );
                 Ok(Principal {
                     identity: identities.intern(identity),
                     expires_at: record.expires_at,
