@@ -322,14 +322,9 @@ impl Connection {
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         let in_flight = Arc::clone(&activity);
-        let service = service_fn(move |req| {
-            let guard = InFlight::enter(Arc::clone(&in_flight));
-            let resp = handler(req);
-            async move {
-                let resp = resp.await;
-                drop(guard);
-                Ok::<_, Infallible>(resp)
-            }
+        let service = service_fn(move |req| Counted {
+            guard: Some(InFlight::enter(Arc::clone(&in_flight))),
+            response: handler(req),
         });
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         let mut conn = pin!(conn);
@@ -391,6 +386,27 @@ impl Activity {
             };
             tokio::time::sleep_until(wake.into()).await;
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's response future that counts its request as in flight until it is done.
+    /// (An `async` block around the handler's future would hold that future twice over.)
+    struct Counted<F> {
+        guard: Option<InFlight>,
+        #[pin]
+        response: F,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = Result<F::Output, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.response.poll(cx));
+        this.guard.take();
+        Poll::Ready(Ok(response))
     }
 }
 

@@ -38,15 +38,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    // HOP_BY_HOP[0] is `Connection`; an empty Vec does not allocate.
+    // HOP_BY_HOP[0] is `Connection`. `keep-alive`, the option nearly every message lists, is
+    // in HOP_BY_HOP already and is not parsed again; an empty Vec does not allocate.
     let listed: Vec<HeaderName> = if present & 1 == 1 {
         headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| !HOP_BY_HOP.contains(name))
+            .map(str::trim)
+            .filter(|option| !option.is_empty() && !option.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|option| HeaderName::from_bytes(option.as_bytes()).ok())
             .collect()
     } else {
         Vec::new()

@@ -236,7 +236,9 @@ impl Upstream {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: connecting is rare and its future large; inline it would enlarge (and be
+        // copied with) every request's future.
+        let mut sender = Box::pin(self.connect()).await?;
         let resp = sender.send_request(req).await.map_err(classify)?;
         affinity.put(self.id, sender);
         Ok(resp)

@@ -1,10 +1,14 @@
 //! The token cache: token digest -> [`Principal`], read through to the [`Store`].
 //!
-//! Concurrent misses for one token coalesce into one store read. Only valid tokens are cached,
-//! and a cached token is never used past its expiry: every hit is checked against the clock
+//! A hit is a plain function call (moka's synchronous cache: no future, nothing to await); a
+//! miss reads the store. Concurrent first uses of one token each read it (the reads are
+//! cheap and a read pool bounds them) and the first answer stays. Only valid tokens are
+//! cached, and a cached token is never used past its expiry: every hit is checked against the clock
 //! (and an expired entry dropped), and the sweeper purges expired entries periodically.
 //! Revocations reach the cache directly (same process) or through the store's revocation log
-//! (other processes). An optional `cache.ttl_seconds` adds a time-to-live backstop, at the cost
+//! (other processes). A store read that an invalidation overtakes is not cached (see
+//! [`TokenCache::invalidate`]), so no lookup racing a revocation can put the revoked token
+//! back. An optional `cache.ttl_seconds` adds a time-to-live backstop, at the cost
 //! of memory per entry. A decision (allow/deny) is never cached: scopes are checked against the
 //! route on every request.
 //!
@@ -13,10 +17,11 @@
 //! users cost little more than the cache's own bookkeeping per entry.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use moka::future::Cache;
+use moka::sync::Cache;
 
 use super::{SharedStore, StoreError};
 use crate::clock::SharedClock;
@@ -107,18 +112,12 @@ fn key(digest: &Digest) -> u128 {
     u128::from_le_bytes(half)
 }
 
-#[derive(Debug, thiserror::Error)]
-enum Miss {
-    #[error("no such valid token")]
-    Absent,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Looks tokens up, cache first.
 #[derive(Clone)]
 pub struct TokenCache {
     cache: Cache<u128, Principal>,
+    /// Invalidations so far. A store read that began before one is not cached.
+    invalidations: Arc<AtomicU64>,
     identities: Arc<Identities>,
     store: SharedStore,
     clock: SharedClock,
@@ -149,6 +148,7 @@ impl TokenCache {
         }
         TokenCache {
             cache: builder.build(),
+            invalidations: Arc::new(AtomicU64::new(0)),
             identities: Arc::new(Identities::default()),
             store,
             clock,
@@ -159,54 +159,68 @@ impl TokenCache {
     /// The principal of a valid (known, unrevoked, unexpired) access token, or `None`.
     pub async fn principal(&self, digest: Digest) -> Result<Option<Principal>, StoreError> {
         let now = self.clock.now();
-        let store = &self.store;
-        let identities = &self.identities;
-        let entry = self
-            .cache
-            .entry(key(&digest))
-            .or_try_insert_with(async move {
-                let record = store.access_token(digest).await?.ok_or(Miss::Absent)?;
-                if !record.is_active(now) {
-                    return Err(Miss::Absent);
-                }
-                let identity = Identity::new(
-                    record.client_id.into(),
-                    record.username.map(Into::into),
-                    record.scopes.into_iter().map(Into::into).collect(),
-                );
-                Ok(Principal {
-                    identity: identities.intern(identity),
-                    expires_at: record.expires_at,
-                })
-            })
-            .await;
-        match entry {
-            Ok(entry) => {
-                if entry.is_fresh() {
-                    self.metrics.cache_misses.inc();
-                } else {
-                    self.metrics.cache_hits.inc();
-                }
-                let principal = entry.into_value();
-                if principal.expires_at <= now {
-                    self.cache.invalidate(&key(&digest)).await;
-                    return Ok(None);
-                }
-                Ok(Some(principal))
+        let key = key(&digest);
+        if let Some(principal) = self.cache.get(&key) {
+            self.metrics.cache_hits.inc();
+            if principal.expires_at <= now {
+                self.invalidate_key(key);
+                return Ok(None);
             }
-            Err(e) => {
-                self.metrics.cache_misses.inc();
-                match &*e {
-                    Miss::Absent => Ok(None),
-                    Miss::Store(e) => Err(StoreError::Unavailable(e.to_string())),
-                }
-            }
+            return Ok(Some(principal));
+        }
+        self.metrics.cache_misses.inc();
+        // Boxed: a miss is rare, and inline its future would enlarge every request's.
+        Box::pin(self.load(key, digest, now)).await
+    }
+
+    /// Reads a token from the store and caches it if valid, unless an invalidation ran
+    /// meanwhile.
+    async fn load(
+        &self,
+        key: u128,
+        digest: Digest,
+        now: i64,
+    ) -> Result<Option<Principal>, StoreError> {
+        let epoch = self.invalidations.load(Ordering::SeqCst);
+        let Some(record) = self.store.access_token(digest).await? else {
+            return Ok(None);
+        };
+        if !record.is_active(now) {
+            return Ok(None);
+        }
+        let principal = Principal {
+            identity: self.identities.intern(Identity::new(
+                record.client_id.into(),
+                record.username.map(Into::into),
+                record.scopes.into_iter().map(Into::into).collect(),
+            )),
+            expires_at: record.expires_at,
+        };
+        self.insert_unless_invalidated(key, principal.clone(), epoch);
+        Ok(Some(principal))
+    }
+
+    /// Caches `principal`, read from the store when the invalidation count was `epoch`; if an
+    /// invalidation has run since, the entry is dropped again (the read may predate a
+    /// revocation whose invalidation found nothing to remove).
+    fn insert_unless_invalidated(&self, key: u128, principal: Principal, epoch: u64) {
+        self.cache.insert(key, principal);
+        if self.invalidations.load(Ordering::SeqCst) != epoch {
+            self.cache.invalidate(&key);
         }
     }
 
-    /// Drops a token from this cache, so that its next use asks the store.
+    /// Drops a token from this cache, so that its next use asks the store. Called after the
+    /// store has recorded the change: the count goes up first, then the entry goes, so that
+    /// a store read racing it either sees the change or sees the count move (and does not
+    /// cache what it read).
     pub async fn invalidate(&self, digest: &Digest) {
-        self.cache.invalidate(&key(digest)).await;
+        self.invalidate_key(key(digest));
+    }
+
+    fn invalidate_key(&self, key: u128) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate(&key);
     }
 
     /// Removes expired entries and the names only they used; the sweeper calls it.
@@ -218,10 +232,10 @@ impl TokenCache {
             .filter(|(_, p)| p.expires_at <= now)
             .map(|(k, _)| *k)
             .collect();
-        for k in &expired {
-            self.cache.invalidate(k).await;
+        for k in expired {
+            self.invalidate_key(k);
         }
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
         self.identities.forget_unused();
     }
 
@@ -232,6 +246,43 @@ impl TokenCache {
     /// Runs the cache's pending housekeeping now (entry counts and evictions are otherwise
     /// settled lazily); for measurements.
     pub async fn settle(&self) {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::sqlite::SqliteStore;
+
+    fn cache() -> (TokenCache, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let clock = Arc::new(ManualClock::new(1_000));
+        (TokenCache::new(store, clock, metrics, 100, None), dir)
+    }
+
+    fn principal() -> Principal {
+        Principal::new(Identity::new("c".into(), None, Box::new([])), 2_000)
+    }
+
+    /// A store read that an invalidation overtook (a revocation between the read and the
+    /// insert) is not cached; one that nothing overtook is.
+    #[test]
+    fn a_read_overtaken_by_an_invalidation_is_not_cached() {
+        let (cache, _dir) = cache();
+        let (a, b) = (1u128, 2u128);
+
+        let epoch = cache.invalidations.load(Ordering::SeqCst);
+        cache.insert_unless_invalidated(a, principal(), epoch);
+        assert!(cache.cache.get(&a).is_some(), "nothing overtook the read");
+
+        let epoch = cache.invalidations.load(Ordering::SeqCst);
+        // The revocation's invalidation runs while the read is in flight: nothing to remove.
+        cache.invalidate_key(b);
+        cache.insert_unless_invalidated(b, principal(), epoch);
+        assert!(cache.cache.get(&b).is_none(), "the stale read was dropped");
     }
 }
