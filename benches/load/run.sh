@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end load harness: the same fast upstream served directly, through nginx as a plain
-# reverse proxy, and through Portcullis (auth: none, and with a bearer token on a cache hit),
+# reverse proxy, through a minimal hyper proxy (the "hyper floor") and through Portcullis
+# (auth: none, and with a bearer token on a cache hit),
 # measured in interleaved rounds on this machine, plus token issuance, the guard on a cache
 # miss, proxied latency under password-hashing load, and memory per cached token.
 #
@@ -27,8 +28,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ] && need taskset; then SERVER="taskset -c 0"; LOAD="taskset -c 1"; else SERVER=""; LOAD=""; fi
 
-cargo build --release --quiet
+cargo build --release --quiet --bin portcullis --example hyper_floor
 BIN=target/release/portcullis
+FLOOR_BIN=target/release/examples/hyper_floor
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -40,6 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=127.0.0.1:18081; NGX=127.0.0.1:18082; PC=127.0.0.1:18083; PC_ADMIN=127.0.0.1:18084; PC_MISS=127.0.0.1:18085
+FLOOR=127.0.0.1:18089
 
 nginx_conf() { # $1 dir, $2 server block
   mkdir -p "$1/logs"
@@ -70,6 +73,7 @@ portcullis_conf() { # $1 file, $2 listen, $3 admin, $4 extra
   cat > "$1" <<CONF
 listen: $2
 admin_listen: $3
+workers: 1
 store: { sqlite: data/bench.db }
 oauth:
   scopes: { read: Read, write: Write }
@@ -95,6 +99,9 @@ for f in "$WORK"/data/bench.db*; do cp "$f" "${f/bench.db/bench-miss.db}"; done
 RUST_LOG=warn TOKIO_WORKER_THREADS=1 $SERVER $BIN --config "$WORK/pc.yaml" serve 2>"$WORK/pc.log" & PIDS+=($!)
 RUST_LOG=warn TOKIO_WORKER_THREADS=1 $SERVER $BIN --config "$WORK/pc-miss.yaml" serve 2>"$WORK/pc-miss.log" & PIDS+=($!)
 PC_PID=${PIDS[0]}
+# The hyper floor: a minimal proxy on the same HTTP stack (see hyper_floor.rs).
+$SERVER $FLOOR_BIN "$FLOOR" "$UP" & PIDS+=($!)
+FLOOR_PID=${PIDS[2]}
 for _ in $(seq 50); do curl -sf "http://$PC_ADMIN/readyz" >/dev/null && curl -sf "http://127.0.0.1:18086/readyz" >/dev/null && break; sleep 0.2; done
 
 token() { # $1 gateway address
@@ -167,6 +174,7 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r" >&2
   run direct "http://$UP/public/x" "$UP_W"
   run nginx "http://$NGX/public/x" "$PX_W"
+  run hyper_floor "http://$FLOOR/public/x" "$FLOOR_PID"
   run portcullis_none "http://$PC/public/x" "$PC_PID"
   run portcullis_token "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
 done
@@ -188,13 +196,16 @@ summary=$(awk '
   { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5 }
   END {
     printf "%-28s %12s %9s %9s %12s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req"
-    order = "direct nginx portcullis_none portcullis_token issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
+    order = "direct nginx hyper_floor portcullis_none portcullis_token issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
     split(order, names, " ")
-    for (i = 1; i <= 9; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k] }
+    for (i = 1; i <= 10; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k] }
     g = rps["nginx"] / n["nginx"]
     printf "\nratios to nginx (same run): portcullis_none req/s %.2fx, portcullis_token req/s %.2fx, p99 %.2fx; direct upstream %.2fx\n",
       rps["portcullis_none"]/n["portcullis_none"]/g, rps["portcullis_token"]/n["portcullis_token"]/g,
       (p99["portcullis_token"]/n["portcullis_token"])/(p99["nginx"]/n["nginx"]), rps["direct"]/n["direct"]/g
+    printf "hyper floor: req/s %.2fx nginx; portcullis_none %.2fx and portcullis_token %.2fx the hyper floor\n",
+      rps["hyper_floor"]/n["hyper_floor"]/g, rps["portcullis_none"]/n["portcullis_none"]/(rps["hyper_floor"]/n["hyper_floor"]),
+      rps["portcullis_token"]/n["portcullis_token"]/(rps["hyper_floor"]/n["hyper_floor"])
     printf "proxied p99 under password hashing / idle: %.2fx\n", p99["proxied_under_hashing"]/p99["proxied_idle"]
   }' "$RESULTS")
 {

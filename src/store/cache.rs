@@ -142,7 +142,11 @@ impl TokenCache {
         max_entries: u64,
         ttl: Option<Duration>,
     ) -> Self {
-        let mut builder = Cache::builder().max_capacity(max_entries);
+        // LRU rather than moka's default TinyLFU: a token in use is a token used recently,
+        // and LRU keeps no frequency sketch (8 MB at a million entries).
+        let mut builder = Cache::builder()
+            .max_capacity(max_entries)
+            .eviction_policy(moka::policy::EvictionPolicy::lru());
         if let Some(ttl) = ttl {
             builder = builder.time_to_live(ttl);
         }
