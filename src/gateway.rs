@@ -253,7 +253,7 @@ impl Gateway {
         let result = upstream.send(req, path, affinity, deadline).await;
         let status_class = match &result {
             Ok(resp) => Metrics::status_class(resp.status().as_u16()),
-            Err(GatewayError::UpstreamTimeout) => "timeout",
+            Err(GatewayError::UpstreamTimeout | GatewayError::RequestTimeout) => "timeout",
             Err(GatewayError::BodyTooLarge) => "request_too_large",
             Err(_) => "error",
         };

@@ -483,11 +483,22 @@ async fn shutdown_drains_requests_in_flight() {
     assert_eq!(r.text(), "slow");
 }
 
+/// How the numbered upstream treats its connections.
+#[derive(Clone, Copy, PartialEq)]
+enum UpstreamMode {
+    /// Keep-alive: answer every request.
+    KeepAlive,
+    /// Close each connection after its first response without announcing it (as an
+    /// upstream's keep-alive timeout does); each close is reported.
+    CloseAfterOne,
+    /// Never answer on the first connection; answer on the others.
+    FirstConnectionHangs,
+}
+
 /// An upstream that answers every request with the number of the connection it came on
-/// (`conn-N`), and, when `close_after_one`, closes each connection after its first response
-/// without announcing it (as an upstream's keep-alive timeout does). Each close is reported.
+/// (`conn-N`), its connections treated as `mode` says.
 async fn numbered_upstream(
-    close_after_one: bool,
+    mode: UpstreamMode,
 ) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -508,6 +519,16 @@ async fn numbered_upstream(
                             Ok(k) => buf.extend_from_slice(&chunk[..k]),
                         }
                     }
+                    if mode == UpstreamMode::FirstConnectionHangs && n == 0 {
+                        // Read on (so a close is seen) but never answer.
+                        while let Ok(k) = s.read(&mut chunk).await {
+                            if k == 0 {
+                                let _ = closed_tx.send(());
+                                return;
+                            }
+                        }
+                        return;
+                    }
                     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                     buf.drain(..end);
                     let body = format!("conn-{n}");
@@ -518,7 +539,7 @@ async fn numbered_upstream(
                     if s.write_all(resp.as_bytes()).await.is_err() {
                         return;
                     }
-                    if close_after_one {
+                    if mode == UpstreamMode::CloseAfterOne {
                         drop(s);
                         let _ = closed_tx.send(());
                         return;
@@ -560,7 +581,7 @@ async fn get_on(
 
 #[tokio::test]
 async fn each_client_connection_has_its_own_upstream_connection() {
-    let (url, _) = numbered_upstream(false).await;
+    let (url, _) = numbered_upstream(UpstreamMode::KeepAlive).await;
     let h = Harness::with(Options {
         upstream_url: Some(url),
         ..Options::default()
@@ -586,7 +607,7 @@ async fn each_client_connection_has_its_own_upstream_connection() {
 
 #[tokio::test]
 async fn an_upstream_connection_closed_while_idle_is_replaced() {
-    let (url, mut closed) = numbered_upstream(true).await;
+    let (url, mut closed) = numbered_upstream(UpstreamMode::CloseAfterOne).await;
     let h = Harness::with(Options {
         upstream_url: Some(url),
         ..Options::default()
@@ -607,6 +628,30 @@ async fn an_upstream_connection_closed_while_idle_is_replaced() {
         seen,
         ["conn-0", "conn-1", "conn-2"],
         "a new upstream connection each time"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_connection_abandoned_mid_request_is_closed_not_reused() {
+    let (url, mut closed) = numbered_upstream(UpstreamMode::FirstConnectionHangs).await;
+    // The harness's upstream answers within response_timeout_ms: 500 or the request is 504.
+    let h = Harness::with(Options {
+        upstream_url: Some(url),
+        ..Options::default()
+    })
+    .await;
+    let mut client = one_connection(h.addr).await;
+    let (status, _) = get_on(&mut client, "/public/slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    closed
+        .recv()
+        .await
+        .expect("the gateway closes the abandoned upstream connection");
+    assert_eq!(
+        get_on(&mut client, "/public/next").await,
+        (StatusCode::OK, "conn-1".to_owned()),
+        "the next request goes out on a new upstream connection"
     );
     h.shutdown().await;
 }
