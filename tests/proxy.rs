@@ -655,3 +655,30 @@ async fn an_upstream_connection_abandoned_mid_request_is_closed_not_reused() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_ended_client_connection_leaves_its_upstream_connection_to_the_next() {
+    let (url, _) = numbered_upstream(UpstreamMode::KeepAlive).await;
+    // One worker: the idle upstream connections of a worker are reused on that worker.
+    let h = Harness::with(Options {
+        upstream_url: Some(url),
+        extra: "workers: 1".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut first = one_connection(h.addr).await;
+    assert_eq!(
+        get_on(&mut first, "/public/1").await,
+        (StatusCode::OK, "conn-0".to_owned())
+    );
+    drop(first);
+    // The gateway sees the client leave, and its upstream connection becomes idle.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = one_connection(h.addr).await;
+    assert_eq!(
+        get_on(&mut second, "/public/2").await,
+        (StatusCode::OK, "conn-0".to_owned()),
+        "a client opening a connection per request does not cost an upstream connection each"
+    );
+    h.shutdown().await;
+}

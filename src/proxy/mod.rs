@@ -10,9 +10,11 @@
 
 mod headers;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
@@ -63,8 +65,10 @@ type Connector = HttpsConnector<HttpConnector>;
 pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
-    /// Index among the configured upstreams (the key of an [`Affinity`] slot).
+    /// Index among the configured upstreams.
     id: usize,
+    /// Distinct for every `Upstream` value: the key of its [`Affinity`] slots and idle pools.
+    key: u64,
     /// `Host` for requests to it: the host, and the port unless it is the scheme's default.
     host: HeaderValue,
     /// `scheme://authority`, what the connector is asked for.
@@ -77,25 +81,78 @@ pub struct Upstream {
 /// A connection is taken out while a request uses it and put back once the response head has
 /// arrived (the client connection sends its next request only after this response's body has
 /// been relayed, by then the upstream connection is free again). One that is dropped while in
-/// use (a timeout, a client gone) is closed, never reused in an unknown state.
+/// use (a timeout, a client gone) is closed, never reused in an unknown state. When the client
+/// connection ends, the idle ones go to its worker's idle pool (see [`IDLE`]), so that a
+/// client that opens a connection per request does not cost an upstream connection each.
 #[derive(Default)]
 pub struct Affinity {
-    held: Mutex<Vec<(usize, http1::SendRequest<UpstreamBody>)>>,
+    held: Mutex<Vec<(u64, http1::SendRequest<UpstreamBody>)>>,
 }
 
 impl Affinity {
-    fn take(&self, id: usize) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn take(&self, key: u64) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let i = held.iter().position(|(held_id, _)| *held_id == id)?;
+        let i = held.iter().position(|(held_key, _)| *held_key == key)?;
         Some(held.swap_remove(i).1)
     }
 
-    fn put(&self, id: usize, sender: http1::SendRequest<UpstreamBody>) {
+    fn put(&self, key: u64, sender: http1::SendRequest<UpstreamBody>) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if !held.iter().any(|(held_id, _)| *held_id == id) {
-            held.push((id, sender));
+        if !held.iter().any(|(held_key, _)| *held_key == key) {
+            held.push((key, sender));
         }
     }
+}
+
+impl Drop for Affinity {
+    fn drop(&mut self) {
+        let held = std::mem::take(self.held.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (key, sender) in held {
+            // Only a connection with no exchange in progress is reusable.
+            if sender.is_ready() {
+                idle_put(key, sender);
+            }
+        }
+    }
+}
+
+/// Most idle upstream connections a worker keeps per upstream.
+const MAX_IDLE_PER_WORKER: usize = 64;
+/// An idle upstream connection unused for this long is closed rather than reused.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+
+/// A distinct key per [`Upstream`] value, for [`Affinity`] slots and idle pools.
+static NEXT_UPSTREAM_KEY: AtomicU64 = AtomicU64::new(0);
+
+type IdleConnections = Vec<(http1::SendRequest<UpstreamBody>, Instant)>;
+
+thread_local! {
+    /// Idle upstream connections left by the client connections that ended on this thread,
+    /// by upstream key, most recently used last. A worker's upstream connections are driven
+    /// by its own event loop, so they are reused only there.
+    static IDLE: RefCell<HashMap<u64, IdleConnections>> = RefCell::new(HashMap::new());
+}
+
+fn idle_put(key: u64, sender: http1::SendRequest<UpstreamBody>) {
+    IDLE.with_borrow_mut(|idle| {
+        let pool = idle.entry(key).or_default();
+        pool.retain(|(s, since)| !s.is_closed() && since.elapsed() < MAX_IDLE_TIME);
+        if pool.len() < MAX_IDLE_PER_WORKER {
+            pool.push((sender, Instant::now()));
+        }
+    });
+}
+
+fn idle_take(key: u64) -> Option<http1::SendRequest<UpstreamBody>> {
+    IDLE.with_borrow_mut(|idle| {
+        let pool = idle.get_mut(&key)?;
+        while let Some((sender, since)) = pool.pop() {
+            if sender.is_ready() && since.elapsed() < MAX_IDLE_TIME {
+                return Some(sender);
+            }
+        }
+        None
+    })
 }
 
 impl Upstream {
@@ -142,6 +199,7 @@ impl Upstream {
             name: config.name.as_str().into(),
             config,
             id,
+            key: NEXT_UPSTREAM_KEY.fetch_add(1, Ordering::Relaxed),
             host,
             origin,
             connector,
@@ -214,20 +272,20 @@ impl Upstream {
         }
     }
 
-    /// Sends on the connection `affinity` holds for this upstream, or on a new one. A held
-    /// connection the upstream has closed in the meantime hands the request back unsent, and
-    /// it goes out once more on a new connection.
+    /// Sends on the connection `affinity` holds for this upstream, else on an idle one of
+    /// this worker's, else on a new one. A connection the upstream has closed in the meantime
+    /// hands the request back unsent, and it goes out once more on a new connection.
     async fn send_on(
         &self,
         affinity: &Affinity,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, GatewayError> {
-        if let Some(mut sender) = affinity.take(self.id)
+        if let Some(mut sender) = affinity.take(self.key).or_else(|| idle_take(self.key))
             && sender.ready().await.is_ok()
         {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    affinity.put(self.id, sender);
+                    affinity.put(self.key, sender);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -240,7 +298,7 @@ impl Upstream {
         // copied with) every request's future.
         let mut sender = Box::pin(self.connect()).await?;
         let resp = sender.send_request(req).await.map_err(classify)?;
-        affinity.put(self.id, sender);
+        affinity.put(self.key, sender);
         Ok(resp)
     }
 
