@@ -192,13 +192,17 @@ for r in $(seq "$ROUNDS"); do
   wait "$HASHING"
 done
 
+# Last: the sockets these leave in TIME_WAIT would slow the loopback measurements after them.
+echo "a new connection per request (Connection: close)" >&2
+run nginx_close "http://$NGX/public/x" "$PX_W" -H "Connection: close"
+run portcullis_close "http://$PC/public/x" "$PC_PID" -H "Connection: close"
 summary=$(awk '
   { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5 }
   END {
     printf "%-28s %12s %9s %9s %12s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req"
-    order = "direct nginx hyper_floor portcullis_none portcullis_token issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
+    order = "direct nginx hyper_floor portcullis_none portcullis_token nginx_close portcullis_close issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
     split(order, names, " ")
-    for (i = 1; i <= 10; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k] }
+    for (i = 1; i <= 12; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k] }
     g = rps["nginx"] / n["nginx"]
     printf "\nratios to nginx (same run): portcullis_none req/s %.2fx, portcullis_token req/s %.2fx, p99 %.2fx; direct upstream %.2fx\n",
       rps["portcullis_none"]/n["portcullis_none"]/g, rps["portcullis_token"]/n["portcullis_token"]/g,
@@ -206,6 +210,7 @@ summary=$(awk '
     printf "hyper floor: req/s %.2fx nginx; portcullis_none %.2fx and portcullis_token %.2fx the hyper floor\n",
       rps["hyper_floor"]/n["hyper_floor"]/g, rps["portcullis_none"]/n["portcullis_none"]/(rps["hyper_floor"]/n["hyper_floor"]),
       rps["portcullis_token"]/n["portcullis_token"]/(rps["hyper_floor"]/n["hyper_floor"])
+    printf "a new connection per request: portcullis %.2fx nginx\n", rps["portcullis_close"]/rps["nginx_close"]
     printf "proxied p99 under password hashing / idle: %.2fx\n", p99["proxied_under_hashing"]/p99["proxied_idle"]
   }' "$RESULTS")
 {
