@@ -326,11 +326,7 @@ async fn upstream_down_is_502() {
         .local_addr()
         .unwrap()
         .port();
-    let h = Harness::with(Options {
-        upstream_url: Some(format!("http://127.0.0.1:{port}")),
-        ..Options::default()
-    })
-    .await;
+    let h = with_upstream(format!("http://127.0.0.1:{port}"), "").await;
     let r = h.get("/public/x", None).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.json()["error"], "bad_gateway");
@@ -358,11 +354,7 @@ async fn upstream_timeout_is_504() {
             });
         }
     });
-    let h = Harness::with(Options {
-        upstream_url: Some(format!("http://{addr}")),
-        ..Options::default()
-    })
-    .await;
+    let h = with_upstream(format!("http://{addr}"), "").await;
     let r = tokio::time::timeout(Duration::from_secs(10), h.get("/public/slow", None))
         .await
         .unwrap();
@@ -465,11 +457,7 @@ async fn shutdown_drains_requests_in_flight() {
             });
         }
     });
-    let h = Harness::with(Options {
-        upstream_url: Some(format!("http://{addr}")),
-        ..Options::default()
-    })
-    .await;
+    let h = with_upstream(format!("http://{addr}"), "").await;
     let url = h.url("/public/slow");
     let in_flight = tokio::spawn(async move {
         let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();
@@ -551,6 +539,16 @@ async fn numbered_upstream(
     (format!("http://{addr}"), closed_rx)
 }
 
+/// A gateway in front of `url`, with `extra` top-level config.
+async fn with_upstream(url: String, extra: &str) -> Harness {
+    Harness::with(Options {
+        upstream_url: Some(url),
+        extra: extra.into(),
+        ..Options::default()
+    })
+    .await
+}
+
 /// One client connection to the gateway, for requests that must share it.
 async fn one_connection(
     addr: std::net::SocketAddr,
@@ -582,11 +580,7 @@ async fn get_on(
 #[tokio::test]
 async fn each_client_connection_has_its_own_upstream_connection() {
     let (url, _) = numbered_upstream(UpstreamMode::KeepAlive).await;
-    let h = Harness::with(Options {
-        upstream_url: Some(url),
-        ..Options::default()
-    })
-    .await;
+    let h = with_upstream(url, "").await;
     let mut a = one_connection(h.addr).await;
     let mut b = one_connection(h.addr).await;
     let (status, first) = get_on(&mut a, "/public/1").await;
@@ -608,11 +602,7 @@ async fn each_client_connection_has_its_own_upstream_connection() {
 #[tokio::test]
 async fn an_upstream_connection_closed_while_idle_is_replaced() {
     let (url, mut closed) = numbered_upstream(UpstreamMode::CloseAfterOne).await;
-    let h = Harness::with(Options {
-        upstream_url: Some(url),
-        ..Options::default()
-    })
-    .await;
+    let h = with_upstream(url, "").await;
     let mut client = one_connection(h.addr).await;
     let mut seen = Vec::new();
     for i in 0..3 {
@@ -635,12 +625,8 @@ async fn an_upstream_connection_closed_while_idle_is_replaced() {
 #[tokio::test]
 async fn an_upstream_connection_abandoned_mid_request_is_closed_not_reused() {
     let (url, mut closed) = numbered_upstream(UpstreamMode::FirstConnectionHangs).await;
-    // The harness's upstream answers within response_timeout_ms: 500 or the request is 504.
-    let h = Harness::with(Options {
-        upstream_url: Some(url),
-        ..Options::default()
-    })
-    .await;
+    // The test config gives the upstream `response_timeout_ms: 500`: the hanging request is 504.
+    let h = with_upstream(url, "").await;
     let mut client = one_connection(h.addr).await;
     let (status, _) = get_on(&mut client, "/public/slow").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
@@ -660,12 +646,7 @@ async fn an_upstream_connection_abandoned_mid_request_is_closed_not_reused() {
 async fn an_ended_client_connection_leaves_its_upstream_connection_to_the_next() {
     let (url, _) = numbered_upstream(UpstreamMode::KeepAlive).await;
     // One worker: the idle upstream connections of a worker are reused on that worker.
-    let h = Harness::with(Options {
-        upstream_url: Some(url),
-        extra: "workers: 1".into(),
-        ..Options::default()
-    })
-    .await;
+    let h = with_upstream(url, "workers: 1").await;
     let mut first = one_connection(h.addr).await;
     assert_eq!(
         get_on(&mut first, "/public/1").await,

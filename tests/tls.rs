@@ -117,6 +117,23 @@ async fn https_get(
 }
 
 /// The DER of the certificate the server presents.
+/// The certificate served once it differs from `old`, asking every 100 ms for up to 10 s (or
+/// `old` if it never changes).
+async fn served_certificate_other_than(
+    addr: std::net::SocketAddr,
+    config: impl Fn() -> rustls::ClientConfig,
+    old: &[u8],
+) -> Vec<u8> {
+    for _ in 0..100 {
+        let served = served_certificate(addr, config()).await;
+        if served != old {
+            return served;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    old.to_vec()
+}
+
 async fn served_certificate(addr: std::net::SocketAddr, config: rustls::ClientConfig) -> Vec<u8> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -239,14 +256,7 @@ async fn certificates_reload_without_restart() {
 
     // A good new one is picked up by the periodic check.
     ca.leaf(&cert, &key);
-    let mut now_served = first.clone();
-    for _ in 0..100 {
-        now_served = served_certificate(h.local_addr(), cfg()).await;
-        if now_served != first {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let now_served = served_certificate_other_than(h.local_addr(), cfg, &first).await;
     assert_ne!(now_served, first, "the new certificate was not loaded");
     h.shutdown().await;
 }
@@ -278,14 +288,7 @@ async fn sighup_reloads_certificates() {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut now_served = first.clone();
-    for _ in 0..100 {
-        now_served = served_certificate(h.local_addr(), cfg()).await;
-        if now_served != first {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let now_served = served_certificate_other_than(h.local_addr(), cfg, &first).await;
     assert_ne!(now_served, first, "SIGHUP did not reload the certificate");
     h.shutdown().await;
 }
