@@ -130,7 +130,7 @@ async fn main() {
     while let Some(r) = lookups.join_next().await {
         r.unwrap();
     }
-    cache.settle().await;
+    cache.settle();
     let after = resident_bytes();
     let cached = cache.entry_count();
     eprintln!("cached {cached} tokens in {:.1?}", started.elapsed());

@@ -77,7 +77,7 @@ pub async fn sweep_periodically(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "token sweep failed"),
         }
-        cache.purge_expired().await;
+        cache.purge_expired();
         metrics
             .cache_entries
             .set(i64::try_from(cache.entry_count()).unwrap_or(i64::MAX));
@@ -117,7 +117,7 @@ pub async fn follow_revocations(
         match store.revocations_since(last).await {
             Ok((newest, digests)) => {
                 for d in &digests {
-                    cache.invalidate(d).await;
+                    cache.invalidate(d);
                 }
                 last = newest;
             }

@@ -48,7 +48,7 @@ impl AuthServer {
             .revoke_token(Digest::of(token), &client.client_id, now, refresh_first)
             .await?;
         for d in &revoked.access {
-            self.cache.invalidate(d).await;
+            self.cache.invalidate(d);
         }
         self.metrics
             .count_revoked("endpoint", revoked.access.len(), revoked.refresh);

@@ -234,7 +234,7 @@ impl AuthServer {
                 self.metrics
                     .count_revoked("rotation", revoked_access.len(), usize::from(rotate));
                 for d in &revoked_access {
-                    self.cache.invalidate(d).await;
+                    self.cache.invalidate(d);
                 }
                 Ok(self.issued(minted))
             }
@@ -286,7 +286,7 @@ impl AuthServer {
             self.metrics
                 .count_revoked("reuse", revoked.access.len(), revoked.refresh);
             for d in &revoked.access {
-                self.cache.invalidate(d).await;
+                self.cache.invalidate(d);
             }
             tracing::warn!(
                 client_id = %record.client_id,

@@ -218,7 +218,7 @@ impl TokenCache {
     /// store has recorded the change: the count goes up first, then the entry goes, so that
     /// a store read racing it either sees the change or sees the count move (and does not
     /// cache what it read).
-    pub async fn invalidate(&self, digest: &Digest) {
+    pub fn invalidate(&self, digest: &Digest) {
         self.invalidate_key(key(digest));
     }
 
@@ -228,7 +228,7 @@ impl TokenCache {
     }
 
     /// Removes expired entries and the names only they used; the sweeper calls it.
-    pub async fn purge_expired(&self) {
+    pub fn purge_expired(&self) {
         let now = self.clock.now();
         let expired: Vec<u128> = self
             .cache
@@ -249,7 +249,7 @@ impl TokenCache {
 
     /// Runs the cache's pending housekeeping now (entry counts and evictions are otherwise
     /// settled lazily); for measurements.
-    pub async fn settle(&self) {
+    pub fn settle(&self) {
         self.cache.run_pending_tasks();
     }
 }
