@@ -23,16 +23,32 @@ use crate::metrics::Metrics;
 use crate::oauth::{AuthServer, ListenerPolicy};
 use crate::proxy::Upstreams;
 use crate::store::cache::TokenCache;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{SharedStore, StoreError};
 use crate::tls::{self, ReloadingCert};
 
-/// Opens the configured store (creating an SQLite file on first use).
+/// Opens the configured store, creating an SQLite file on first use (the gateway, the demo,
+/// `portcullis migrate`).
 pub async fn open_store(config: &Config) -> Result<SharedStore, StoreError> {
+    open_store_with(config, true).await
+}
+
+/// Opens the configured store, which must exist (management commands: a mistyped path or a
+/// deleted file must not silently become a new, empty database).
+pub async fn open_existing_store(config: &Config) -> Result<SharedStore, StoreError> {
+    open_store_with(config, false).await
+}
+
+async fn open_store_with(config: &Config, create: bool) -> Result<SharedStore, StoreError> {
     match &config.store {
-        StoreConfig::Sqlite { path } => {
+        StoreConfig::Sqlite { path, busy_timeout } => {
             let path = path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
+            let options = SqliteOptions {
+                create,
+                busy_timeout: *busy_timeout,
+            };
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(&path, options))
+                .await??;
             Ok(Arc::new(store))
         }
     }
@@ -110,6 +126,8 @@ pub async fn start(
         Arc::new(oauth),
         ListenerPolicy {
             max_body_bytes: config.limits.token_request_max_bytes,
+            // A form body is small: it gets the time the head gets.
+            body_read_timeout: config.limits.header_read_timeout,
             require_tls,
         },
     );
@@ -132,6 +150,7 @@ pub async fn start(
         max_connections: config.limits.max_connections,
         header_read_timeout: config.limits.header_read_timeout,
         idle_timeout: config.limits.idle_timeout,
+        write_timeout: config.limits.write_timeout,
         max_header_bytes: config.limits.max_header_bytes,
         max_headers: config.limits.max_headers,
         drain_grace: Duration::from_secs(30),

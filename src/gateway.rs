@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -27,7 +27,7 @@ use crate::proxy::{
     strip_hop_by_hop, vary_on_authorization,
 };
 use crate::routes::{
-    PathError, PathOptions, Route, RouteAuth, RouteTable, canonicalize, canonicalize_with,
+    self, PathError, PathOptions, Route, RouteAuth, RouteTable, canonicalize, canonicalize_with,
 };
 use crate::store::cache::{Principal, TokenCache};
 use prometheus_client::metrics::counter::Counter;
@@ -131,21 +131,19 @@ struct RequestContext {
 
 const NO_ROUTE: &str = "none";
 
+/// Where [`Gateway::resolve`] sends a request.
+enum Target<'a> {
+    OAuth(Endpoint),
+    /// A route and the canonical path matched against it (and forwarded).
+    Route(&'a Route, String),
+}
+
 impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         session: Arc<Session>,
     ) -> Response<Body> {
-        let path = req.uri().path();
-        if let Some(endpoint) = Endpoint::for_path(path) {
-            // Boxed: the token endpoint's future is large and rare; inline, every proxied
-            // request's future would be as large and be copied as often.
-            return match Box::pin(self.auth_server.handle(endpoint, req, session.conn)).await {
-                Ok(resp) => resp,
-                Err(e) => e.into_response(&self.realm),
-            };
-        }
         let mut ctx = RequestContext {
             started: Instant::now(),
             route: None,
@@ -157,12 +155,39 @@ impl Gateway {
             path: None,
         };
         let method = req.method().clone();
-        let result = if path == "/o" || path.starts_with("/o/") {
-            // The /o/ namespace belongs to the authorization server; never proxied.
-            Err(GatewayError::RouteNotFound)
-        } else {
-            let deadline = tokio::time::Instant::from_std(ctx.started + self.request_timeout);
-            self.proxy(req, &session, &mut ctx, deadline).await
+        // The head is checked and the target resolved once, for every endpoint: the /o/
+        // namespace is recognised on the same canonical path that routing uses, so no
+        // spelling of it (`//o/token/`, `/%6f/token/`, `/x/../o/token/`) can reach an upstream.
+        let resolved = crate::request::validate(req.version(), req.uri(), req.headers())
+            .map_err(GatewayError::from)
+            .and_then(|authority| Ok((authority, self.resolve(&req)?)));
+        let result = match resolved {
+            Ok((_, Target::OAuth(endpoint))) => {
+                // Boxed: the token endpoint's future is large and rare; inline, every proxied
+                // request's future would be as large and be copied as often.
+                let served = Box::pin(self.auth_server.handle(endpoint, req, session.conn));
+                return match tokio::time::timeout(self.request_timeout, served).await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(e)) => e.into_response(&self.realm),
+                    Err(_) => GatewayError::RequestTimeout.into_response(&self.realm),
+                };
+            }
+            Ok((authority, Target::Route(route, canonical))) => {
+                ctx.path = Some(canonical);
+                ctx.route = Some(Arc::clone(&route.id));
+                ctx.route_index = Some(route.index);
+                let deadline = tokio::time::Instant::from_std(ctx.started + self.request_timeout);
+                self.proxy(req, route, authority, &session, &mut ctx, deadline)
+                    .await
+            }
+            Err(e) => {
+                ctx.reason = match e {
+                    GatewayError::BadPath(_) => "bad_path",
+                    GatewayError::BadRequest(_) => "bad_request",
+                    _ => ctx.reason,
+                };
+                Err(e)
+            }
         };
         let resp = match result {
             Ok(resp) => resp,
@@ -181,9 +206,13 @@ impl Gateway {
         resp
     }
 
+    /// The phases after **route** (done by [`Gateway::resolve`]) for a request to `route`.
+    /// `authority` is the request's validated `Host` (or `:authority`).
     async fn proxy(
         &self,
         req: Request<Incoming>,
+        route: &Route,
+        authority: Option<HeaderValue>,
         session: &Session,
         ctx: &mut RequestContext,
         deadline: tokio::time::Instant,
@@ -192,20 +221,6 @@ impl Gateway {
         // before its timer is armed, so a phase that does not wait (a cache hit, a streamed
         // body) costs no timer, and the upstream phase arms one timer for whichever of the
         // request and response timeouts comes first.
-        // route
-        let (route, canonical) = match self.route(&req) {
-            Ok(found) => found,
-            Err(e) => {
-                if matches!(e, GatewayError::BadPath(_)) {
-                    ctx.reason = "bad_path";
-                }
-                return Err(e);
-            }
-        };
-        ctx.path = Some(canonical);
-        ctx.route = Some(Arc::clone(&route.id));
-        ctx.route_index = Some(route.index);
-
         // authorize
         if query_has_access_token(req.uri().query()) {
             ctx.reason = "credential_in_request";
@@ -226,11 +241,7 @@ impl Gateway {
         let forwarded = Forwarded {
             peer: session.forwarded_for.clone(),
             proto: if session.conn.tls { "https" } else { "http" },
-            host: req
-                .headers()
-                .get(HOST)
-                .cloned()
-                .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok())),
+            host: authority,
         };
         let (mut parts, body) = req.into_parts();
         let principal = ctx.principal.as_ref();
@@ -272,6 +283,8 @@ impl Gateway {
 
         // upstream_response
         let mut resp = result?;
+        // Hop-by-hop headers go, and with `Transfer-Encoding` a stale `Content-Length` beside
+        // it (RFC 9112 §6.3): the body is re-framed for the client.
         strip_hop_by_hop(resp.headers_mut());
         if ctx.principal.is_some() {
             vary_on_authorization(resp.headers_mut());
@@ -279,10 +292,12 @@ impl Gateway {
         Ok(resp.map(http_body_util::Either::Right))
     }
 
-    /// The route for a request and its canonical path. The strict canonical form is tried
-    /// first; a form only some routes accept (encoded slashes, `;`) is accepted when the route
-    /// it lands on opts in.
-    fn route(&self, req: &Request<Incoming>) -> Result<(&Route, String), GatewayError> {
+    /// Where a request goes: an authorization-server endpoint, or a route with the canonical
+    /// path that is matched and forwarded. The strict canonical form is tried first; a form
+    /// only some routes accept (encoded slashes, `;`, double encoding) is accepted when the
+    /// route it lands on opts in. Nothing in the `/o/` namespace is ever routed, in whatever
+    /// spelling (see [`routes::is_reserved`]).
+    fn resolve(&self, req: &Request<Incoming>) -> Result<Target<'_>, GatewayError> {
         // Only origin-form targets: an absolute-form (or authority-form) HTTP/1 target could
         // be read differently by the upstream. HTTP/2 always carries scheme and authority.
         if req.version() < Version::HTTP_2
@@ -293,22 +308,35 @@ impl Gateway {
         let path = req.uri().path();
         match canonicalize(path) {
             Ok(canonical) => {
+                if let Some(endpoint) = Endpoint::for_path(&canonical) {
+                    return Ok(Target::OAuth(endpoint));
+                }
+                if routes::is_reserved(&canonical) {
+                    return Err(GatewayError::RouteNotFound);
+                }
                 let route = self
                     .routes
                     .find(req.method(), &canonical)
                     .ok_or(GatewayError::RouteNotFound)?;
-                Ok((route, canonical.into_owned()))
+                Ok(Target::Route(route, canonical.into_owned()))
             }
-            Err(strict @ (PathError::EncodedSeparator | PathError::Parameter)) => {
+            Err(
+                strict @ (PathError::EncodedSeparator
+                | PathError::Parameter
+                | PathError::DoubleEncoded),
+            ) => {
                 let lenient =
                     canonicalize_with(path, PathOptions::LENIENT).map_err(GatewayError::BadPath)?;
+                if routes::is_reserved(&lenient) {
+                    return Err(GatewayError::BadPath(strict));
+                }
                 let route = self
                     .routes
                     .find(req.method(), &lenient)
                     .ok_or(GatewayError::BadPath(strict))?;
                 let canonical =
                     canonicalize_with(path, route.path_options).map_err(GatewayError::BadPath)?;
-                Ok((route, canonical.into_owned()))
+                Ok(Target::Route(route, canonical.into_owned()))
             }
             Err(e) => Err(e.into()),
         }
@@ -405,11 +433,16 @@ async fn within<T>(
 }
 
 /// True when the query string carries an `access_token` parameter (RFC 6750 §2.3), which the
-/// gateway refuses rather than silently ignore or forward.
+/// gateway refuses rather than silently ignore or forward. Parameters are split at `&` and at
+/// `;`, which some frameworks also read as a separator.
 fn query_has_access_token(query: Option<&str>) -> bool {
     query.is_some_and(|q| {
         (q.contains("access_token") || q.contains('%'))
-            && form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+            && q.split(['&', ';']).any(|pair| {
+                form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .is_some_and(|(k, _)| k == "access_token")
+            })
     })
 }
 
@@ -461,6 +494,10 @@ mod tests {
             (Some("access_tokens=x"), false),
             (Some("x=access_token"), false),
             (Some("access%5Ftoken=x"), true),
+            (Some("a=1;access_token=x"), true),
+            (Some("a=1;access%5ftoken=x"), true),
+            (Some("a=access_token;b=1"), false),
+            (Some("access_token"), true),
         ];
         for (q, want) in cases {
             assert_eq!(query_has_access_token(q), want, "{q:?}");

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use crate::guard::AuthError;
 use crate::oauth::error::{Challenge, OAuthError, OAuthErrorCode};
+use crate::request::RequestError;
 use crate::routes::PathError;
 use crate::store::StoreError;
 
@@ -66,6 +67,8 @@ pub enum ErrorSource {
 pub enum GatewayError {
     #[error("bad request path: {0}")]
     BadPath(#[from] PathError),
+    #[error("bad request: {0}")]
+    BadRequest(#[from] RequestError),
     #[error("no route matches this method and path")]
     RouteNotFound,
     #[error(transparent)]
@@ -110,6 +113,10 @@ impl GatewayError {
         use serde_json::json;
         match self {
             GatewayError::BadPath(e) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "bad_request", "error_description": e.to_string()}),
+            ),
+            GatewayError::BadRequest(e) => json_response(
                 StatusCode::BAD_REQUEST,
                 &json!({"error": "bad_request", "error_description": e.to_string()}),
             ),
@@ -231,14 +238,16 @@ fn oauth_response(e: &OAuthError, realm: &str) -> Response<Body> {
         &serde_json::json!({"error": e.code.as_str(), "error_description": e.description}),
     );
     if e.code == OAuthErrorCode::InvalidClient {
+        // Every 401 carries a challenge (RFC 7235 §3.1): the scheme the caller used, and
+        // Basic — the scheme the endpoint accepts — when it sent its credentials in the body
+        // or none at all.
         let challenge = match e.challenge {
-            Some(Challenge::Basic) => Some(format!("Basic realm=\"{realm}\"")),
             Some(Challenge::Bearer) => {
-                Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\""))
+                format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")
             }
-            None => None,
+            Some(Challenge::Basic) | None => format!("Basic realm=\"{realm}\""),
         };
-        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
             resp.headers_mut().insert(WWW_AUTHENTICATE, v);
         }
     }

@@ -19,6 +19,7 @@ pub mod manage;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;
+pub mod request;
 pub mod routes;
 pub mod store;
 pub mod tls;

@@ -1,7 +1,15 @@
 //! Accept loops: one task per connection (the TLS handshake runs inside it), HTTP/1.1 and
-//! HTTP/2 on the same port, a connection cap whose permit travels with the task, an idle
-//! timeout, and graceful drain on shutdown: signal every connection, then wait for the last
-//! one, bounded by a grace period.
+//! HTTP/2 on the same port, a connection cap whose permit travels with the task, and graceful
+//! drain on shutdown: signal every connection, then wait for the last one, bounded by a grace
+//! period.
+//!
+//! Every connection has a deadline on every path: the TLS handshake and the first request
+//! head must arrive within the header-read timeout (whatever protocol the client speaks, and
+//! however slowly it trickles bytes); a connection with no request open (from its head until
+//! its response body is sent) for the idle timeout is closed, whatever control frames (HTTP/2
+//! PINGs) still move; a write the client does not read within the write timeout fails the
+//! connection. Request bodies and response heads are bounded by the request timeout, above
+//! this layer.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +19,7 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -21,6 +29,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::Body;
@@ -32,11 +41,14 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
-    /// Time allowed for the TLS handshake and for each request head; over HTTP/1.1 it also
-    /// closes keep-alive connections that send nothing.
+    /// Time allowed for the TLS handshake and the first request head together, and for each
+    /// later request head; over HTTP/1.1 it also closes keep-alive connections that send
+    /// nothing.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight and no bytes moving for this long is closed.
+    /// A connection with no request open for this long is closed.
     pub idle_timeout: Duration,
+    /// Time a write may wait for the client to read; longer fails the connection.
+    pub write_timeout: Duration,
     /// Largest HTTP/1.1 request head.
     pub max_header_bytes: usize,
     /// Most request headers.
@@ -52,6 +64,7 @@ impl ConnectionLimits {
             max_connections,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,
             max_headers: HYPER_DEFAULT_MAX_HEADERS,
             drain_grace: Duration::from_secs(5),
@@ -287,24 +300,23 @@ impl Connection {
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        let activity = Arc::new(Activity::new());
+        // The handshake and the first request head share one deadline from here.
+        let first_request_by = Instant::now() + self.limits.header_read_timeout;
         let info = ConnInfo {
             peer: self.peer,
             tls: self.tls.is_some(),
         };
         let handler = make_handler(info);
+        // Under TLS, so that a write counts as waiting only while the socket is full.
+        let stream = WriteDeadline::new(stream, self.limits.write_timeout);
         match &self.tls {
-            None => {
-                let io = Tracked::new(stream, Arc::clone(&activity));
-                self.serve_io(io, info, activity, handler).await
-            }
+            None => self.serve_io(stream, info, first_request_by, handler).await,
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+                let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
                 match handshake.await {
                     Ok(Ok(tls_stream)) => {
-                        let io = Tracked::new(tls_stream, Arc::clone(&activity));
-                        self.serve_io(io, info, activity, handler).await
+                        self.serve_io(tls_stream, info, first_request_by, handler)
+                            .await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
@@ -315,12 +327,18 @@ impl Connection {
         }
     }
 
-    async fn serve_io<I, H, F>(mut self, io: I, info: ConnInfo, activity: Arc<Activity>, handler: H)
-    where
+    async fn serve_io<I, H, F>(
+        mut self,
+        io: I,
+        info: ConnInfo,
+        first_request_by: Instant,
+        handler: H,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
+        let activity = Arc::new(Activity::new());
         let in_flight = Arc::clone(&activity);
         let service = service_fn(move |req| Counted {
             guard: Some(InFlight::enter(Arc::clone(&in_flight))),
@@ -329,6 +347,9 @@ impl Connection {
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         let mut conn = pin!(conn);
         let mut draining = false;
+        let mut awaiting_first = true;
+        // Once the connection is asked to close for idleness, it gets this long to do so.
+        let mut close_by: Option<Instant> = None;
         loop {
             tokio::select! {
                 result = conn.as_mut() => {
@@ -337,24 +358,48 @@ impl Connection {
                     }
                     return;
                 }
+                _ = tokio::time::sleep_until(first_request_by), if awaiting_first => {
+                    awaiting_first = false;
+                    if !activity.any_request() {
+                        // Nothing (or only a protocol preface, or a trickle) by the deadline.
+                        tracing::debug!(peer = %info.peer, "no request head in time; closing");
+                        return;
+                    }
+                }
                 _ = stopped(&mut self.shutdown), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = activity.idle_for(self.limits.idle_timeout), if !draining => {
                     draining = true;
+                    close_by = Some(Instant::now() + self.limits.header_read_timeout);
                     conn.as_mut().graceful_shutdown();
+                }
+                _ = sleep_until_some(close_by) => {
+                    tracing::debug!(peer = %info.peer, "idle connection did not close in time");
+                    return;
                 }
             }
         }
     }
 }
 
-/// When bytes last moved on a connection and how many requests are in flight on it.
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The requests of one connection: how many are open (from the head until the response body
+/// is sent or dropped), whether there ever was one, and when the last one opened or closed.
+/// Bytes that move without a request (HTTP/2 PINGs, SETTINGS, a trickle) do not count.
 struct Activity {
     started: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    any: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -363,6 +408,7 @@ impl Activity {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            any: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -371,26 +417,32 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Resolves once nothing has moved for `timeout` while no request was in flight.
+    fn any_request(&self) -> bool {
+        self.any.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no request has been open for `timeout`.
     async fn idle_for(&self, timeout: Duration) {
         loop {
             let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let deadline = last + timeout;
-            if Instant::now() >= deadline && self.in_flight.load(Ordering::Relaxed) == 0 {
+            let now = Instant::now();
+            if now >= deadline && self.in_flight.load(Ordering::Relaxed) == 0 {
                 return;
             }
-            let wake = if Instant::now() >= deadline {
-                Instant::now() + timeout
+            tokio::time::sleep_until(if now >= deadline {
+                now + timeout
             } else {
                 deadline
-            };
-            tokio::time::sleep_until(wake.into()).await;
+            })
+            .await;
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A handler's response future that counts its request as in flight until it is done.
+    /// A handler's response future that opens its request on the connection's [`Activity`];
+    /// the request stays open in the response body until that is sent.
     /// (An `async` block around the handler's future would hold that future twice over.)
     struct Counted<F> {
         guard: Option<InFlight>,
@@ -399,23 +451,56 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: Future> Future for Counted<F> {
-    type Output = Result<F::Output, Infallible>;
+impl<F: Future<Output = Response<Body>>> Future for Counted<F> {
+    type Output = Result<Response<CountedBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.response.poll(cx));
-        this.guard.take();
-        Poll::Ready(Ok(response))
+        let guard = this.guard.take();
+        Poll::Ready(Ok(response.map(|inner| CountedBody { inner, guard })))
     }
 }
 
-/// Counts a request as in flight until its response is produced.
+/// A response body that keeps its request open until its last frame is taken (or it is
+/// dropped, when the connection ends).
+struct CountedBody {
+    inner: Body,
+    guard: Option<InFlight>,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            self.guard.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts a request as open until dropped.
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn enter(activity: Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.any.store(true, Ordering::Relaxed);
+        activity.touch();
         InFlight(activity)
     }
 }
@@ -427,53 +512,79 @@ impl Drop for InFlight {
     }
 }
 
-/// An IO stream that records when bytes last moved.
-struct Tracked<T> {
+/// A socket whose writes fail once one has waited `timeout` for the client to read: a
+/// client that asks for a large response and never reads cannot hold its connection.
+struct WriteDeadline<T> {
     inner: T,
-    activity: Arc<Activity>,
+    timeout: Duration,
+    /// Armed while a write waits; dropped as soon as one makes progress.
+    waiting: Option<Pin<Box<Sleep>>>,
 }
 
-impl<T> Tracked<T> {
-    fn new(inner: T, activity: Arc<Activity>) -> Self {
-        activity.touch();
-        Tracked { inner, activity }
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            waiting: None,
+        }
+    }
+
+    /// Passes a write's outcome on; a `Pending` one arms (or checks) the deadline.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if result.is_ready() {
+            self.waiting = None;
+            return result;
+        }
+        let timeout = self.timeout;
+        let timer = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.waiting = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not read the response in time",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        result
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
+        self.watch(cx, result)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, result)
     }
 
     fn poll_write_vectored(
@@ -482,10 +593,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
+        self.watch(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {

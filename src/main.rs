@@ -52,6 +52,8 @@ enum Command {
     Demo,
     /// Validate the config file and exit.
     Check,
+    /// Create the configured store if it does not exist and bring its schema up to date.
+    Migrate,
     /// Manage users (resource owners for the password grant).
     #[command(subcommand)]
     Users(UsersCommand),
@@ -224,8 +226,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Migrate => {
+            let config = Config::load(&cli.config)?;
+            portcullis::app::open_store(&config).await?;
+            println!("{}: the store is ready", cli.config.display());
+            Ok(())
+        }
         Command::Serve => {
-            let (config, store) = open(&cli.config).await?;
+            let config = Config::load(&cli.config)?;
+            let store = portcullis::app::open_store(&config).await?;
             let running = portcullis::app::start(config, store, Arc::new(SystemClock)).await?;
             portcullis::app::shutdown_signal().await;
             running.shutdown().await;
@@ -334,9 +343,10 @@ async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> any
     Ok(())
 }
 
+/// The config and its store, which must exist: management commands never create one.
 async fn open(path: &Path) -> anyhow::Result<(Config, SharedStore)> {
     let config = Config::load(path)?;
-    let store = portcullis::app::open_store(&config).await?;
+    let store = portcullis::app::open_existing_store(&config).await?;
     Ok((config, store))
 }
 

@@ -41,11 +41,18 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A config whose store exists (`portcullis migrate` made it).
 fn write_config(dir: &Path) -> std::path::PathBuf {
     // The upstream is never contacted by these tests unless a test starts one there.
     let path = dir.join("portcullis.yaml");
     std::fs::write(&path, common::config_yaml("http://127.0.0.1:9", "", "")).unwrap();
+    migrate(&path);
     path
+}
+
+fn migrate(config: &Path) {
+    let out = portcullis(config, &["migrate"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
@@ -89,6 +96,44 @@ fn check_reports_problems_with_file_and_line() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A management command never creates a store: a mistyped path or a deleted file must not
+/// become a new, empty database that the command then reports success against.
+#[test]
+fn management_commands_refuse_a_missing_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.yaml");
+    std::fs::write(&path, common::config_yaml("http://127.0.0.1:9", "", "")).unwrap();
+    let db = dir.path().join("data/portcullis.db");
+    let commands: &[&[&str]] = &[
+        &["tokens", "revoke", "--user", "alice"],
+        &["tokens", "list"],
+        &["users", "list"],
+        &["clients", "list"],
+        &["users", "add", "carol", "--password-stdin"],
+    ];
+    for args in commands {
+        let out = portcullis(&path, args, Some("a password\n"));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("no database at") && stderr(&out).contains("portcullis migrate"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!db.exists(), "{args:?} created the store");
+    }
+    let made = portcullis(&path, &["migrate"], None);
+    assert!(made.status.success(), "{}", stderr(&made));
+    assert!(db.is_file());
+    let again = portcullis(&path, &["migrate"], None);
+    assert!(
+        again.status.success(),
+        "migrate is idempotent: {}",
+        stderr(&again)
+    );
+    let revoke = portcullis(&path, &["tokens", "revoke", "--user", "alice"], None);
+    assert!(revoke.status.success(), "{}", stderr(&revoke));
 }
 
 #[test]
@@ -382,6 +427,7 @@ async fn serve_with(password: &str, extra_oauth: &str, extra: &str) -> Served {
         common::config_yaml(&upstream.url(), extra_oauth, extra),
     )
     .unwrap();
+    migrate(&config);
     portcullis(
         &config,
         &["users", "add", "alice", "--password-stdin"],

@@ -516,3 +516,94 @@ async fn basic_credentials_in_errors_are_never_echoed() {
     assert!(!m.contains(secret) && !m.contains("pw-must-not-echo") && !m.contains("alice"));
     h.shutdown().await;
 }
+
+/// Client ids and usernames are not secret (RFC 6749 §2.2): failures a stranger causes back
+/// off the stranger's address, never the real client or user elsewhere. Failures from many
+/// addresses trip an identity-wide ceiling, which spares the addresses the identity has
+/// succeeded from.
+#[tokio::test]
+async fn strangers_cannot_lock_out_a_client_or_a_user() {
+    use std::net::IpAddr;
+    let h = Harness::with(Options {
+        extra_oauth: "  rate_limits: { failures_before_backoff: 3, identity_failures_before_backoff: 6, max_backoff_seconds: 300 }".into(),
+        ..Options::default()
+    })
+    .await;
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let (owner, attacker, helper, newcomer) = (
+        ip("127.0.0.1"),
+        ip("127.0.0.66"),
+        ip("127.0.0.67"),
+        ip("127.0.0.9"),
+    );
+    let cc = [("grant_type", "client_credentials")];
+    let right = basic(&h.client.id, &h.client.secret);
+    let wrong = basic(&h.client.id, "pccs_guess");
+    let from = |source: IpAddr, auth: String, form: Vec<(&'static str, &'static str)>| {
+        let addr = h.local_addr();
+        async move {
+            let raw = common::raw_exchange_from(
+                source,
+                addr,
+                &common::raw_form_request("/o/token/", Some(&auth), &form),
+            )
+            .await;
+            common::raw_status(&raw)
+        }
+    };
+    assert_eq!(from(owner, right.clone(), cc.to_vec()).await, 200);
+    for _ in 0..3 {
+        assert_eq!(from(attacker, wrong.clone(), cc.to_vec()).await, 401);
+    }
+    assert_eq!(
+        from(attacker, right.clone(), cc.to_vec()).await,
+        429,
+        "the attacker's address is backed off, even with the right secret"
+    );
+    assert_eq!(
+        from(owner, right.clone(), cc.to_vec()).await,
+        200,
+        "the owner is not locked out"
+    );
+    assert_eq!(from(newcomer, right.clone(), cc.to_vec()).await, 200);
+
+    // Wrong passwords for alice, from another address through a client of the attacker's
+    // own: alice keeps working from her address.
+    let guesser = ip("127.0.0.77");
+    let own = h
+        .new_client(&portcullis::store::GrantType::ALL, &["read"])
+        .await;
+    let own = basic(&own.id, &own.secret);
+    let password = |pw: &'static str| {
+        vec![
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", pw),
+        ]
+    };
+    for _ in 0..3 {
+        assert_eq!(from(guesser, own.clone(), password("guess")).await, 400);
+    }
+    assert_eq!(from(guesser, own.clone(), password(PASSWORD)).await, 429);
+    assert_eq!(from(owner, right.clone(), password(PASSWORD)).await, 200);
+
+    // A second attacking address takes the client's failures to the identity-wide ceiling
+    // (six): a new address waits, the owner's known address does not.
+    for _ in 0..3 {
+        assert_eq!(from(helper, wrong.clone(), cc.to_vec()).await, 401);
+    }
+    assert_eq!(
+        from(newcomer, right.clone(), cc.to_vec()).await,
+        200,
+        "known since its success"
+    );
+    let stranger = ip("127.0.0.10");
+    assert_eq!(from(stranger, right.clone(), cc.to_vec()).await, 429);
+    assert_eq!(from(owner, right.clone(), cc.to_vec()).await, 200);
+    let m = h.metrics().await;
+    assert!(
+        m.contains(r#"portcullis_token_throttled_total{key="client",cause="identity_backoff"} 1"#),
+        "{m}"
+    );
+    h.shutdown().await;
+}

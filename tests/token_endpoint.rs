@@ -146,7 +146,11 @@ async fn client_authentication_by_basic_or_body_not_both() {
         )
         .await;
     assert_oauth_error(&wrong_body, StatusCode::UNAUTHORIZED, "invalid_client");
-    assert_eq!(wrong_body.header("www-authenticate"), None);
+    // Every 401 carries a challenge (RFC 7235 §3.1), body credentials too.
+    assert_eq!(
+        wrong_body.header("www-authenticate"),
+        Some("Basic realm=\"portcullis\"")
+    );
 
     let none = h.token_raw(None, &base).await;
     assert_oauth_error(&none, StatusCode::UNAUTHORIZED, "invalid_client");

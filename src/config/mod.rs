@@ -73,14 +73,18 @@ pub struct TlsConfig {
 /// Brute-force resistance of the token endpoint.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
-    /// Token requests per minute per client id (authenticated or not).
+    /// Requests per minute per client id (authenticated or not) from one source address.
     pub per_client_per_minute: u32,
-    /// Password-grant requests per minute per username.
+    /// Password-grant requests per minute per username from one source address.
     pub per_user_per_minute: u32,
-    /// Token requests per minute per source address.
+    /// Requests per minute per source address.
     pub per_address_per_minute: u32,
-    /// Failed attempts (per client, user or address) before back-off starts.
+    /// Failed attempts of one client id or username from one source address before that
+    /// address backs off for it.
     pub failures_before_backoff: u32,
+    /// Failed attempts of one client id or username from all addresses together (within an
+    /// hour) before it backs off everywhere except where it recently succeeded.
+    pub identity_failures_before_backoff: u32,
     /// Back-off doubles with every further failure up to this.
     pub max_backoff: Duration,
 }
@@ -88,7 +92,11 @@ pub struct RateLimits {
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     /// Embedded SQLite database file, resolved against the config file's directory.
-    Sqlite { path: PathBuf },
+    Sqlite {
+        path: PathBuf,
+        /// How long a store operation waits on a lock held elsewhere before it fails (503).
+        busy_timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +183,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time from a request's head to its response head; longer is 408.
     pub request_timeout: Duration,
+    /// Time a response write may wait for the client to read; longer closes the connection.
+    pub write_timeout: Duration,
 }
 
 /// One thing wrong with a config file, and where.
@@ -385,6 +395,10 @@ impl Validator {
         }
         let store = StoreConfig::Sqlite {
             path: base_dir.join(&sqlite.value),
+            busy_timeout: Duration::from_millis(
+                self.positive(&raw.store.busy_timeout_ms, "store.busy_timeout_ms")
+                    .unwrap_or(5000),
+            ),
         };
 
         let oauth = self.oauth(&raw.oauth);
@@ -456,6 +470,13 @@ impl Validator {
                 limits
                     .and_then(|l| {
                         self.positive(&l.request_timeout_seconds, "limits.request_timeout_seconds")
+                    })
+                    .unwrap_or(60),
+            ),
+            write_timeout: Duration::from_secs(
+                limits
+                    .and_then(|l| {
+                        self.positive(&l.write_timeout_seconds, "limits.write_timeout_seconds")
                     })
                     .unwrap_or(60),
             ),
@@ -621,6 +642,11 @@ impl Validator {
                 "failures_before_backoff",
                 5,
             ) as u32,
+            identity_failures_before_backoff: get(
+                raw.map(|r| &r.identity_failures_before_backoff),
+                "identity_failures_before_backoff",
+                100,
+            ) as u32,
             max_backoff: Duration::from_secs(get(
                 raw.map(|r| &r.max_backoff_seconds),
                 "max_backoff_seconds",
@@ -742,6 +768,7 @@ impl Validator {
             let options = PathOptions {
                 allow_encoded_slashes: r.allow_encoded_slashes.unwrap_or(false),
                 allow_semicolons: r.allow_semicolons.unwrap_or(false),
+                allow_double_encoding: r.allow_double_encoding.unwrap_or(false),
             };
             let prefix = match canonicalize_with(path, options) {
                 Ok(c) if c == path.as_str() => path.clone(),
@@ -757,7 +784,7 @@ impl Validator {
                     continue;
                 }
             };
-            if prefix == "/o" || prefix.starts_with("/o/") {
+            if crate::routes::is_reserved(&prefix) {
                 self.at(
                     &loc,
                     "the /o/ path namespace is reserved for the OAuth endpoints",
@@ -854,10 +881,7 @@ impl Validator {
                     }
                 },
                 upstream: r.upstream.value.as_str().into(),
-                path_options: PathOptions {
-                    allow_encoded_slashes: r.allow_encoded_slashes.unwrap_or(false),
-                    allow_semicolons: r.allow_semicolons.unwrap_or(false),
-                },
+                path_options: options,
                 case_insensitive: r.case_insensitive.unwrap_or(false),
                 max_body_bytes: self
                     .positive(&r.max_body_bytes, "max_body_bytes")

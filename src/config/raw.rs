@@ -56,6 +56,8 @@ pub struct RawTls {
 #[derive(Debug, Deserialize)]
 pub struct RawStore {
     pub sqlite: S<String>,
+    #[serde(default)]
+    pub busy_timeout_ms: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +98,8 @@ pub struct RawRateLimits {
     #[serde(default)]
     pub failures_before_backoff: Option<S<u64>>,
     #[serde(default)]
+    pub identity_failures_before_backoff: Option<S<u64>>,
+    #[serde(default)]
     pub max_backoff_seconds: Option<S<u64>>,
 }
 
@@ -126,6 +130,8 @@ pub struct RawRoute {
     pub allow_encoded_slashes: Option<bool>,
     #[serde(default)]
     pub allow_semicolons: Option<bool>,
+    #[serde(default)]
+    pub allow_double_encoding: Option<bool>,
     #[serde(default)]
     pub case_insensitive: Option<bool>,
     #[serde(default)]
@@ -168,6 +174,8 @@ pub struct RawLimits {
     pub max_headers: Option<S<u64>>,
     #[serde(default)]
     pub idle_timeout_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub write_timeout_seconds: Option<S<u64>>,
     #[serde(default)]
     pub request_timeout_seconds: Option<S<u64>>,
 }

@@ -39,7 +39,7 @@ fn shipped_config_is_valid() {
     assert_eq!(c.oauth.default_scopes, vec!["read"]);
     assert_eq!(c.routes.len(), 4);
     assert_eq!(c.identity_headers.user.as_str(), "x-auth-user");
-    let StoreConfig::Sqlite { path } = &c.store;
+    let StoreConfig::Sqlite { path, .. } = &c.store;
     assert_eq!(
         path,
         Path::new("/etc/portcullis/data/portcullis.db"),

@@ -4,13 +4,16 @@
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
 use super::{AuthServer, FormRequest};
 use crate::crypto::Digest;
+use crate::http::GatewayError;
 use crate::store::ClientRecord;
 
 impl AuthServer {
+    /// The client the request authenticates as. A store that cannot answer is the store's
+    /// failure (503), never the client's: it must not count toward the client's back-off.
     pub(super) async fn authenticate_client(
         &self,
         request: &FormRequest,
-    ) -> Result<ClientRecord, OAuthError> {
+    ) -> Result<ClientRecord, GatewayError> {
         let form = &request.form;
         let (client_id, secret, used_basic) = match &request.basic {
             Some(parsed) => {
@@ -24,7 +27,8 @@ impl AuthServer {
                 {
                     return Err(OAuthError::invalid_request(
                         "use one client authentication method: HTTP Basic or the request body",
-                    ));
+                    )
+                    .into());
                 }
                 (id, secret, true)
             }
@@ -34,17 +38,12 @@ impl AuthServer {
                     return Err(OAuthError::new(
                         OAuthErrorCode::InvalidClient,
                         "client authentication is required",
-                    ));
+                    )
+                    .into());
                 }
             },
         };
-        let client = self.store.client(&client_id).await.map_err(|e| {
-            tracing::error!(error = %e, "client lookup failed");
-            OAuthError::new(
-                OAuthErrorCode::InvalidClient,
-                "client authentication failed",
-            )
-        })?;
+        let client = self.store.client(&client_id).await?;
         let presented = Digest::of(&secret);
         let expected = client
             .as_ref()
@@ -56,7 +55,8 @@ impl AuthServer {
                 code: OAuthErrorCode::InvalidClient,
                 description: "client authentication failed",
                 challenge: used_basic.then_some(Challenge::Basic),
-            }),
+            }
+            .into()),
         }
     }
 }

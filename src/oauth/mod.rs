@@ -29,7 +29,7 @@ use crate::store::SharedStore;
 use crate::store::cache::TokenCache;
 use error::{OAuthError, OAuthErrorCode};
 use form::{Form, parse_basic};
-use throttle::{Key, Throttle};
+use throttle::{Key, Throttle, Throttled};
 
 pub const TOKEN_PATH: &str = "/o/token/";
 pub const REVOKE_PATH: &str = "/o/revoke_token/";
@@ -72,6 +72,8 @@ pub struct AuthServer {
     pub metrics: Metrics,
     pub oauth: Arc<OAuthConfig>,
     pub max_body_bytes: usize,
+    /// How long a form body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     /// Refuse the POST endpoints over plain HTTP (a non-loopback listener without TLS, unless
     /// `oauth.allow_plain_http`).
     pub require_tls: bool,
@@ -86,6 +88,8 @@ pub struct AuthServer {
 pub struct ListenerPolicy {
     /// Largest form body.
     pub max_body_bytes: usize,
+    /// How long a form body may take to arrive once the head is read.
+    pub body_read_timeout: std::time::Duration,
     /// Refuse requests that did not arrive over TLS.
     pub require_tls: bool,
 }
@@ -97,7 +101,10 @@ pub(crate) struct FormRequest {
     /// The `Authorization` header read as HTTP Basic client credentials, parsed once: the
     /// rate limits key on the client id it claims, client authentication checks it.
     basic: Option<Result<(String, String), OAuthError>>,
+    /// The identities the request claims (client id, username), for limits and back-off.
     keys: Vec<Key>,
+    /// Where the request came from.
+    address: std::net::IpAddr,
 }
 
 impl AuthServer {
@@ -119,6 +126,7 @@ impl AuthServer {
             throttle: Arc::new(Throttle::new(oauth.rate_limits.clone())),
             oauth,
             max_body_bytes: listener.max_body_bytes,
+            body_read_timeout: listener.body_read_timeout,
             require_tls: listener.require_tls,
             dummy_secret: Digest::of(&generate_secret("")),
         }
@@ -139,7 +147,9 @@ impl AuthServer {
         }
     }
 
-    /// The common prologue of the POST endpoints: method, content type, bounded body, form.
+    /// The common prologue of the POST endpoints: the checks that cost nothing first (TLS,
+    /// method, content type, the source address's rate limit), then the body (bounded in
+    /// size and in time), then the form and the limits of the identities it claims.
     async fn read_form(
         &self,
         req: Request<Incoming>,
@@ -162,9 +172,19 @@ impl AuthServer {
             )
             .into());
         }
-        let body = read_limited(body, self.max_body_bytes).await?;
+        let address = conn.peer.ip();
+        self.throttle
+            .check_address(address)
+            .map_err(|held| self.throttled(held, address))?;
+        // A stalled body holds its connection only this long.
+        let body = tokio::time::timeout(
+            self.body_read_timeout,
+            read_limited(body, self.max_body_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::RequestTimeout)??;
         let form = Form::parse(&body)?;
-        let mut keys = vec![Key::Address(conn.peer.ip())];
+        let mut keys = Vec::with_capacity(2);
         let basic = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -181,25 +201,31 @@ impl AuthServer {
         {
             keys.push(Key::User(user.into()));
         }
-        if let Err(held) = self.throttle.check(&keys) {
-            self.metrics
-                .token_throttled
-                .get_or_create(&ThrottledLabels {
-                    key: held.kind,
-                    cause: held.cause,
-                })
-                .inc();
-            tracing::info!(key = held.kind, cause = held.cause, peer = %conn.peer.ip(), "token endpoint request throttled");
-            return Err(GatewayError::TooManyRequests {
-                retry_after_seconds: held.retry_after.as_secs_f64().ceil() as u64,
-            });
-        }
+        self.throttle
+            .check(&keys, address)
+            .map_err(|held| self.throttled(held, address))?;
         Ok(FormRequest {
             parts,
             form,
             basic,
             keys,
+            address,
         })
+    }
+
+    /// Counts and logs a throttled request; its 429.
+    fn throttled(&self, held: Throttled, address: std::net::IpAddr) -> GatewayError {
+        self.metrics
+            .token_throttled
+            .get_or_create(&ThrottledLabels {
+                key: held.kind,
+                cause: held.cause,
+            })
+            .inc();
+        tracing::info!(key = held.kind, cause = held.cause, peer = %address, "token endpoint request throttled");
+        GatewayError::TooManyRequests {
+            retry_after_seconds: held.retry_after.as_secs_f64().ceil() as u64,
+        }
     }
 
     /// Reads the form (with its limits), runs `inner` on it and feeds the outcome back to the
@@ -218,12 +244,13 @@ impl AuthServer {
 
     /// Feeds an outcome back to the back-off: a failed client authentication counts against
     /// the client id, a wrong password against the username (so one user's typos never lock
-    /// out the application). Source addresses are rate-limited only: a back-off on them would
-    /// let one attacker lock out everyone behind the same NAT or proxy. Success clears them.
+    /// out the application), each from the request's source address (see [`throttle`]).
+    /// Source addresses themselves are rate-limited only: a back-off on them would let one
+    /// attacker lock out everyone behind the same NAT or proxy. Success clears them.
     fn settle<T>(&self, request: &FormRequest, result: &Result<T, GatewayError>) {
         let failed_kind = match result {
             Ok(_) => {
-                self.throttle.succeeded(&request.keys);
+                self.throttle.succeeded(&request.keys, request.address);
                 return;
             }
             Err(GatewayError::OAuth(e)) if e.code == OAuthErrorCode::InvalidClient => "client",
@@ -236,7 +263,7 @@ impl AuthServer {
             .filter(|k| k.kind() == failed_kind)
             .cloned()
             .collect();
-        self.throttle.failed(&keys);
+        self.throttle.failed(&keys, request.address);
     }
 }
 

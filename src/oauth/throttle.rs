@@ -1,6 +1,12 @@
-//! Brute-force resistance of the token endpoint: GCRA rate limits per client id, per
-//! username and per source address (governor), and a back-off that doubles with every failed
-//! attempt beyond a threshold, per client, user and address alike.
+//! Brute-force resistance of the `/o/` endpoints: GCRA rate limits (governor) and a back-off
+//! that doubles with every failed attempt beyond a threshold.
+//!
+//! Client ids and usernames are not secret (RFC 6749 §2.2), so nothing a stranger can do with
+//! them may lock their owner out. Limits and back-off are therefore keyed by identity *and*
+//! source address: an attacker's failures slow the attacker's address. A distributed attack
+//! (many addresses) is met by a separate, higher ceiling on each identity's failures from
+//! all addresses together; past it the identity backs off everywhere except from the
+//! addresses it has recently succeeded from, so its real owner keeps working.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,13 +19,11 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::RateLimits;
 
-/// What a limit applies to. Keys are bounded by the limiter's periodic clean-up, never by
-/// the number of distinct values an attacker sends.
+/// Whose attempt a request is: the client id it claims, the username of a password grant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     Client(Arc<str>),
     User(Arc<str>),
-    Address(IpAddr),
 }
 
 impl Key {
@@ -28,7 +32,6 @@ impl Key {
         match self {
             Key::Client(_) => "client",
             Key::User(_) => "user",
-            Key::Address(_) => "address",
         }
     }
 }
@@ -41,20 +44,55 @@ struct Failures {
     last: Instant,
 }
 
+impl Failures {
+    /// Counts one more failure at `now`: from the `threshold`-th on, the key waits 1 s, then
+    /// 2 s, 4 s… up to `max`. A count older than `window` starts again.
+    fn add(&mut self, now: Instant, threshold: u32, max: Duration, window: Duration) {
+        if now.duration_since(self.last) > window {
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.last = now;
+        if self.count >= threshold {
+            let doublings = (self.count - threshold).min(20);
+            let wait = Duration::from_secs(1u64 << doublings).min(max);
+            self.blocked_until = Some(now + wait);
+        }
+    }
+
+    fn held(&self, now: Instant) -> Option<Duration> {
+        self.blocked_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+}
+
 /// Why a request was held back, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled {
+    /// `client`, `user` or `address`.
     pub kind: &'static str,
-    /// `rate` (the per-minute limit) or `backoff` (after failures).
+    /// `rate` (a per-minute limit), `backoff` (this identity's failures from this address)
+    /// or `identity_backoff` (this identity's failures from everywhere).
     pub cause: &'static str,
     pub retry_after: Duration,
 }
 
+/// How long an identity's failures from all addresses are counted together.
+const IDENTITY_WINDOW: Duration = Duration::from_secs(3600);
+/// How long a successful address stays exempt from its identity's global back-off.
+const KNOWN_ADDRESS_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
 pub struct Throttle {
-    clients: DefaultKeyedRateLimiter<Arc<str>>,
-    users: DefaultKeyedRateLimiter<Arc<str>>,
+    clients: DefaultKeyedRateLimiter<(Arc<str>, IpAddr)>,
+    users: DefaultKeyedRateLimiter<(Arc<str>, IpAddr)>,
     addresses: DefaultKeyedRateLimiter<IpAddr>,
-    failures: DashMap<Key, Failures>,
+    /// Failures per identity and source address.
+    failures: DashMap<(Key, IpAddr), Failures>,
+    /// Failures per identity, from every address.
+    identity_failures: DashMap<Key, Failures>,
+    /// When each identity last succeeded from each address.
+    known: DashMap<(Key, IpAddr), Instant>,
     config: RateLimits,
 }
 
@@ -62,6 +100,7 @@ impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttle")
             .field("failing_keys", &self.failures.len())
+            .field("failing_identities", &self.identity_failures.len())
             .finish()
     }
 }
@@ -77,31 +116,52 @@ impl Throttle {
             users: RateLimiter::keyed(per_minute(config.per_user_per_minute)),
             addresses: RateLimiter::keyed(per_minute(config.per_address_per_minute)),
             failures: DashMap::new(),
+            identity_failures: DashMap::new(),
+            known: DashMap::new(),
             config,
         }
     }
 
-    /// Takes one attempt for each key, or says which key must wait and how long.
-    pub fn check(&self, keys: &[Key]) -> Result<(), Throttled> {
+    /// Takes one attempt from the source address's budget. Needs nothing but the address, so
+    /// it runs before the request body is read or parsed.
+    pub fn check_address(&self, address: IpAddr) -> Result<(), Throttled> {
+        self.addresses
+            .check_key(&address)
+            .map_err(|not_until| Throttled {
+                kind: "address",
+                cause: "rate",
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
+    }
+
+    /// Takes one attempt for each identity from `address`, or says which must wait and how
+    /// long.
+    pub fn check(&self, keys: &[Key], address: IpAddr) -> Result<(), Throttled> {
         let now = Instant::now();
         for key in keys {
-            if let Some(f) = self.failures.get(key)
-                && let Some(until) = f.blocked_until
-                && until > now
-            {
+            let pair = (key.clone(), address);
+            if let Some(wait) = self.failures.get(&pair).and_then(|f| f.held(now)) {
                 return Err(Throttled {
                     kind: key.kind(),
                     cause: "backoff",
-                    retry_after: until - now,
+                    retry_after: wait,
+                });
+            }
+            if let Some(wait) = self.identity_failures.get(key).and_then(|f| f.held(now))
+                && !self.known.contains_key(&pair)
+            {
+                return Err(Throttled {
+                    kind: key.kind(),
+                    cause: "identity_backoff",
+                    retry_after: wait,
                 });
             }
         }
         let clock = DefaultClock::default();
         for key in keys {
             let verdict = match key {
-                Key::Client(id) => self.clients.check_key(id),
-                Key::User(name) => self.users.check_key(name),
-                Key::Address(ip) => self.addresses.check_key(ip),
+                Key::Client(id) => self.clients.check_key(&(Arc::clone(id), address)),
+                Key::User(name) => self.users.check_key(&(Arc::clone(name), address)),
             };
             if let Err(not_until) = verdict {
                 return Err(Throttled {
@@ -114,30 +174,42 @@ impl Throttle {
         Ok(())
     }
 
-    /// Records a failed attempt (bad client secret or password) for each key: from the
-    /// `failures_before_backoff`-th on, the key waits 1 s, then 2 s, 4 s… up to `max_backoff`.
-    pub fn failed(&self, keys: &[Key]) {
+    /// Records a failed attempt (bad client secret or password) for each identity from
+    /// `address`, and against the identity as a whole.
+    pub fn failed(&self, keys: &[Key], address: IpAddr) {
         let now = Instant::now();
+        let fresh = Failures {
+            count: 0,
+            blocked_until: None,
+            last: now,
+        };
+        let max = self.config.max_backoff;
         for key in keys {
-            let mut entry = self.failures.entry(key.clone()).or_insert(Failures {
-                count: 0,
-                blocked_until: None,
-                last: now,
-            });
-            entry.count = entry.count.saturating_add(1);
-            entry.last = now;
-            if entry.count >= self.config.failures_before_backoff {
-                let doublings = (entry.count - self.config.failures_before_backoff).min(20);
-                let wait = Duration::from_secs(1u64 << doublings).min(self.config.max_backoff);
-                entry.blocked_until = Some(now + wait);
-            }
+            self.failures
+                .entry((key.clone(), address))
+                .or_insert(fresh)
+                .add(now, self.config.failures_before_backoff, max, max * 2);
+            self.identity_failures
+                .entry(key.clone())
+                .or_insert(fresh)
+                .add(
+                    now,
+                    self.config.identity_failures_before_backoff,
+                    max,
+                    IDENTITY_WINDOW,
+                );
         }
     }
 
-    /// A successful attempt clears the failures of its keys.
-    pub fn succeeded(&self, keys: &[Key]) {
+    /// A successful attempt clears the failures of its identities from `address` and exempts
+    /// that address from their identity-wide back-off. The identity-wide count is left to
+    /// age: a success from one place says nothing about the attempts from the others.
+    pub fn succeeded(&self, keys: &[Key], address: IpAddr) {
+        let now = Instant::now();
         for key in keys {
-            self.failures.remove(key);
+            let pair = (key.clone(), address);
+            self.failures.remove(&pair);
+            self.known.insert(pair, now);
         }
     }
 
@@ -150,6 +222,10 @@ impl Throttle {
         let now = Instant::now();
         self.failures
             .retain(|_, f| now.duration_since(f.last) < horizon);
+        self.identity_failures
+            .retain(|_, f| now.duration_since(f.last) < horizon.max(IDENTITY_WINDOW));
+        self.known
+            .retain(|_, at| now.duration_since(*at) < KNOWN_ADDRESS_FOR);
         self.clients.shrink_to_fit();
         self.users.shrink_to_fit();
         self.addresses.shrink_to_fit();
@@ -160,54 +236,100 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    fn limits(per_minute: u32, failures: u32) -> RateLimits {
+    fn limits(per_minute: u32, failures: u32, identity_failures: u32) -> RateLimits {
         RateLimits {
             per_client_per_minute: per_minute,
             per_user_per_minute: per_minute,
             per_address_per_minute: per_minute,
             failures_before_backoff: failures,
+            identity_failures_before_backoff: identity_failures,
             max_backoff: Duration::from_secs(8),
         }
     }
 
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
     #[test]
-    fn rate_limit_per_key() {
-        let t = Throttle::new(limits(2, 100));
+    fn rate_limit_per_identity_and_address() {
+        let t = Throttle::new(limits(2, 100, 1000));
         let a = [Key::Client("a".into())];
         let b = [Key::Client("b".into())];
-        assert!(t.check(&a).is_ok());
-        assert!(t.check(&a).is_ok());
-        let held = t.check(&a).unwrap_err();
+        assert!(t.check(&a, ip(1)).is_ok());
+        assert!(t.check(&a, ip(1)).is_ok());
+        let held = t.check(&a, ip(1)).unwrap_err();
         assert_eq!((held.kind, held.cause), ("client", "rate"));
         assert!(held.retry_after > Duration::ZERO && held.retry_after <= Duration::from_secs(30));
-        assert!(t.check(&b).is_ok(), "another key has its own budget");
+        assert!(
+            t.check(&b, ip(1)).is_ok(),
+            "another identity has its own budget"
+        );
+        assert!(t.check(&a, ip(2)).is_ok(), "so has another address");
+        assert!(t.check_address(ip(3)).is_ok());
+        assert!(t.check_address(ip(3)).is_ok());
+        assert_eq!(t.check_address(ip(3)).unwrap_err().kind, "address");
     }
 
     #[test]
     fn backoff_grows_after_failures_and_success_clears_it() {
-        let t = Throttle::new(limits(1000, 3));
+        let t = Throttle::new(limits(1000, 3, 1000));
         let user = [Key::User("alice".into())];
-        t.failed(&user);
-        t.failed(&user);
-        assert!(t.check(&user).is_ok(), "below the threshold");
-        t.failed(&user);
-        let first = t.check(&user).unwrap_err();
+        t.failed(&user, ip(1));
+        t.failed(&user, ip(1));
+        assert!(t.check(&user, ip(1)).is_ok(), "below the threshold");
+        t.failed(&user, ip(1));
+        let first = t.check(&user, ip(1)).unwrap_err();
         assert_eq!(first.cause, "backoff");
         assert!(first.retry_after <= Duration::from_secs(1));
-        t.failed(&user);
-        let second = t.check(&user).unwrap_err();
+        t.failed(&user, ip(1));
+        let second = t.check(&user, ip(1)).unwrap_err();
         assert!(
             second.retry_after > Duration::from_secs(1)
                 && second.retry_after <= Duration::from_secs(2)
         );
         for _ in 0..10 {
-            t.failed(&user);
+            t.failed(&user, ip(1));
         }
         assert!(
-            t.check(&user).unwrap_err().retry_after <= Duration::from_secs(8),
+            t.check(&user, ip(1)).unwrap_err().retry_after <= Duration::from_secs(8),
             "capped"
         );
-        t.succeeded(&user);
-        assert!(t.check(&user).is_ok());
+        t.succeeded(&user, ip(1));
+        assert!(t.check(&user, ip(1)).is_ok());
+    }
+
+    /// A stranger's failures hold the stranger's address, never the identity's owner
+    /// elsewhere; failures from many addresses trip the identity-wide ceiling, which spares
+    /// the addresses the identity has succeeded from.
+    #[test]
+    fn failures_slow_whoever_makes_them() {
+        let t = Throttle::new(limits(1000, 3, 6));
+        let client = [Key::Client("known-id".into())];
+        let (owner, attacker, helper, newcomer) = (ip(1), ip(66), ip(67), ip(9));
+        t.succeeded(&client, owner);
+        for _ in 0..3 {
+            t.failed(&client, attacker);
+        }
+        assert_eq!(t.check(&client, attacker).unwrap_err().cause, "backoff");
+        assert!(
+            t.check(&client, owner).is_ok(),
+            "the owner is not locked out"
+        );
+        assert!(t.check(&client, newcomer).is_ok(), "nor is anyone else yet");
+        for _ in 0..3 {
+            t.failed(&client, helper);
+        }
+        let held = t.check(&client, newcomer).unwrap_err();
+        assert_eq!((held.kind, held.cause), ("client", "identity_backoff"));
+        assert!(
+            t.check(&client, owner).is_ok(),
+            "a known address passes the identity-wide back-off"
+        );
+        t.succeeded(&client, owner);
+        assert!(
+            t.check(&client, newcomer).is_err(),
+            "one success does not clear the identity-wide count"
+        );
     }
 }

@@ -26,6 +26,8 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes the headers named in `Connection`, then the hop-by-hop set. Runs before the
 /// gateway adds anything, so a client cannot use `Connection` to delete the gateway's headers.
+/// A message that came with `Transfer-Encoding` was framed by it: a `Content-Length` beside it
+/// is stale (RFC 9112 §6.3) and goes too, so that the next hop frames the body afresh.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present (most messages carry one hop-by-hop header at most,
     // `Connection: keep-alive`) instead of a lookup per hop-by-hop name.
@@ -60,6 +62,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
+    }
+    if present & (1 << TRANSFER_ENCODING_INDEX) != 0 {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
+/// Position of `Transfer-Encoding` in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_INDEX: usize = 7;
+
+/// Joins several `Cookie` fields into one, separated by `; ` (RFC 9113 §8.2.3: HTTP/2 clients
+/// may split cookies into fields of their own; an HTTP/1.1 upstream expects one).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for v in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Joined valid values with `; ` are a valid value.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -197,7 +225,7 @@ pub fn vary_on_authorization(headers: &mut HeaderMap) {
 }
 
 /// Rewrites a request's headers for the upstream, in this order: hop-by-hop (including the
-/// `Connection`-listed ones) removed; `Authorization`, `Host`, every client-sent variant of
+/// `Connection`-listed ones) removed; `Cookie` fields joined into one; `Authorization`, `Host`, every client-sent variant of
 /// the identity headers and every other spoofable header removed; `X-Forwarded-*` set (the
 /// gateway is the edge: `X-Forwarded-For` is the peer address, not appended to); identity
 /// headers set.
@@ -208,6 +236,7 @@ pub fn rewrite_request_headers(
     identity: Option<&IdentityValues>,
 ) {
     strip_hop_by_hop(headers);
+    join_cookies(headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
     let spoofed: Vec<HeaderName> = headers
@@ -385,6 +414,12 @@ mod tests {
                 ],
             ),
             (
+                &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")],
+                None,
+                &[("cookie", Some("a=1; b=2; c=3"))],
+            ),
+            (&[("cookie", "a=1")], None, &[("cookie", Some("a=1"))]),
+            (
                 &[("x-forwarded-proto", "https"), ("x-forwarded-host", "evil")],
                 None,
                 &[
@@ -400,6 +435,36 @@ mod tests {
                 let got = h.get(*name).map(|v| v.to_str().unwrap());
                 assert_eq!(got, *want, "case {i}: header {name}");
             }
+        }
+    }
+
+    #[test]
+    fn a_length_beside_transfer_encoding_is_stale() {
+        assert_eq!(
+            HOP_BY_HOP[TRANSFER_ENCODING_INDEX],
+            header::TRANSFER_ENCODING
+        );
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                &[("content-length", "5"), ("transfer-encoding", "chunked")],
+                None,
+            ),
+            (&[("content-length", "5")], Some("5")),
+            (
+                &[("content-length", "5"), ("connection", "keep-alive")],
+                Some("5"),
+            ),
+        ];
+        for (sent, length) in cases {
+            let mut h = map(sent);
+            strip_hop_by_hop(&mut h);
+            assert_eq!(
+                h.get("content-length").map(|v| v.to_str().unwrap()),
+                *length,
+                "{sent:?}"
+            );
+            assert!(h.get("transfer-encoding").is_none());
         }
     }
 

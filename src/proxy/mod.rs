@@ -254,7 +254,11 @@ impl Upstream {
                     parts.path_and_query = Some(path);
                     *req.uri_mut() = Uri::from_parts(parts)
                         .map_err(|e| GatewayError::Internal(e.to_string()))?;
-                    self.pooled.request(req).await.map_err(classify)
+                    self.pooled
+                        .request(req)
+                        .await
+                        .map_err(classify)
+                        .and_then(refuse_upgrade)
                 }
             }
         };
@@ -285,6 +289,8 @@ impl Upstream {
         {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
+                    // An upgraded connection is no longer HTTP: it is dropped, not kept.
+                    let resp = refuse_upgrade(resp)?;
                     affinity.put(self.key, sender);
                     return Ok(resp);
                 }
@@ -297,7 +303,7 @@ impl Upstream {
         // Boxed: connecting is rare and its future large; inline it would enlarge (and be
         // copied with) every request's future.
         let mut sender = Box::pin(self.connect()).await?;
-        let resp = sender.send_request(req).await.map_err(classify)?;
+        let resp = refuse_upgrade(sender.send_request(req).await.map_err(classify)?)?;
         affinity.put(self.key, sender);
         Ok(resp)
     }
@@ -322,6 +328,18 @@ impl Upstream {
         });
         Ok(sender)
     }
+}
+
+/// A `101 Switching Protocols` from an upstream is always unsolicited: the gateway removes
+/// `Upgrade` from every request. What follows it on the connection is not HTTP, so it is a
+/// failed exchange (502), and the connection is not reused.
+fn refuse_upgrade(resp: Response<Incoming>) -> Result<Response<Incoming>, GatewayError> {
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(GatewayError::UpstreamUnavailable(
+            "the upstream switched protocols unasked (101)".into(),
+        ));
+    }
+    Ok(resp)
 }
 
 /// A failed exchange with an upstream as the client sees it: a request body over its limit is

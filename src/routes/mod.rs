@@ -9,6 +9,27 @@ use http::Method;
 
 pub use path::{PathError, PathOptions, canonicalize, canonicalize_with};
 
+/// True when a canonical path lies in the authorization server's `/o/` namespace, which is
+/// never proxied: its first segment is `o` in any case (an upstream may match paths ignoring
+/// case), and also when that segment only continues with `;` parameters or an encoded
+/// separator that an upstream could read as the segment's end (`/o;x/token/`, `/o%2Ftoken/`,
+/// forms a route's legacy opt-ins let through).
+pub fn is_reserved(canonical: &str) -> bool {
+    let Some(rest) = canonical.strip_prefix('/') else {
+        return false;
+    };
+    let first = rest.split('/').next().unwrap_or("");
+    let Some(after) = first
+        .get(..1)
+        .filter(|o| o.eq_ignore_ascii_case("o"))
+        .map(|_| &first[1..])
+    else {
+        return false;
+    };
+    let upper = after.get(..3).map(str::to_ascii_uppercase);
+    after.is_empty() || after.starts_with(';') || matches!(upper.as_deref(), Some("%2F" | "%5C"))
+}
+
 /// What a route demands of a request before it is forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAuth {
@@ -185,6 +206,30 @@ mod tests {
                 want,
                 "{path}"
             );
+        }
+    }
+
+    #[test]
+    fn the_oauth_namespace_is_reserved_in_every_spelling() {
+        let cases = [
+            ("/o", true),
+            ("/o/", true),
+            ("/o/token/", true),
+            ("/O/token/", true),
+            ("/o;jsessionid=1/token/", true),
+            ("/o%2Ftoken/", true),
+            ("/o%2ftoken/", true),
+            ("/o%5Ctoken/", true),
+            ("/", false),
+            ("/oo/token/", false),
+            ("/o%2Etoken", false),
+            ("/api/o/token/", false),
+            ("/organisations", false),
+            ("/.well-known/oauth-authorization-server", false),
+            ("o/token", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(is_reserved(path), want, "{path}");
         }
     }
 

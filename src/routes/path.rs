@@ -21,6 +21,10 @@ pub enum PathError {
     EncodedControl,
     #[error("the path contains a ';' parameter")]
     Parameter,
+    #[error("the path contains a double-encoded '.', '/', '\\', '%' or control character")]
+    DoubleEncoded,
+    #[error("the path contains an overlong UTF-8 encoding")]
+    OverlongUtf8,
     #[error("the path climbs above the root with '..'")]
     AboveRoot,
 }
@@ -38,7 +42,7 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Forms a route may opt into for a legacy API that needs them; both are refused by default
+/// Forms a route may opt into for a legacy API that needs them; all are refused by default
 /// because servers disagree about their meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PathOptions {
@@ -46,16 +50,22 @@ pub struct PathOptions {
     pub allow_encoded_slashes: bool,
     /// Treat `;` as an ordinary character instead of refusing it.
     pub allow_semicolons: bool,
+    /// Keep `%25` followed by the escape of `.`, `/`, `\`, `%` or a control character
+    /// (`%252e`) instead of refusing it. An upstream that decodes twice reads such a path
+    /// differently from the gateway (`/public/%252e%252e/admin` becomes `/admin`).
+    pub allow_double_encoding: bool,
 }
 
 impl PathOptions {
     pub const STRICT: PathOptions = PathOptions {
         allow_encoded_slashes: false,
         allow_semicolons: false,
+        allow_double_encoding: false,
     };
     pub const LENIENT: PathOptions = PathOptions {
         allow_encoded_slashes: true,
         allow_semicolons: true,
+        allow_double_encoding: true,
     };
 }
 
@@ -125,6 +135,49 @@ pub fn canonicalize_with(path: &str, options: PathOptions) -> Result<Cow<'_, str
     Ok(Cow::Owned(out))
 }
 
+/// The byte a `%XX` escape at `bytes[i..]` encodes.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    if bytes.get(i) != Some(&b'%') {
+        return None;
+    }
+    let hi = bytes.get(i + 1).copied().and_then(hex)?;
+    let lo = bytes.get(i + 2).copied().and_then(hex)?;
+    Some(hi << 4 | lo)
+}
+
+/// True for the bytes whose escape, escaped once more, changes a path's meaning for a server
+/// that decodes twice: `.` and the separators (dot-segments, new segments), `%` (a third
+/// round), control characters (header injection, truncation) and the overlong UTF-8 lead
+/// bytes (a second spelling of `.` and `/`).
+fn dangerous_when_decoded(b: u8) -> bool {
+    matches!(
+        b,
+        b'.' | b'/' | b'\\' | b'%' | 0..=0x1f | 0x7f | 0xC0 | 0xC1
+    )
+}
+
+/// True when a decoded segment holds `%25` followed by two hex digits that escape a
+/// [`dangerous_when_decoded`] byte: `%252e`, and also `%25%32%65`, whose escaped digits were
+/// decoded on the way (so the check runs on the output, not the input).
+fn double_encoded(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    b.windows(5).any(|w| {
+        w[..3] == *b"%25"
+            && matches!((hex(w[3]), hex(w[4])), (Some(hi), Some(lo)) if dangerous_when_decoded(hi << 4 | lo))
+    })
+}
+
+/// True when the escape `lead` followed by the escape `next` starts an overlong UTF-8
+/// encoding (RFC 3629 §3): `%C0%AE` is a second spelling of `.` that some decoders accept.
+fn overlong(lead: u8, next: Option<u8>) -> bool {
+    match lead {
+        0xC0 | 0xC1 => true,
+        0xE0 => next.is_some_and(|n| (0x80..=0x9F).contains(&n)),
+        0xF0 => next.is_some_and(|n| (0x80..=0x8F).contains(&n)),
+        _ => false,
+    }
+}
+
 /// Decodes the escapes of unreserved characters in one segment and upper-cases the rest.
 fn decode_segment(raw: &str, options: PathOptions) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
@@ -137,13 +190,12 @@ fn decode_segment(raw: &str, options: PathOptions) -> Result<String, PathError> 
             i += 1;
             continue;
         }
-        let (Some(hi), Some(lo)) = (
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) else {
+        let Some(decoded) = escape_at(bytes, i) else {
             return Err(PathError::BadPercentEncoding);
         };
-        let decoded = hi << 4 | lo;
+        if overlong(decoded, escape_at(bytes, i + 3)) {
+            return Err(PathError::OverlongUtf8);
+        }
         match decoded {
             b'/' | b'\\' if !options.allow_encoded_slashes => {
                 return Err(PathError::EncodedSeparator);
@@ -157,6 +209,9 @@ fn decode_segment(raw: &str, options: PathOptions) -> Result<String, PathError> 
             }
         }
         i += 3;
+    }
+    if !options.allow_double_encoding && double_encoded(&out) {
+        return Err(PathError::DoubleEncoded);
     }
     Ok(out)
 }
@@ -183,6 +238,13 @@ mod tests {
             ("/api/.hidden", "/api/.hidden"),
             ("/api/..x", "/api/..x"),
             ("//", "/"),
+            // A literal `%` followed by harmless text, and real multi-byte UTF-8, stay.
+            ("/a/100%25", "/a/100%25"),
+            ("/a/%2541", "/a/%2541"),
+            ("/a/%25zz", "/a/%25zz"),
+            ("/a/%e2%82%ac", "/a/%E2%82%AC"),
+            ("/a/%e0%a4%85", "/a/%E0%A4%85"),
+            ("/a/%f0%9f%98%80", "/a/%F0%9F%98%80"),
         ];
         for (input, want) in cases {
             assert_eq!(canonicalize(input).as_deref(), Ok(want), "input {input:?}");
@@ -199,6 +261,8 @@ mod tests {
             ("/files/%2e%2e/%2e%2e/x", Err(PathError::AboveRoot)),
             ("/files/%00", Err(PathError::EncodedControl)),
             ("/files/a\\b", Err(PathError::ForbiddenCharacter)),
+            ("/files/%252e%252e/x", Ok("/files/%252e%252e/x")),
+            ("/files/%c0%ae", Err(PathError::OverlongUtf8)),
         ];
         for (input, want) in cases {
             assert_eq!(
@@ -209,8 +273,12 @@ mod tests {
         }
         let slashes_only = PathOptions {
             allow_encoded_slashes: true,
-            allow_semicolons: false,
+            ..PathOptions::STRICT
         };
+        assert_eq!(
+            canonicalize_with("/a/%252e", slashes_only),
+            Err(PathError::DoubleEncoded)
+        );
         assert_eq!(
             canonicalize_with("/a;b", slashes_only),
             Err(PathError::Parameter)
@@ -247,6 +315,21 @@ mod tests {
             ("/..", PathError::AboveRoot),
             ("/api/../../etc", PathError::AboveRoot),
             ("/%2e%2e/x", PathError::AboveRoot),
+            ("/public/%252e%252e/admin", PathError::DoubleEncoded),
+            ("/a/%252E", PathError::DoubleEncoded),
+            ("/a/%252f", PathError::DoubleEncoded),
+            ("/a/%255C", PathError::DoubleEncoded),
+            ("/a/%2525", PathError::DoubleEncoded),
+            ("/a/%2500", PathError::DoubleEncoded),
+            ("/a/%250d%250a", PathError::DoubleEncoded),
+            ("/a/%257F", PathError::DoubleEncoded),
+            ("/a/%25%32%65", PathError::DoubleEncoded),
+            ("/a/%25%32%45%25%32%45", PathError::DoubleEncoded),
+            ("/a/%25c0%25ae", PathError::DoubleEncoded),
+            ("/a/%c0%ae", PathError::OverlongUtf8),
+            ("/a/%C1%9C", PathError::OverlongUtf8),
+            ("/a/%e0%80%ae", PathError::OverlongUtf8),
+            ("/a/%f0%80%80%ae", PathError::OverlongUtf8),
         ];
         for (input, want) in cases {
             assert_eq!(canonicalize(input), Err(want), "input {input:?}");

@@ -201,6 +201,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot open the database: {0}")]
     Open(String),
+    #[error("no database at {0} (`portcullis migrate` creates it)")]
+    Missing(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("database task failed: {0}")]
@@ -210,7 +212,7 @@ pub enum StoreError {
 /// Everything Portcullis keeps. Implementations must make each method atomic.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
-    /// Cheap round trip used by `/readyz`.
+    /// Whether the store can do what issuance needs, within its timeout; used by `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError>;

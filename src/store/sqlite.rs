@@ -3,7 +3,7 @@
 //! one connection (SQLite has one writer anyway), reads through a small pool of connections
 //! that WAL lets run beside the writer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -81,9 +81,57 @@ CREATE TABLE revocation_log (
 const REVOCATION_LOG_RETENTION_SECONDS: i64 = 3600;
 
 /// A write waiting for the writer thread: it runs inside the batch's transaction (in its own
-/// savepoint) and returns what to tell its caller once the commit's outcome is known.
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// savepoint) and returns what to tell its caller once the commit's outcome is known. It is
+/// given `Err` instead of the connection when its batch cannot run at all.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Reply + Send>;
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// How an SQLite store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// Create the file (and its folder) when it does not exist; otherwise that is an error.
+    pub create: bool,
+    /// How long a statement waits for a lock another process holds, and how long a caller
+    /// waits for its read or write as a whole: past it the store answers `Unavailable`.
+    pub busy_timeout: std::time::Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            create: true,
+            busy_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which file the store opened (device and inode), to notice it being deleted or replaced
+/// under a running gateway: writes into a deleted file would be lost on restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// Why the database file can no longer take writes, if it cannot.
+fn file_gone(path: &Path, opened: &FileIdentity) -> Option<String> {
+    match FileIdentity::of(path) {
+        Ok(now) if now == *opened => None,
+        Ok(_) => Some(format!("{} was replaced by another file", path.display())),
+        Err(e) => Some(format!("{} is gone: {e}", path.display())),
+    }
+}
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -95,6 +143,8 @@ pub struct SqliteStore {
     writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Semaphore,
+    /// The longest a caller waits for a read or a write.
+    timeout: std::time::Duration,
 }
 
 impl Drop for SqliteStore {
@@ -110,8 +160,15 @@ impl Drop for SqliteStore {
 
 /// The writer thread: group commit. Writes that arrive while a commit is in progress are run
 /// together in the next transaction and made durable by one fsync; each still succeeds or
-/// fails alone (a savepoint each), and none is answered before its commit is on disk.
-fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
+/// fails alone (a savepoint each), and none is answered before its commit is on disk. A batch
+/// that cannot start (the file is gone, another process holds the write lock past the busy
+/// timeout) fails whole at once: the callers behind it do not each wait the timeout again.
+fn write_loop(
+    conn: Connection,
+    path: PathBuf,
+    opened: FileIdentity,
+    jobs: std::sync::mpsc::Receiver<Job>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -120,16 +177,21 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Without the batch transaction each job's savepoint is its own transaction, so
-            // run them one by one: each commits (or fails) on its own.
-            tracing::warn!(error = %e, "cannot begin a batch transaction; committing writes one by one");
+        let refused = match file_gone(&path, &opened) {
+            Some(why) => Some(why),
+            None => conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .err()
+                .map(|e| e.to_string()),
+        };
+        if let Some(why) = refused {
+            tracing::error!(error = %why, writes = batch.len(), "the store cannot take writes");
             for job in batch {
-                job(&conn)(Ok(()));
+                job(Err(&why))(Err(why.clone()));
             }
             continue;
         }
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
         let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -140,8 +202,8 @@ fn write_loop(conn: Connection, jobs: std::sync::mpsc::Receiver<Job>) {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+fn configure(conn: &Connection, busy_timeout: std::time::Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(())
@@ -164,14 +226,24 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 impl SqliteStore {
     /// Opens (creating on first use) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens the database file as `options` say and brings its schema up to date.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        if !options.create && !path.is_file() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         }
         let open_err = |e: rusqlite::Error| StoreError::Open(format!("{}: {e}", path.display()));
         let mut writer = Connection::open(path).map_err(open_err)?;
-        configure(&writer).map_err(open_err)?;
+        configure(&writer, options.busy_timeout).map_err(open_err)?;
         migrate(&mut writer).map_err(open_err)?;
+        let opened = FileIdentity::of(path)
+            .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             let conn = Connection::open_with_flags(
@@ -179,19 +251,21 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(open_err)?;
-            configure(&conn).map_err(open_err)?;
+            configure(&conn, options.busy_timeout).map_err(open_err)?;
             readers.push(conn);
         }
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let path = path.to_path_buf();
         let writer_thread = std::thread::Builder::new()
             .name("portcullis-sqlite-writer".into())
-            .spawn(move || write_loop(writer, queue))
+            .spawn(move || write_loop(writer, path, opened, queue))
             .map_err(|e| StoreError::Open(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             writer: Some(jobs),
             writer_thread: Some(writer_thread),
             readers: Arc::new(Mutex::new(readers)),
             reader_permits: Semaphore::new(READERS),
+            timeout: options.busy_timeout,
         })
     }
 
@@ -200,20 +274,27 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let _permit = self
-            .reader_permits
-            .acquire()
+        let read = async {
+            let _permit = self
+                .reader_permits
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            let readers = Arc::clone(&self.readers);
+            tokio::task::spawn_blocking(move || {
+                let conn = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let conn = conn.expect("a permit guarantees a free reader");
+                let out = f(&conn);
+                readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                out.map_err(StoreError::from)
+            })
+            .await?
+        };
+        // A read stuck behind a lock gives up with the busy timeout; the permit goes back
+        // when its blocking call returns.
+        tokio::time::timeout(self.timeout, read)
             .await
-            .expect("semaphore never closed");
-        let readers = Arc::clone(&self.readers);
-        tokio::task::spawn_blocking(move || {
-            let conn = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = conn.expect("a permit guarantees a free reader");
-            let out = f(&conn);
-            readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            out.map_err(StoreError::from)
-        })
-        .await?
+            .map_err(|_| StoreError::Unavailable("the database did not answer in time".into()))?
     }
 
     /// Deletes a user or client (`table` keyed by `column`); its tokens go with it by cascade,
@@ -243,22 +324,29 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
-        let job: Job = Box::new(move |conn: &Connection| {
-            let outcome = match conn.execute_batch("SAVEPOINT job") {
-                Err(e) => Err(StoreError::from(e)),
-                Ok(()) => {
-                    let outcome = f(conn);
-                    let end = if outcome.is_ok() {
-                        "RELEASE job"
-                    } else {
-                        "ROLLBACK TO job; RELEASE job"
-                    };
-                    match (outcome, conn.execute_batch(end)) {
-                        (Ok(v), Ok(())) => Ok(v),
-                        (Ok(_), Err(e)) => Err(StoreError::from(e)),
-                        (Err(e), _) => Err(e),
+        let job: Job = Box::new(move |conn: Result<&Connection, &str>| {
+            // A caller that gave up (timed out, or its request ended) is not written for.
+            if tx.is_closed() {
+                return Box::new(|_| {});
+            }
+            let outcome = match conn {
+                Err(why) => Err(StoreError::Unavailable(why.to_owned())),
+                Ok(conn) => match conn.execute_batch("SAVEPOINT job") {
+                    Err(e) => Err(StoreError::from(e)),
+                    Ok(()) => {
+                        let outcome = f(conn);
+                        let end = if outcome.is_ok() {
+                            "RELEASE job"
+                        } else {
+                            "ROLLBACK TO job; RELEASE job"
+                        };
+                        match (outcome, conn.execute_batch(end)) {
+                            (Ok(v), Ok(())) => Ok(v),
+                            (Ok(_), Err(e)) => Err(StoreError::from(e)),
+                            (Err(e), _) => Err(e),
+                        }
                     }
-                }
+                },
             };
             Box::new(move |committed: Result<(), String>| {
                 let answer = match (outcome, committed) {
@@ -274,8 +362,17 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::Unavailable("the store is closing".into()))?
             .send(job)
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("the write was not answered".into()))?
+        // Bounded: a lock held elsewhere, or a queue behind one, answers `Unavailable` (503
+        // at the token endpoint) instead of holding the request. A write that commits after
+        // its caller gave up is durable but unanswered, like a response lost on the network.
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(answer) => {
+                answer.map_err(|_| StoreError::Unavailable("the write was not answered".into()))?
+            }
+            Err(_) => Err(StoreError::Unavailable(
+                "the database did not take the write in time".into(),
+            )),
+        }
     }
 }
 
@@ -475,8 +572,16 @@ fn owner_condition(owner: &TokenOwner) -> (&'static str, String) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Readiness is what issuance needs: a write transaction on the very file that was
+    /// opened (the writer checks it is still there and takes the write lock), durable-commit
+    /// path included, within the busy timeout.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.write(|c| {
+            c.prepare_cached("SELECT 1 FROM users LIMIT 1")?
+                .exists([])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError> {

@@ -27,7 +27,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The issue's example routes, pointing at `{upstream}`.
 pub fn config_yaml(upstream: &str, extra_oauth: &str, extra: &str) -> String {
-    config_yaml_with(upstream, extra_oauth, "", extra, "127.0.0.1:0")
+    config_yaml_with(upstream, extra_oauth, "", extra, "127.0.0.1:0", "")
 }
 
 /// The example config plus routes, top-level keys, and a listen address of the caller's.
@@ -37,13 +37,14 @@ pub fn config_yaml_with(
     extra_routes: &str,
     extra: &str,
     listen: &str,
+    extra_store: &str,
 ) -> String {
     format!(
         r#"
 listen: {listen}
 admin_listen: 127.0.0.1:0
 store:
-  sqlite: data/portcullis.db
+  sqlite: data/portcullis.db{extra_store}
 oauth:
   scopes: {{ read: Read scope, write: Write scope, groups: Access to your groups, introspection: Introspect tokens }}
   default_scopes: [read]
@@ -121,6 +122,9 @@ pub struct Options {
     pub extra_routes: String,
     /// Replaces `listen: 127.0.0.1:0`.
     pub listen: Option<String>,
+    /// More keys of the `store:` section, each on a line of its own that this text starts
+    /// (`"\n  busy_timeout_ms: 500"`).
+    pub extra_store: String,
 }
 
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
@@ -146,6 +150,7 @@ impl Harness {
             &opts.extra_routes,
             &opts.extra,
             listen,
+            &opts.extra_store,
         );
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, &yaml).unwrap();
@@ -340,6 +345,85 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Like [`raw_exchange`], from the loopback address `source` (any of 127.0.0.0/8), so that a
+/// test can play clients at several addresses.
+pub async fn raw_exchange_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    request: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An HTTP/1.1 request for a form body, closing the connection after the response.
+pub fn raw_form_request(path: &str, authorization: Option<&str>, form: &[(&str, &str)]) -> Vec<u8> {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: a\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn raw_status(raw: &str) -> u16 {
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An upstream that answers every request with `response`, byte for byte, then `body_repeat`
+/// copies of `chunk` (for large bodies), and closes the connection. It reads the request
+/// head first.
+pub async fn scripted_upstream(
+    response: Vec<u8>,
+    chunk: Vec<u8>,
+    body_repeat: usize,
+) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (response, chunk) = (Arc::new(response), Arc::new(chunk));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (response, chunk) = (Arc::clone(&response), Arc::clone(&chunk));
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if s.write_all(&response).await.is_err() {
+                    return;
+                }
+                for _ in 0..body_repeat {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
 }
 
 /// A plain HTTP/1.1 client.
