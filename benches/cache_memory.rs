@@ -43,7 +43,7 @@ async fn main() {
                 name: format!("client {c}"),
                 secret_digest: Digest::of("x"),
                 grants: vec![GrantType::Password],
-                scopes: vec!["read".into(), "write".into()],
+                scopes: portcullis::scope::ScopeSet::parse("read write").unwrap(),
                 created_at: now,
             })
             .await
@@ -74,9 +74,9 @@ async fn main() {
                         client_id: format!("client-{:027}", i % 100),
                         username: Some(format!("user{:05}@example.com", i % 10_000)),
                         scopes: if i % 2 == 0 {
-                            vec!["read".into()]
+                            portcullis::scope::ScopeSet::parse("read").unwrap()
                         } else {
-                            vec!["read".into(), "write".into()]
+                            portcullis::scope::ScopeSet::parse("read write").unwrap()
                         },
                         issued_at: now,
                         expires_at: now + 3600,

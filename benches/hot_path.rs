@@ -16,6 +16,7 @@ use portcullis::guard::{bearer_token, check_scopes};
 use portcullis::metrics::Metrics;
 use portcullis::oauth::form::{Form, parse_basic};
 use portcullis::routes::{RouteTable, canonicalize};
+use portcullis::scope::ScopeSet;
 use portcullis::store::cache::TokenCache;
 use portcullis::store::sqlite::SqliteStore;
 use portcullis::store::{AccessTokenRecord, ClientRecord, GrantType, SharedStore};
@@ -100,7 +101,7 @@ fn guard(c: &mut Criterion) {
                 name: "bench".into(),
                 secret_digest: Digest::of("x"),
                 grants: vec![GrantType::Password],
-                scopes: vec!["read".into(), "write".into()],
+                scopes: portcullis::scope::ScopeSet::parse("read write").unwrap(),
                 created_at: now,
             })
             .await
@@ -112,7 +113,7 @@ fn guard(c: &mut Criterion) {
                     digest,
                     client_id: "bench-client".into(),
                     username: None,
-                    scopes: vec!["read".into(), "write".into()],
+                    scopes: portcullis::scope::ScopeSet::parse("read write").unwrap(),
                     issued_at: now,
                     expires_at: now + 3600,
                     refresh: None,
@@ -136,7 +137,7 @@ fn guard(c: &mut Criterion) {
         "authorization",
         HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
     );
-    let required: Arc<[Box<str>]> = vec![Box::from("read")].into();
+    let required = ScopeSet::parse("read").unwrap();
     c.bench_function(
         "guard: bearer parse + digest + cache hit + scope check",
         |b| {
@@ -156,15 +157,15 @@ fn tokens(c: &mut Criterion) {
             black_box(Digest::of(&t));
         })
     });
-    let principal = portcullis::store::cache::Principal::new(
-        portcullis::store::cache::Identity::new(
+    let principal = portcullis::principal::Principal::new(
+        portcullis::principal::Identity::new(
             "c".into(),
             Some("alice".into()),
-            vec![Box::from("read"), Box::from("write"), Box::from("groups")].into(),
+            ScopeSet::parse("read write groups").unwrap(),
         ),
         0,
     );
-    let required: Arc<[Box<str>]> = vec![Box::from("write"), Box::from("groups")].into();
+    let required = ScopeSet::parse("write groups").unwrap();
     c.bench_function("scope: check two required of three held", |b| {
         b.iter(|| black_box(check_scopes(black_box(&principal), &required).is_ok()))
     });

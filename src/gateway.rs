@@ -21,7 +21,8 @@ use crate::guard::{self, AuthError};
 use crate::http::{Body, ErrorSource, GatewayError, is_form_urlencoded};
 use crate::listener::ConnInfo;
 use crate::metrics::{AuthDecisionLabels, Metrics, UpstreamLabels};
-use crate::oauth::{AuthServer, Endpoint};
+use crate::oauth::{AuthServer, Endpoint, Origin};
+use crate::principal::Principal;
 use crate::proxy::{
     Affinity, Forwarded, UpstreamBody, Upstreams, forwarded_for, rewrite_request_headers,
     strip_hop_by_hop, vary_on_authorization,
@@ -29,7 +30,7 @@ use crate::proxy::{
 use crate::routes::{
     self, PathError, PathOptions, Route, RouteAuth, RouteTable, canonicalize, canonicalize_with,
 };
-use crate::store::cache::{Principal, TokenCache};
+use crate::store::cache::TokenCache;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -165,7 +166,11 @@ impl Gateway {
             Ok((_, Target::OAuth(endpoint))) => {
                 // Boxed: the token endpoint's future is large and rare; inline, every proxied
                 // request's future would be as large and be copied as often.
-                let served = Box::pin(self.auth_server.handle(endpoint, req, session.conn));
+                let origin = Origin {
+                    address: session.conn.peer.ip(),
+                    tls: session.conn.tls,
+                };
+                let served = Box::pin(self.auth_server.handle(endpoint, req, origin));
                 return match tokio::time::timeout(self.request_timeout, served).await {
                     Ok(Ok(resp)) => resp,
                     Ok(Err(e)) => e.into_response(&self.realm),

@@ -210,7 +210,7 @@ fn auth_response(e: &AuthError, realm: &str) -> Response<Body> {
             json!({"error": "invalid_token", "error_description": format!("the access token is {why}")}),
         ),
         AuthError::InsufficientScope { required } => {
-            let scope = required.join(" ");
+            let scope = required.to_string();
             (
                 StatusCode::FORBIDDEN,
                 format!(

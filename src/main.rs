@@ -292,7 +292,7 @@ async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> any
                     .map(|t| {
                         json!({
                             "kind": t.kind.as_str(), "id": id(t), "client_id": t.client_id,
-                            "username": t.username, "scope": t.scopes.join(" "),
+                            "username": t.username, "scope": t.scopes.to_string(),
                             "issued_at": t.issued_at, "expires_at": t.expires_at, "status": status(t),
                         })
                     })
@@ -311,7 +311,7 @@ async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> any
                         t.username.as_deref().unwrap_or("-"),
                         status(t),
                         timestamp(t.expires_at),
-                        t.scopes.join(" ")
+                        t.scopes
                     );
                 }
             }
@@ -405,7 +405,7 @@ async fn clients(cmd: ClientsCommand, config: &Config, store: &SharedStore) -> a
                             "client_id": c.client_id,
                             "name": c.name,
                             "grants": c.grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-                            "scopes": c.scopes,
+                            "scopes": c.scopes.iter().collect::<Vec<_>>(),
                             "created_at": c.created_at,
                         })
                     })
@@ -419,7 +419,7 @@ async fn clients(cmd: ClientsCommand, config: &Config, store: &SharedStore) -> a
                         c.client_id,
                         c.name,
                         grants.join(","),
-                        c.scopes.join(",")
+                        c.scopes.iter().collect::<Vec<_>>().join(",")
                     );
                 }
             }

@@ -7,6 +7,7 @@ use crate::config::OAuthConfig;
 use crate::crypto::{
     CLIENT_SECRET_PREFIX, Digest, PasswordHasher, generate_client_id, generate_secret,
 };
+use crate::scope::ScopeSet;
 use crate::store::{ClientRecord, GrantType, SharedStore, StoreError, UserRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,23 +116,17 @@ pub async fn add_client(
     let mut g = grants.to_vec();
     g.sort();
     g.dedup();
-    let scopes: Vec<String> = if scopes.is_empty() {
+    let scopes: ScopeSet = if scopes.is_empty() {
         oauth.default_scopes.clone()
     } else {
-        let mut out: Vec<String> = Vec::new();
-        for s in scopes {
-            if !oauth.scopes.contains_key(s) {
-                let known: Vec<&str> = oauth.scopes.keys().map(String::as_str).collect();
-                return Err(ManageError::Invalid(format!(
-                    "unknown scope {s:?} (defined: {})",
-                    known.join(", ")
-                )));
-            }
-            if !out.contains(s) {
-                out.push(s.clone());
-            }
+        if let Some(unknown) = scopes.iter().find(|s| !oauth.scopes.contains_key(*s)) {
+            let known: Vec<&str> = oauth.scopes.keys().map(String::as_str).collect();
+            return Err(ManageError::Invalid(format!(
+                "unknown scope {unknown:?} (defined: {})",
+                known.join(", ")
+            )));
         }
-        out
+        scopes.iter().collect()
     };
     let secret = generate_secret(CLIENT_SECRET_PREFIX);
     let client = ClientRecord {

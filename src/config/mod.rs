@@ -7,6 +7,7 @@
 mod keys;
 mod raw;
 
+use crate::scope::ScopeSet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -104,7 +105,7 @@ pub struct OAuthConfig {
     /// Scope name -> human description, as django-oauth-toolkit's `SCOPES`.
     pub scopes: BTreeMap<String, String>,
     /// Granted when a token request names no scope (intersected with the client's scopes).
-    pub default_scopes: Vec<String>,
+    pub default_scopes: ScopeSet,
     pub access_token_expire_seconds: i64,
     pub refresh_token_expire_seconds: i64,
     /// Issue a new refresh token on every refresh and invalidate the old one.
@@ -302,13 +303,6 @@ fn first_line(message: &str) -> String {
         None => line,
     };
     line.to_owned()
-}
-
-/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
-pub fn is_valid_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 #[derive(Default)]
@@ -517,7 +511,7 @@ impl Validator {
     fn oauth(&mut self, raw: &raw::RawOAuth) -> OAuthConfig {
         let mut scopes = BTreeMap::new();
         for (name, description) in &raw.scopes {
-            if !is_valid_scope_token(name) {
+            if !ScopeSet::is_valid_token(name) {
                 self.at(
                     &description.referenced,
                     format!("scope name {name:?} is not a valid RFC 6749 scope token"),
@@ -532,7 +526,7 @@ impl Validator {
                 message: "`oauth.scopes` must define at least one scope".into(),
             });
         }
-        let mut default_scopes = Vec::new();
+        let mut default_scopes: Vec<&str> = Vec::new();
         for s in &raw.default_scopes {
             if !scopes.contains_key(&s.value) {
                 self.at(
@@ -542,8 +536,8 @@ impl Validator {
                         s.value
                     ),
                 );
-            } else if !default_scopes.contains(&s.value) {
-                default_scopes.push(s.value.clone());
+            } else {
+                default_scopes.push(&s.value);
             }
         }
         let access = self
@@ -597,7 +591,7 @@ impl Validator {
         };
         OAuthConfig {
             scopes,
-            default_scopes,
+            default_scopes: default_scopes.into_iter().collect(),
             access_token_expire_seconds: access.min(i64::MAX as u64 / 4) as i64,
             refresh_token_expire_seconds: refresh.min(i64::MAX as u64 / 4) as i64,
             rotate_refresh_token: raw.rotate_refresh_token.unwrap_or(true),
@@ -825,7 +819,7 @@ impl Validator {
                     false
                 }
             };
-            let mut scopes: Vec<Box<str>> = Vec::new();
+            let mut scopes: Vec<&str> = Vec::new();
             for s in r.scopes.iter().flatten() {
                 if !oauth.scopes.contains_key(&s.value) {
                     self.at(
@@ -836,8 +830,8 @@ impl Validator {
                             join(oauth.scopes.keys())
                         ),
                     );
-                } else if !scopes.iter().any(|x| **x == *s.value) {
-                    scopes.push(s.value.as_str().into());
+                } else {
+                    scopes.push(&s.value);
                 }
             }
             if public && r.scopes.is_some() {
@@ -877,7 +871,7 @@ impl Validator {
                     RouteAuth::Public
                 } else {
                     RouteAuth::Bearer {
-                        scopes: scopes.into(),
+                        scopes: scopes.into_iter().collect(),
                     }
                 },
                 upstream: r.upstream.value.as_str().into(),

@@ -36,7 +36,7 @@ fn shipped_config_is_valid() {
     assert_eq!(c.oauth.access_token_expire_seconds, 1200);
     assert_eq!(c.oauth.refresh_token_expire_seconds, 3600);
     assert!(c.oauth.rotate_refresh_token);
-    assert_eq!(c.oauth.default_scopes, vec!["read"]);
+    assert_eq!(c.oauth.default_scopes.to_string(), "read");
     assert_eq!(c.routes.len(), 4);
     assert_eq!(c.identity_headers.user.as_str(), "x-auth-user");
     let StoreConfig::Sqlite { path, .. } = &c.store;
@@ -50,7 +50,7 @@ fn shipped_config_is_valid() {
     assert_eq!(
         users.auth,
         RouteAuth::Bearer {
-            scopes: vec![Box::from("read")].into()
+            scopes: crate::scope::ScopeSet::parse("read").unwrap()
         }
     );
     assert_eq!(

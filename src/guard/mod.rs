@@ -1,13 +1,12 @@
 //! The resource-server guard: bearer-token extraction (RFC 6750 §2.1, header only) and the
 //! scope check. Pure and IO-free; the token lookup itself is the cache's job.
 
-use std::sync::Arc;
-
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
 use crate::crypto::ACCESS_TOKEN_PREFIX;
-use crate::store::cache::Principal;
+use crate::principal::Principal;
+use crate::scope::ScopeSet;
 
 /// Length of an access token: prefix + 43 base64url characters (256 bits).
 const ACCESS_TOKEN_LEN: usize = ACCESS_TOKEN_PREFIX.len() + 43;
@@ -23,7 +22,7 @@ pub enum AuthError {
     InvalidToken(&'static str),
     /// Valid, but lacks scopes the route requires.
     #[error("the access token lacks a required scope")]
-    InsufficientScope { required: Arc<[Box<str>]> },
+    InsufficientScope { required: ScopeSet },
 }
 
 impl AuthError {
@@ -72,12 +71,12 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
 }
 
 /// Every scope in `required` must be held by the principal.
-pub fn check_scopes(principal: &Principal, required: &Arc<[Box<str>]>) -> Result<(), AuthError> {
-    if required.iter().all(|s| principal.has_scope(s)) {
+pub fn check_scopes(principal: &Principal, required: &ScopeSet) -> Result<(), AuthError> {
+    if principal.scopes.contains_all(required) {
         Ok(())
     } else {
         Err(AuthError::InsufficientScope {
-            required: Arc::clone(required),
+            required: required.clone(),
         })
     }
 }
@@ -85,7 +84,7 @@ pub fn check_scopes(principal: &Principal, required: &Arc<[Box<str>]>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::cache::Identity;
+    use crate::principal::Identity;
     use http::HeaderValue;
 
     const TOKEN: &str = "pcat_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
@@ -134,14 +133,10 @@ mod tests {
     #[test]
     fn all_required_scopes_must_be_held() {
         let p = Principal::new(
-            Identity::new(
-                "c".into(),
-                None,
-                vec![Box::from("read"), Box::from("write")].into(),
-            ),
+            Identity::new("c".into(), None, ScopeSet::parse("read write").unwrap()),
             0,
         );
-        let req = |s: &[&str]| -> Arc<[Box<str>]> { s.iter().map(|x| Box::from(*x)).collect() };
+        let req = |s: &[&str]| -> ScopeSet { s.iter().collect() };
         let cases: &[(&[&str], bool)] = &[
             (&[], true),
             (&["read"], true),

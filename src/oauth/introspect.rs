@@ -11,11 +11,10 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
-use super::{AuthServer, FormRequest, INTROSPECTION_SCOPE, outcome_of};
+use super::{AuthServer, FormRequest, INTROSPECTION_SCOPE, Origin, outcome_of};
 use crate::crypto::Digest;
 use crate::guard;
 use crate::http::{Body, GatewayError, no_store_json};
-use crate::listener::ConnInfo;
 use crate::metrics::OutcomeLabels;
 
 /// Who is asking.
@@ -30,10 +29,10 @@ impl AuthServer {
     pub(super) async fn introspect(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        origin: Origin,
     ) -> Result<Response<Body>, GatewayError> {
         let result = self
-            .with_form(req, conn, async |request| {
+            .with_form(req, origin, async |request| {
                 self.introspect_inner(request).await
             })
             .await;
@@ -109,7 +108,7 @@ impl AuthServer {
         }
         let mut claims = json!({
             "active": true,
-            "scope": scopes.join(" "),
+            "scope": scopes.to_string(),
             "client_id": client_id,
             "token_type": token_type,
             "exp": exp,

@@ -23,7 +23,6 @@ use crate::clock::SharedClock;
 use crate::config::OAuthConfig;
 use crate::crypto::{Digest, PasswordHasher, generate_secret};
 use crate::http::{Body, GatewayError};
-use crate::listener::ConnInfo;
 use crate::metrics::{Metrics, ThrottledLabels};
 use crate::store::SharedStore;
 use crate::store::cache::TokenCache;
@@ -83,6 +82,15 @@ pub struct AuthServer {
     dummy_secret: Digest,
 }
 
+/// Where a request came from, as the endpoints need it: the address the limits key on, and
+/// whether it crossed the network encrypted.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub address: std::net::IpAddr,
+    /// The request arrived over TLS.
+    pub tls: bool,
+}
+
 /// What the listener in front of the endpoints demands of requests.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerPolicy {
@@ -137,12 +145,12 @@ impl AuthServer {
         &self,
         endpoint: Endpoint,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        origin: Origin,
     ) -> Result<Response<Body>, GatewayError> {
         match endpoint {
-            Endpoint::Token => self.token(req, conn).await,
-            Endpoint::Revoke => self.revoke(req, conn).await,
-            Endpoint::Introspect => self.introspect(req, conn).await,
+            Endpoint::Token => self.token(req, origin).await,
+            Endpoint::Revoke => self.revoke(req, origin).await,
+            Endpoint::Introspect => self.introspect(req, origin).await,
             Endpoint::Metadata => self.metadata(req),
         }
     }
@@ -153,9 +161,9 @@ impl AuthServer {
     async fn read_form(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        origin: Origin,
     ) -> Result<FormRequest, GatewayError> {
-        if self.require_tls && !conn.tls {
+        if self.require_tls && !origin.tls {
             return Err(OAuthError::invalid_request(
                 "this endpoint requires TLS: credentials must not cross the network in clear",
             )
@@ -172,7 +180,7 @@ impl AuthServer {
             )
             .into());
         }
-        let address = conn.peer.ip();
+        let address = origin.address;
         self.throttle
             .check_address(address)
             .map_err(|held| self.throttled(held, address))?;
@@ -233,10 +241,10 @@ impl AuthServer {
     async fn with_form<T>(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        origin: Origin,
         inner: impl AsyncFnOnce(&FormRequest) -> Result<T, GatewayError>,
     ) -> Result<T, GatewayError> {
-        let request = self.read_form(req, conn).await?;
+        let request = self.read_form(req, origin).await?;
         let result = inner(&request).await;
         self.settle(&request, &result);
         result

@@ -9,20 +9,21 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{AuthServer, FormRequest, outcome_of};
+use super::{AuthServer, FormRequest, Origin, outcome_of};
 use crate::crypto::Digest;
 use crate::http::{Body, GatewayError, no_store_json};
-use crate::listener::ConnInfo;
 use crate::metrics::OutcomeLabels;
 
 impl AuthServer {
     pub(super) async fn revoke(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        origin: Origin,
     ) -> Result<Response<Body>, GatewayError> {
         let result = self
-            .with_form(req, conn, async |request| self.revoke_inner(request).await)
+            .with_form(req, origin, async |request| {
+                self.revoke_inner(request).await
+            })
             .await;
         let outcome = match &result {
             Ok(true) => "revoked",

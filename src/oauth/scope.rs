@@ -3,28 +3,12 @@
 use std::collections::BTreeMap;
 
 use super::error::OAuthError;
-use crate::config::is_valid_scope_token;
+use crate::scope::ScopeSet;
 
-/// Parses a requested `scope` parameter (space-delimited, RFC 6749 §3.3), keeping the order
-/// given and dropping repeats.
-pub fn parse(requested: &str) -> Result<Vec<String>, OAuthError> {
-    let mut out: Vec<String> = Vec::new();
-    for s in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !is_valid_scope_token(s) {
-            return Err(OAuthError::invalid_scope(
-                "the scope parameter is malformed",
-            ));
-        }
-        if !out.iter().any(|x| x == s) {
-            out.push(s.to_owned());
-        }
-    }
-    if out.is_empty() {
-        return Err(OAuthError::invalid_scope(
-            "the scope parameter is malformed",
-        ));
-    }
-    Ok(out)
+/// Parses a requested `scope` parameter (space-delimited, RFC 6749 §3.3).
+pub fn parse(requested: &str) -> Result<ScopeSet, OAuthError> {
+    ScopeSet::parse(requested)
+        .map_err(|_| OAuthError::invalid_scope("the scope parameter is malformed"))
 }
 
 /// Scopes for a new grant. With no request, the configured defaults the client is allowed;
@@ -32,15 +16,11 @@ pub fn parse(requested: &str) -> Result<Vec<String>, OAuthError> {
 pub fn for_new_grant(
     requested: Option<&str>,
     known: &BTreeMap<String, String>,
-    allowed: &[String],
-    defaults: &[String],
-) -> Result<Vec<String>, OAuthError> {
+    allowed: &ScopeSet,
+    defaults: &ScopeSet,
+) -> Result<ScopeSet, OAuthError> {
     let Some(requested) = requested else {
-        let granted: Vec<String> = defaults
-            .iter()
-            .filter(|s| allowed.contains(s))
-            .cloned()
-            .collect();
+        let granted = defaults.intersection(allowed);
         if granted.is_empty() {
             return Err(OAuthError::invalid_scope(
                 "no scope was requested and no default scope is allowed to this client",
@@ -49,7 +29,7 @@ pub fn for_new_grant(
         return Ok(granted);
     };
     let requested = parse(requested)?;
-    for s in &requested {
+    for s in requested.iter() {
         if !known.contains_key(s) {
             return Err(OAuthError::invalid_scope("a requested scope is unknown"));
         }
@@ -64,15 +44,12 @@ pub fn for_new_grant(
 
 /// Scopes of an access token obtained by refresh (RFC 6749 §6): the original grant's, or a
 /// subset of them when the request narrows it; never more.
-pub fn for_refresh(
-    requested: Option<&str>,
-    original: &[String],
-) -> Result<Vec<String>, OAuthError> {
+pub fn for_refresh(requested: Option<&str>, original: &ScopeSet) -> Result<ScopeSet, OAuthError> {
     let Some(requested) = requested else {
-        return Ok(original.to_vec());
+        return Ok(original.clone());
     };
     let requested = parse(requested)?;
-    if requested.iter().any(|s| !original.contains(s)) {
+    if !original.contains_all(&requested) {
         return Err(OAuthError::invalid_scope(
             "a refresh cannot add scopes beyond those originally granted",
         ));
@@ -84,8 +61,8 @@ pub fn for_refresh(
 mod tests {
     use super::*;
 
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
+    fn v(s: &[&str]) -> ScopeSet {
+        s.iter().collect()
     }
 
     #[test]

@@ -7,13 +7,13 @@ use serde_json::json;
 
 use super::error::{OAuthError, OAuthErrorCode};
 use super::form::Form;
-use super::{AuthServer, FormRequest, outcome_of, scope};
+use super::{AuthServer, FormRequest, Origin, outcome_of, scope};
 use crate::crypto::{
     ACCESS_TOKEN_PREFIX, Digest, REFRESH_TOKEN_PREFIX, derive_rotated, generate_secret, random_salt,
 };
 use crate::http::{Body, GatewayError, no_store_json};
-use crate::listener::ConnInfo;
 use crate::metrics::TokenIssuedLabels;
+use crate::scope::ScopeSet;
 use crate::store::{
     AccessTokenRecord, ClientRecord, GrantType, RefreshExchange, RefreshTokenRecord,
 };
@@ -22,7 +22,7 @@ use crate::store::{
 struct Issued {
     access: String,
     refresh: Option<String>,
-    scopes: Vec<String>,
+    scopes: ScopeSet,
     username: Option<String>,
     expires_in: i64,
 }
@@ -31,9 +31,9 @@ struct Issued {
 struct Mint<'a> {
     client: &'a ClientRecord,
     username: Option<String>,
-    scopes: Vec<String>,
+    scopes: ScopeSet,
     /// Scopes of a new refresh token; `None`: no refresh token.
-    refresh_scopes: Option<Vec<String>>,
+    refresh_scopes: Option<ScopeSet>,
     /// An existing refresh token the access token hangs off (refresh without rotation).
     parent: Option<Digest>,
     /// The family to join; `None` starts a new one.
@@ -56,11 +56,11 @@ impl AuthServer {
     pub(super) async fn token(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        origin: Origin,
     ) -> Result<Response<Body>, GatewayError> {
         let mut grant_label = "other";
         let result = self
-            .with_form(req, conn, async |request| {
+            .with_form(req, origin, async |request| {
                 self.issue(request, &mut grant_label).await
             })
             .await;
@@ -112,14 +112,14 @@ impl AuthServer {
             client_id = %client.client_id,
             grant_type = grant.as_str(),
             user = issued.username.as_deref().unwrap_or(""),
-            scope = %issued.scopes.join(" "),
+            scope = %issued.scopes,
             "token issued"
         );
         let mut body = json!({
             "access_token": issued.access,
             "token_type": "Bearer",
             "expires_in": issued.expires_in,
-            "scope": issued.scopes.join(" "),
+            "scope": issued.scopes.to_string(),
         });
         if let Some(refresh) = issued.refresh {
             body["refresh_token"] = json!(refresh);
@@ -299,11 +299,7 @@ impl AuthServer {
         Err(OAuthError::invalid_grant(INVALID_REFRESH).into())
     }
 
-    fn new_grant_scopes(
-        &self,
-        client: &ClientRecord,
-        form: &Form,
-    ) -> Result<Vec<String>, OAuthError> {
+    fn new_grant_scopes(&self, client: &ClientRecord, form: &Form) -> Result<ScopeSet, OAuthError> {
         scope::for_new_grant(
             form.get("scope"),
             &self.oauth.scopes,

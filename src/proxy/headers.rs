@@ -6,6 +6,7 @@ use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
 use crate::config::IdentityHeaders;
+use crate::principal::IdentityValues;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -88,27 +89,6 @@ fn join_cookies(headers: &mut HeaderMap) {
     // Joined valid values with `; ` are a valid value.
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(header::COOKIE, v);
-    }
-}
-
-/// What the gateway asserts about the caller, as the values of the identity headers: made
-/// once per identity (the token cache shares one per client, user and scopes), not per
-/// request. A value that cannot be a header value is left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct IdentityValues {
-    pub user: Option<HeaderValue>,
-    pub client: Option<HeaderValue>,
-    /// The scopes, space-separated.
-    pub scopes: Option<HeaderValue>,
-}
-
-impl IdentityValues {
-    pub fn new(user: Option<&str>, client: &str, scopes: &[Box<str>]) -> IdentityValues {
-        IdentityValues {
-            user: user.and_then(|u| HeaderValue::from_str(u).ok()),
-            client: HeaderValue::from_str(client).ok(),
-            scopes: HeaderValue::from_str(&scopes.join(" ")).ok(),
-        }
     }
 }
 
@@ -309,7 +289,7 @@ mod tests {
     /// client sends -> upstream sees
     #[test]
     fn client_sends_upstream_sees() {
-        let scopes: Vec<Box<str>> = vec!["read".into(), "write".into()];
+        let scopes = crate::scope::ScopeSet::parse("read write").unwrap();
         let identity = IdentityValues::new(Some("alice"), "cid", &scopes);
         let service = IdentityValues::new(None, "svc", &scopes);
         type Case<'a> = (

@@ -30,8 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 pub use headers::{
-    Forwarded, IdentityValues, forwarded_for, rewrite_request_headers, strip_hop_by_hop,
-    vary_on_authorization,
+    Forwarded, forwarded_for, rewrite_request_headers, strip_hop_by_hop, vary_on_authorization,
 };
 
 use crate::config::UpstreamConfig;

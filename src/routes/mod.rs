@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::scope::ScopeSet;
+
 pub use path::{PathError, PathOptions, canonicalize, canonicalize_with};
 
 /// True when a canonical path lies in the authorization server's `/o/` namespace, which is
@@ -36,7 +38,7 @@ pub enum RouteAuth {
     /// Forwarded without a token (`auth: none`). Identity headers are still stripped.
     Public,
     /// A valid bearer token holding every one of these scopes (possibly none).
-    Bearer { scopes: Arc<[Box<str>]> },
+    Bearer { scopes: ScopeSet },
 }
 
 /// One entry of the `routes:` list, validated.

@@ -27,63 +27,7 @@ use super::{SharedStore, StoreError};
 use crate::clock::SharedClock;
 use crate::crypto::Digest;
 use crate::metrics::Metrics;
-use crate::proxy::IdentityValues;
-
-/// The identity behind a token: shared (interned) by every cached token of the same client,
-/// user and scopes.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub client_id: Box<str>,
-    /// `None` for client_credentials tokens.
-    pub username: Option<Box<str>>,
-    pub scopes: Box<[Box<str>]>,
-    /// The same as identity-header values, made once here instead of on every request.
-    pub header_values: IdentityValues,
-}
-
-impl Identity {
-    pub fn new(
-        client_id: Box<str>,
-        username: Option<Box<str>>,
-        scopes: Box<[Box<str>]>,
-    ) -> Identity {
-        let header_values = IdentityValues::new(username.as_deref(), &client_id, &scopes);
-        Identity {
-            client_id,
-            username,
-            scopes,
-            header_values,
-        }
-    }
-}
-
-/// Who a valid access token speaks for, and until when. 16 bytes: cheap to cache and clone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    identity: Arc<Identity>,
-    /// Unix seconds.
-    pub expires_at: i64,
-}
-
-impl Principal {
-    pub fn new(identity: Identity, expires_at: i64) -> Principal {
-        Principal {
-            identity: Arc::new(identity),
-            expires_at,
-        }
-    }
-
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.identity.scopes.iter().any(|s| **s == *scope)
-    }
-}
-
-impl std::ops::Deref for Principal {
-    type Target = Identity;
-    fn deref(&self) -> &Identity {
-        &self.identity
-    }
-}
+use crate::principal::{Identity, Principal};
 
 /// One shared copy of every identity the cache holds.
 #[derive(Default)]
@@ -192,14 +136,14 @@ impl TokenCache {
         if !record.is_active(now) {
             return Ok(None);
         }
-        let principal = Principal {
-            identity: self.identities.intern(Identity::new(
+        let principal = Principal::shared(
+            self.identities.intern(Identity::new(
                 record.client_id.into(),
                 record.username.map(Into::into),
-                record.scopes.into_iter().map(Into::into).collect(),
+                record.scopes,
             )),
-            expires_at: record.expires_at,
-        };
+            record.expires_at,
+        );
         self.insert_unless_invalidated(key, principal.clone(), epoch);
         Ok(Some(principal))
     }
@@ -258,6 +202,7 @@ impl TokenCache {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::scope::ScopeSet;
     use crate::store::sqlite::SqliteStore;
 
     fn cache() -> (TokenCache, tempfile::TempDir) {
@@ -269,7 +214,7 @@ mod tests {
     }
 
     fn principal() -> Principal {
-        Principal::new(Identity::new("c".into(), None, Box::new([])), 2_000)
+        Principal::new(Identity::new("c".into(), None, ScopeSet::default()), 2_000)
     }
 
     /// A store read that an invalidation overtook (a revocation between the read and the

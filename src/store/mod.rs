@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::crypto::Digest;
+use crate::scope::ScopeSet;
 
 /// OAuth 2.0 grant types a client can be registered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,7 +73,7 @@ pub struct ClientRecord {
     pub secret_digest: Digest,
     pub grants: Vec<GrantType>,
     /// Scopes this client may ever obtain.
-    pub scopes: Vec<String>,
+    pub scopes: ScopeSet,
     pub created_at: i64,
 }
 
@@ -82,7 +83,7 @@ pub struct AccessTokenRecord {
     pub client_id: String,
     /// Resource owner; `None` for client_credentials tokens.
     pub username: Option<String>,
-    pub scopes: Vec<String>,
+    pub scopes: ScopeSet,
     pub issued_at: i64,
     pub expires_at: i64,
     /// The refresh token issued alongside (or the one this token was refreshed from).
@@ -99,7 +100,7 @@ pub struct RefreshTokenRecord {
     pub client_id: String,
     pub username: Option<String>,
     /// The scope of the original grant; a refresh can narrow the access token, never this.
-    pub scopes: Vec<String>,
+    pub scopes: ScopeSet,
     pub issued_at: i64,
     pub expires_at: i64,
     pub family: Digest,
@@ -154,7 +155,7 @@ pub struct TokenSummary {
     pub digest: Digest,
     pub client_id: String,
     pub username: Option<String>,
-    pub scopes: Vec<String>,
+    pub scopes: ScopeSet,
     pub issued_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,

@@ -15,6 +15,7 @@ use super::{
     Revoked, Store, StoreError, Swept, TokenKind, TokenOwner, TokenSummary, UserRecord,
 };
 use crate::crypto::Digest;
+use crate::scope::ScopeSet;
 
 const READERS: usize = 4;
 
@@ -413,7 +414,7 @@ fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
             .iter()
             .filter_map(|g| g.parse::<GrantType>().ok())
             .collect(),
-        scopes: words(row.get(4)?),
+        scopes: ScopeSet::from_stored(&row.get::<_, String>(4)?),
         created_at: row.get(5)?,
     })
 }
@@ -424,7 +425,7 @@ fn access_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
         digest: digest_col(row, 0)?,
         client_id: row.get(1)?,
         username: row.get(2)?,
-        scopes: words(row.get(3)?),
+        scopes: ScopeSet::from_stored(&row.get::<_, String>(3)?),
         issued_at: row.get(4)?,
         expires_at: row.get(5)?,
         refresh: match row.get_ref(6)? {
@@ -442,7 +443,7 @@ fn refresh_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
         digest: digest_col(row, 0)?,
         client_id: row.get(1)?,
         username: row.get(2)?,
-        scopes: words(row.get(3)?),
+        scopes: ScopeSet::from_stored(&row.get::<_, String>(3)?),
         issued_at: row.get(4)?,
         expires_at: row.get(5)?,
         family: digest_col(row, 6)?,
@@ -463,7 +464,7 @@ fn insert_refresh(conn: &Connection, r: &RefreshTokenRecord) -> rusqlite::Result
             &r.digest.0[..],
             r.client_id,
             r.username,
-            r.scopes.join(" "),
+            r.scopes.to_string(),
             r.issued_at,
             r.expires_at,
             &r.family.0[..],
@@ -480,7 +481,7 @@ fn insert_access(conn: &Connection, a: &AccessTokenRecord) -> rusqlite::Result<u
             &a.digest.0[..],
             a.client_id,
             a.username,
-            a.scopes.join(" "),
+            a.scopes.to_string(),
             a.issued_at,
             a.expires_at,
             a.refresh.as_ref().map(|d| d.0.to_vec()),
@@ -649,7 +650,7 @@ impl Store for SqliteStore {
                     client.name,
                     &client.secret_digest.0[..],
                     grants.join(" "),
-                    client.scopes.join(" "),
+                    client.scopes.to_string(),
                     client.created_at
                 ],
             )
@@ -869,7 +870,7 @@ impl Store for SqliteStore {
                         digest: digest_col(r, 0)?,
                         client_id: r.get(1)?,
                         username: r.get(2)?,
-                        scopes: words(r.get(3)?),
+                        scopes: ScopeSet::from_stored(&r.get::<_, String>(3)?),
                         issued_at: r.get(4)?,
                         expires_at: r.get(5)?,
                         revoked_at: r.get(6)?,
