@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::crypto::Digest;
 use portcullis::metrics::Metrics;
+use portcullis::scope::ScopeSet;
 use portcullis::store::cache::TokenCache;
 use portcullis::store::sqlite::SqliteStore;
-use portcullis::store::{AccessTokenRecord, ClientRecord, GrantType, SharedStore, UserRecord};
+use portcullis::store::{
+    AccessTokenRecord, ClientRecord, GrantType, SharedStore, TokenMeta, UserRecord,
+};
 use tokio::task::JoinSet;
 
 fn resident_bytes() -> u64 {
@@ -43,7 +46,7 @@ async fn main() {
                 name: format!("client {c}"),
                 secret_digest: Digest::of("x"),
                 grants: vec![GrantType::Password],
-                scopes: portcullis::scope::ScopeSet::parse("read write").unwrap(),
+                scopes: ScopeSet::parse("read write").unwrap(),
                 created_at: now,
             })
             .await
@@ -70,19 +73,18 @@ async fn main() {
             store
                 .insert_tokens(
                     AccessTokenRecord {
-                        digest,
-                        client_id: format!("client-{:027}", i % 100),
-                        username: Some(format!("user{:05}@example.com", i % 10_000)),
-                        scopes: if i % 2 == 0 {
-                            portcullis::scope::ScopeSet::parse("read").unwrap()
-                        } else {
-                            portcullis::scope::ScopeSet::parse("read write").unwrap()
+                        meta: TokenMeta {
+                            digest,
+                            client_id: format!("client-{:027}", i % 100),
+                            username: Some(format!("user{:05}@example.com", i % 10_000)),
+                            scopes: ScopeSet::parse(if i % 2 == 0 { "read" } else { "read write" })
+                                .unwrap(),
+                            issued_at: now,
+                            expires_at: now + 3600,
+                            revoked_at: None,
                         },
-                        issued_at: now,
-                        expires_at: now + 3600,
                         refresh: None,
                         family: digest,
-                        revoked_at: None,
                     },
                     None,
                 )

@@ -110,15 +110,17 @@ fn guard(c: &mut Criterion) {
         store
             .insert_tokens(
                 AccessTokenRecord {
-                    digest,
-                    client_id: "bench-client".into(),
-                    username: None,
-                    scopes: portcullis::scope::ScopeSet::parse("read write").unwrap(),
-                    issued_at: now,
-                    expires_at: now + 3600,
+                    meta: portcullis::store::TokenMeta {
+                        digest,
+                        client_id: "bench-client".into(),
+                        username: None,
+                        scopes: portcullis::scope::ScopeSet::parse("read write").unwrap(),
+                        issued_at: now,
+                        expires_at: now + 3600,
+                        revoked_at: None,
+                    },
                     refresh: None,
                     family: digest,
-                    revoked_at: None,
                 },
                 None,
             )

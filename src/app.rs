@@ -48,7 +48,8 @@ async fn open_store_with(config: &Config, create: bool) -> Result<SharedStore, S
                 busy_timeout: *busy_timeout,
             };
             let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(&path, options))
-                .await??;
+                .await
+                .map_err(|e| StoreError::Backend(Box::new(e)))??;
             Ok(Arc::new(store))
         }
     }

@@ -274,14 +274,9 @@ async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> any
     match cmd {
         TokensCommand::List { user, client, json } => {
             let list = store.list_tokens(owner(user, client), now).await?;
-            let status = |t: &TokenSummary| match (t.revoked_at, t.expires_at > now) {
-                (Some(_), _) => "revoked",
-                (None, false) => "expired",
-                (None, true) => "active",
-            };
             // The first 8 bytes of the digest identify a token without revealing it.
             let id = |t: &TokenSummary| {
-                t.digest.0[..8]
+                t.meta.digest.0[..8]
                     .iter()
                     .map(|b| format!("{b:02x}"))
                     .collect::<String>()
@@ -290,10 +285,12 @@ async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> any
                 let rows: Vec<_> = list
                     .iter()
                     .map(|t| {
+                        let m = &t.meta;
                         json!({
-                            "kind": t.kind.as_str(), "id": id(t), "client_id": t.client_id,
-                            "username": t.username, "scope": t.scopes.to_string(),
-                            "issued_at": t.issued_at, "expires_at": t.expires_at, "status": status(t),
+                            "kind": t.kind.as_str(), "id": id(t), "client_id": m.client_id,
+                            "username": m.username, "scope": m.scopes.to_string(),
+                            "issued_at": m.issued_at, "expires_at": m.expires_at,
+                            "status": t.status.as_str(),
                         })
                     })
                     .collect();
@@ -307,11 +304,11 @@ async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> any
                         "{:<8} {} {:<33} {:<16} {:<8} {} {}",
                         t.kind.as_str(),
                         id(t),
-                        t.client_id,
-                        t.username.as_deref().unwrap_or("-"),
-                        status(t),
-                        timestamp(t.expires_at),
-                        t.scopes
+                        t.meta.client_id,
+                        t.meta.username.as_deref().unwrap_or("-"),
+                        t.status.as_str(),
+                        timestamp(t.meta.expires_at),
+                        t.meta.scopes
                     );
                 }
             }

@@ -83,7 +83,7 @@ pub async fn set_password(
 }
 
 pub async fn remove_user(store: &SharedStore, name: &str) -> Result<(), ManageError> {
-    if store.remove_user(name).await? {
+    if store.remove_user(name, SystemClock.now()).await? {
         Ok(())
     } else {
         Err(ManageError::NotFound(format!("user {name:?}")))
@@ -158,7 +158,7 @@ pub async fn rotate_client_secret(
 }
 
 pub async fn remove_client(store: &SharedStore, client_id: &str) -> Result<(), ManageError> {
-    if store.remove_client(client_id).await? {
+    if store.remove_client(client_id, SystemClock.now()).await? {
         Ok(())
     } else {
         Err(ManageError::NotFound(format!("client {client_id:?}")))

@@ -60,30 +60,20 @@ impl AuthServer {
         let refresh_first = form.get("token_type_hint") == Some("refresh_token");
 
         let access = async {
-            Ok::<_, GatewayError>(self.store.access_token(digest).await?.map(|a| {
-                (
-                    a.is_active(now),
-                    a.client_id,
-                    a.username,
-                    a.scopes,
-                    a.issued_at,
-                    a.expires_at,
-                    "Bearer",
-                )
-            }))
+            Ok::<_, GatewayError>(
+                self.store
+                    .access_token(digest)
+                    .await?
+                    .map(|a| (a.meta, "Bearer")),
+            )
         };
         let refresh = async {
-            Ok::<_, GatewayError>(self.store.refresh_token(digest).await?.map(|r| {
-                (
-                    r.is_usable(now),
-                    r.client_id,
-                    r.username,
-                    r.scopes,
-                    r.issued_at,
-                    r.expires_at,
-                    "refresh_token",
-                )
-            }))
+            Ok::<_, GatewayError>(
+                self.store
+                    .refresh_token(digest)
+                    .await?
+                    .map(|r| (r.meta, "refresh_token")),
+            )
         };
         let found = if refresh_first {
             match refresh.await? {
@@ -96,25 +86,25 @@ impl AuthServer {
                 None => refresh.await?,
             }
         };
-        let Some((active, client_id, username, scopes, iat, exp, token_type)) = found else {
+        let Some((token, token_type)) = found else {
             return Ok(json!({"active": false}));
         };
         let visible = match &caller {
             Caller::Privileged => true,
-            Caller::Client(id) => *id == client_id,
+            Caller::Client(id) => *id == token.client_id,
         };
-        if !active || !visible {
+        if !token.is_live(now) || !visible {
             return Ok(json!({"active": false}));
         }
         let mut claims = json!({
             "active": true,
-            "scope": scopes.to_string(),
-            "client_id": client_id,
+            "scope": token.scopes.to_string(),
+            "client_id": token.client_id,
             "token_type": token_type,
-            "exp": exp,
-            "iat": iat,
+            "exp": token.expires_at,
+            "iat": token.issued_at,
         });
-        if let Some(u) = username {
+        if let Some(u) = token.username {
             claims["username"] = json!(u);
         }
         Ok(claims)

@@ -15,7 +15,7 @@ use crate::http::{Body, GatewayError, no_store_json};
 use crate::metrics::TokenIssuedLabels;
 use crate::scope::ScopeSet;
 use crate::store::{
-    AccessTokenRecord, ClientRecord, GrantType, RefreshExchange, RefreshTokenRecord,
+    AccessTokenRecord, ClientRecord, GrantType, RefreshExchange, RefreshTokenRecord, TokenMeta,
 };
 
 /// Tokens of one successful grant, with what the response reports.
@@ -267,15 +267,15 @@ impl AuthServer {
             let access_record = self.store.access_token(Digest::of(&access)).await?;
             let refresh_record = self.store.refresh_token(Digest::of(&refresh)).await?;
             if let (Some(a), Some(r)) = (access_record, refresh_record)
-                && a.is_active(now)
-                && r.is_usable(now)
+                && a.is_live(now)
+                && r.is_live(now)
             {
                 return Ok(Issued {
                     access,
                     refresh: Some(refresh),
                     expires_in: a.expires_at - now,
-                    scopes: a.scopes,
-                    username: a.username,
+                    scopes: a.meta.scopes,
+                    username: a.meta.username,
                 });
             }
             return Err(OAuthError::invalid_grant(INVALID_REFRESH).into());
@@ -313,8 +313,8 @@ impl AuthServer {
             access: minted.access,
             refresh: minted.refresh,
             expires_in: self.oauth.access_token_expire_seconds,
-            scopes: minted.access_record.scopes,
-            username: minted.access_record.username,
+            scopes: minted.access_record.meta.scopes,
+            username: minted.access_record.meta.username,
         }
     }
 
@@ -330,14 +330,16 @@ impl AuthServer {
                 let value = refresh_value.unwrap_or_else(|| generate_secret(REFRESH_TOKEN_PREFIX));
                 let digest = Digest::of(&value);
                 let record = RefreshTokenRecord {
-                    digest,
-                    client_id: m.client.client_id.clone(),
-                    username: m.username.clone(),
-                    scopes: refresh_scopes,
-                    issued_at: now,
-                    expires_at: now + self.oauth.refresh_token_expire_seconds,
+                    meta: TokenMeta {
+                        digest,
+                        client_id: m.client.client_id.clone(),
+                        username: m.username.clone(),
+                        scopes: refresh_scopes,
+                        issued_at: now,
+                        expires_at: now + self.oauth.refresh_token_expire_seconds,
+                        revoked_at: None,
+                    },
                     family: m.family.unwrap_or(digest),
-                    revoked_at: None,
                     rotated_at: None,
                     rotation_salt: None,
                 };
@@ -350,15 +352,17 @@ impl AuthServer {
             .or(refresh_record.as_ref().map(|r| r.family))
             .unwrap_or(access_digest);
         let access_record = AccessTokenRecord {
-            digest: access_digest,
-            client_id: m.client.client_id.clone(),
-            username: m.username,
-            scopes: m.scopes,
-            issued_at: now,
-            expires_at: now + self.oauth.access_token_expire_seconds,
+            meta: TokenMeta {
+                digest: access_digest,
+                client_id: m.client.client_id.clone(),
+                username: m.username,
+                scopes: m.scopes,
+                issued_at: now,
+                expires_at: now + self.oauth.access_token_expire_seconds,
+                revoked_at: None,
+            },
             refresh: refresh_record.as_ref().map(|r| r.digest).or(m.parent),
             family,
-            revoked_at: None,
         };
         Minted {
             access,

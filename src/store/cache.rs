@@ -133,16 +133,17 @@ impl TokenCache {
         let Some(record) = self.store.access_token(digest).await? else {
             return Ok(None);
         };
-        if !record.is_active(now) {
+        if !record.is_live(now) {
             return Ok(None);
         }
+        let meta = record.meta;
         let principal = Principal::shared(
             self.identities.intern(Identity::new(
-                record.client_id.into(),
-                record.username.map(Into::into),
-                record.scopes,
+                meta.client_id.into(),
+                meta.username.map(Into::into),
+                meta.scopes,
             )),
-            record.expires_at,
+            meta.expires_at,
         );
         self.insert_unless_invalidated(key, principal.clone(), epoch);
         Ok(Some(principal))

@@ -5,6 +5,7 @@
 //! depend on [`Store`] alone, so another backend slots in without touching them.
 
 pub mod cache;
+pub mod rules;
 pub mod sqlite;
 
 use std::fmt;
@@ -77,8 +78,9 @@ pub struct ClientRecord {
     pub created_at: i64,
 }
 
+/// What every token record carries: access tokens, refresh tokens and token listings alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessTokenRecord {
+pub struct TokenMeta {
     pub digest: Digest,
     pub client_id: String,
     /// Resource owner; `None` for client_credentials tokens.
@@ -86,25 +88,57 @@ pub struct AccessTokenRecord {
     pub scopes: ScopeSet,
     pub issued_at: i64,
     pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl TokenMeta {
+    /// Unrevoked and unexpired at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+
+    /// What `portcullis tokens list` shows.
+    pub fn status(&self, now: i64) -> TokenStatus {
+        match (self.revoked_at, self.expires_at > now) {
+            (Some(_), _) => TokenStatus::Revoked,
+            (None, false) => TokenStatus::Expired,
+            (None, true) => TokenStatus::Active,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl TokenStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Active => "active",
+            TokenStatus::Expired => "expired",
+            TokenStatus::Revoked => "revoked",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenRecord {
+    pub meta: TokenMeta,
     /// The refresh token issued alongside (or the one this token was refreshed from).
     pub refresh: Option<Digest>,
     /// The grant this token descends from: every token of one original grant shares it, so a
     /// detected refresh-token reuse can revoke them all.
     pub family: Digest,
-    pub revoked_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshTokenRecord {
-    pub digest: Digest,
-    pub client_id: String,
-    pub username: Option<String>,
-    /// The scope of the original grant; a refresh can narrow the access token, never this.
-    pub scopes: ScopeSet,
-    pub issued_at: i64,
-    pub expires_at: i64,
+    /// Its scopes are the original grant's; a refresh can narrow the access token, never them.
+    pub meta: TokenMeta,
     pub family: Digest,
-    pub revoked_at: Option<i64>,
     /// When this token was exchanged for a new pair (rotation); `None` while unused or when
     /// revoked by other means.
     pub rotated_at: Option<i64>,
@@ -113,15 +147,18 @@ pub struct RefreshTokenRecord {
     pub rotation_salt: Option<[u8; 32]>,
 }
 
-impl RefreshTokenRecord {
-    pub fn is_usable(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.expires_at > now
+/// Records read as their common fields.
+impl std::ops::Deref for AccessTokenRecord {
+    type Target = TokenMeta;
+    fn deref(&self) -> &TokenMeta {
+        &self.meta
     }
 }
 
-impl AccessTokenRecord {
-    pub fn is_active(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.expires_at > now
+impl std::ops::Deref for RefreshTokenRecord {
+    type Target = TokenMeta;
+    fn deref(&self) -> &TokenMeta {
+        &self.meta
     }
 }
 
@@ -152,13 +189,88 @@ impl TokenKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSummary {
     pub kind: TokenKind,
-    pub digest: Digest,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub scopes: ScopeSet,
-    pub issued_at: i64,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
+    pub meta: TokenMeta,
+    /// At the `now` the listing was made for.
+    pub status: TokenStatus,
+}
+
+/// Which tokens a step of a store rule concerns (see [`TokenTx`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFilter<'a> {
+    /// The one token with this digest.
+    Digest(&'a Digest),
+    /// The access tokens issued with (or refreshed from) this refresh token.
+    IssuedFrom(&'a Digest),
+    /// Every token of one grant family.
+    Family(&'a Digest),
+    User(&'a str),
+    Client(&'a str),
+    All,
+}
+
+impl<'a> From<&'a TokenOwner> for TokenFilter<'a> {
+    fn from(owner: &'a TokenOwner) -> Self {
+        match owner {
+            TokenOwner::User(u) => TokenFilter::User(u),
+            TokenOwner::Client(c) => TokenFilter::Client(c),
+            TokenOwner::All => TokenFilter::All,
+        }
+    }
+}
+
+/// A backend's own error, boxed: the rules and the callers never look inside it.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The steps the store's rules ([`rules`]) are written in: one transaction of a backend,
+/// synchronous, each step atomic within it. A backend implements these few operations on its
+/// tables; how tokens are rotated, revoked in cascade, logged for other gateways' caches and
+/// swept is decided once, in `rules`, for every backend.
+pub trait TokenTx {
+    /// The client a token of `kind` belongs to, if such a token exists.
+    fn owner_of(
+        &mut self,
+        kind: TokenKind,
+        digest: &Digest,
+    ) -> Result<Option<String>, BackendError>;
+    /// Revokes the live access tokens that `filter` selects; returns their digests.
+    fn revoke_access(
+        &mut self,
+        filter: TokenFilter<'_>,
+        now: i64,
+    ) -> Result<Vec<Digest>, BackendError>;
+    /// Revokes the live refresh tokens that `filter` selects (never `IssuedFrom`); returns how
+    /// many.
+    fn revoke_refresh(&mut self, filter: TokenFilter<'_>, now: i64) -> Result<usize, BackendError>;
+    /// The live access tokens that `filter` selects.
+    fn live_access(
+        &mut self,
+        filter: TokenFilter<'_>,
+        now: i64,
+    ) -> Result<Vec<Digest>, BackendError>;
+    /// Whether a refresh token is live at `now`; with `rotate`, also marks it rotated (revoked
+    /// now, with the salt its successors were derived from) when it was.
+    fn take_refresh(
+        &mut self,
+        digest: &Digest,
+        now: i64,
+        rotate: Option<&[u8; 32]>,
+    ) -> Result<bool, BackendError>;
+    fn insert_access(&mut self, record: &AccessTokenRecord) -> Result<(), BackendError>;
+    fn insert_refresh(&mut self, record: &RefreshTokenRecord) -> Result<(), BackendError>;
+    /// Appends access-token revocations to the log every gateway follows.
+    fn log_revocations(&mut self, digests: &[Digest], now: i64) -> Result<(), BackendError>;
+    /// Deletes a user or a client, and by cascade their tokens. False when there was none.
+    fn delete_owner(&mut self, owner: &TokenOwner) -> Result<bool, BackendError>;
+    /// Deletes at most `batch` tokens of `kind` that expired by `now` or were revoked (but
+    /// not rotated: a rotated refresh token stays until it expires, to detect its reuse).
+    fn delete_dead(
+        &mut self,
+        kind: TokenKind,
+        now: i64,
+        batch: usize,
+    ) -> Result<usize, BackendError>;
+    /// Deletes at most `batch` revocation-log entries written at or before `before`.
+    fn trim_revocation_log(&mut self, before: i64, batch: usize) -> Result<usize, BackendError>;
 }
 
 /// What a revocation changed.
@@ -199,15 +311,13 @@ pub enum StoreError {
     #[error("{0} already exists")]
     Conflict(String),
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(BackendError),
     #[error("cannot open the database: {0}")]
     Open(String),
     #[error("no database at {0} (`portcullis migrate` creates it)")]
     Missing(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    #[error("database task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
 }
 
 /// Everything Portcullis keeps. Implementations must make each method atomic.
@@ -219,16 +329,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError>;
     async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
-    /// Removes the user and every token issued to them. False when there was no such user.
-    async fn remove_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// Removes the user and every token issued to them (their live access tokens go to the
+    /// revocation log first). False when there was no such user.
+    async fn remove_user(&self, username: &str, now: i64) -> Result<bool, StoreError>;
     async fn set_password(&self, username: &str, password_hash: String)
     -> Result<bool, StoreError>;
 
     async fn add_client(&self, client: ClientRecord) -> Result<(), StoreError>;
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
-    /// Removes the client and every token issued to it.
-    async fn remove_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    /// Removes the client and every token issued to it, as [`Store::remove_user`] does.
+    async fn remove_client(&self, client_id: &str, now: i64) -> Result<bool, StoreError>;
     async fn set_client_secret(
         &self,
         client_id: &str,
@@ -273,6 +384,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError>;
     /// Revokes every live token of a user, a client or everyone.
     async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError>;
+    /// The tokens of `owner`, oldest first, with their status at `now`.
     async fn list_tokens(
         &self,
         owner: TokenOwner,

@@ -1,85 +1,31 @@
 //! The embedded default store: one SQLite file in WAL mode with durable (`synchronous=FULL`)
 //! commits. rusqlite is synchronous, so every call runs on a blocking thread: writes through
 //! one connection (SQLite has one writer anyway), reads through a small pool of connections
-//! that WAL lets run beside the writer.
+//! that WAL lets run beside the writer. The schema is in `schema`, the rows and the rules'
+//! steps in `tx`; the rules themselves are `store::rules`, shared by every backend.
+
+mod schema;
+mod tx;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
 use super::{
-    AccessTokenRecord, ClientRecord, GrantType, LiveTokens, RefreshExchange, RefreshTokenRecord,
-    Revoked, Store, StoreError, Swept, TokenKind, TokenOwner, TokenSummary, UserRecord,
+    AccessTokenRecord, ClientRecord, LiveTokens, RefreshExchange, RefreshTokenRecord, Revoked,
+    Store, StoreError, Swept, TokenFilter, TokenKind, TokenOwner, TokenSummary, UserRecord, rules,
 };
 use crate::crypto::Digest;
-use crate::scope::ScopeSet;
+use schema::{configure, migrate};
+use tx::{
+    ACCESS_COLS, CLIENT_COLS, META_COLS, REFRESH_COLS, SqliteTx, USER_COLS, access_row, backend,
+    client_row, digest_col, meta_row, refresh_row, table_of, user_row,
+};
 
 const READERS: usize = 4;
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE users (
-    username      TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    created_at    INTEGER NOT NULL
-);
-CREATE TABLE clients (
-    client_id     TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    secret_digest BLOB NOT NULL,
-    grants        TEXT NOT NULL,
-    scopes        TEXT NOT NULL,
-    created_at    INTEGER NOT NULL
-);
-CREATE TABLE refresh_tokens (
-    digest        BLOB PRIMARY KEY,
-    client_id     TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
-    username      TEXT REFERENCES users(username) ON DELETE CASCADE,
-    scopes        TEXT NOT NULL,
-    issued_at     INTEGER NOT NULL,
-    expires_at    INTEGER NOT NULL,
-    family        BLOB NOT NULL,
-    revoked_at    INTEGER,
-    rotated_at    INTEGER,
-    rotation_salt BLOB
-) WITHOUT ROWID;
-CREATE TABLE access_tokens (
-    digest         BLOB PRIMARY KEY,
-    client_id      TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
-    username       TEXT REFERENCES users(username) ON DELETE CASCADE,
-    scopes         TEXT NOT NULL,
-    issued_at      INTEGER NOT NULL,
-    expires_at     INTEGER NOT NULL,
-    refresh_digest BLOB,
-    family         BLOB NOT NULL,
-    revoked_at     INTEGER
-) WITHOUT ROWID;
-CREATE INDEX access_tokens_refresh ON access_tokens(refresh_digest);
-CREATE INDEX access_tokens_family ON access_tokens(family);
-CREATE INDEX access_tokens_client ON access_tokens(client_id);
-CREATE INDEX access_tokens_user ON access_tokens(username);
-CREATE INDEX access_tokens_expiry ON access_tokens(expires_at);
-CREATE INDEX access_tokens_revoked ON access_tokens(revoked_at) WHERE revoked_at IS NOT NULL;
-CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
-CREATE INDEX refresh_tokens_client ON refresh_tokens(client_id);
-CREATE INDEX refresh_tokens_user ON refresh_tokens(username);
-CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
-CREATE INDEX refresh_tokens_revoked ON refresh_tokens(revoked_at)
-    WHERE revoked_at IS NOT NULL AND rotated_at IS NULL;
--- Access tokens revoked by any process, so that every gateway sharing this file can drop
--- them from its cache; entries older than an hour are swept.
-CREATE TABLE revocation_log (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    digest     BLOB NOT NULL,
-    revoked_at INTEGER NOT NULL
-);
-"#];
-
-/// How long revocation log entries are kept: far longer than any gateway's poll interval.
-const REVOCATION_LOG_RETENTION_SECONDS: i64 = 3600;
 
 /// A write waiting for the writer thread: it runs inside the batch's transaction (in its own
 /// savepoint) and returns what to tell its caller once the commit's outcome is known. It is
@@ -203,27 +149,6 @@ fn write_loop(
     }
 }
 
-fn configure(conn: &Connection, busy_timeout: std::time::Duration) -> rusqlite::Result<()> {
-    conn.busy_timeout(busy_timeout)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    Ok(())
-}
-
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in (0i64..)
-        .zip(MIGRATIONS)
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-    }
-    tx.commit()
-}
-
 impl SqliteStore {
     /// Opens (creating on first use) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -287,34 +212,16 @@ impl SqliteStore {
                 let conn = conn.expect("a permit guarantees a free reader");
                 let out = f(&conn);
                 readers.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                out.map_err(StoreError::from)
+                out.map_err(backend)
             })
-            .await?
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?
         };
         // A read stuck behind a lock gives up with the busy timeout; the permit goes back
         // when its blocking call returns.
         tokio::time::timeout(self.timeout, read)
             .await
             .map_err(|_| StoreError::Unavailable("the database did not answer in time".into()))?
-    }
-
-    /// Deletes a user or client (`table` keyed by `column`); its tokens go with it by cascade,
-    /// after their digests were written to the revocation log for every gateway's cache.
-    async fn delete_with_tokens(
-        &self,
-        table: &'static str,
-        column: &'static str,
-        key: &str,
-    ) -> Result<bool, StoreError> {
-        let key = key.to_owned();
-        let now = now();
-        self.write(move |c| {
-            log_before_delete(c, &format!("{column} = ?1"), &key, now)?;
-            let removed =
-                c.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [&key])? > 0;
-            Ok(removed)
-        })
-        .await
     }
 
     /// Runs `f` on the writer thread inside a (group-committed) transaction; resolves once the
@@ -333,7 +240,7 @@ impl SqliteStore {
             let outcome = match conn {
                 Err(why) => Err(StoreError::Unavailable(why.to_owned())),
                 Ok(conn) => match conn.execute_batch("SAVEPOINT job") {
-                    Err(e) => Err(StoreError::from(e)),
+                    Err(e) => Err(backend(e)),
                     Ok(()) => {
                         let outcome = f(conn);
                         let end = if outcome.is_ok() {
@@ -343,7 +250,7 @@ impl SqliteStore {
                         };
                         match (outcome, conn.execute_batch(end)) {
                             (Ok(v), Ok(())) => Ok(v),
-                            (Ok(_), Err(e)) => Err(StoreError::from(e)),
+                            (Ok(_), Err(e)) => Err(backend(e)),
                             (Err(e), _) => Err(e),
                         }
                     }
@@ -375,194 +282,27 @@ impl SqliteStore {
             )),
         }
     }
+
+    /// Runs one of the store's rules on the writer's transaction.
+    async fn write_rule<T, F>(&self, rule: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteTx<'_>) -> Result<T, super::BackendError> + Send + 'static,
+    {
+        self.write(move |c| rule(&mut SqliteTx(c)).map_err(StoreError::Backend))
+            .await
+    }
 }
 
-fn words(s: String) -> Vec<String> {
-    s.split(' ')
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn digest_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
-    let bytes: Vec<u8> = row.get(idx)?;
-    let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            rusqlite::types::Type::Blob,
-            "digest is not 32 bytes".into(),
-        )
-    })?;
-    Ok(Digest(arr))
-}
-
-fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
-    Ok(UserRecord {
-        username: row.get(0)?,
-        password_hash: row.get(1)?,
-        created_at: row.get(2)?,
-    })
-}
-
-const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at";
-fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
-    Ok(ClientRecord {
-        client_id: row.get(0)?,
-        name: row.get(1)?,
-        secret_digest: digest_col(row, 2)?,
-        grants: words(row.get(3)?)
-            .iter()
-            .filter_map(|g| g.parse::<GrantType>().ok())
-            .collect(),
-        scopes: ScopeSet::from_stored(&row.get::<_, String>(4)?),
-        created_at: row.get(5)?,
-    })
-}
-
-const ACCESS_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, refresh_digest, family, revoked_at";
-fn access_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
-    Ok(AccessTokenRecord {
-        digest: digest_col(row, 0)?,
-        client_id: row.get(1)?,
-        username: row.get(2)?,
-        scopes: ScopeSet::from_stored(&row.get::<_, String>(3)?),
-        issued_at: row.get(4)?,
-        expires_at: row.get(5)?,
-        refresh: match row.get_ref(6)? {
-            rusqlite::types::ValueRef::Null => None,
-            _ => Some(digest_col(row, 6)?),
-        },
-        family: digest_col(row, 7)?,
-        revoked_at: row.get(8)?,
-    })
-}
-
-const REFRESH_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, family, revoked_at, rotated_at, rotation_salt";
-fn refresh_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
-    Ok(RefreshTokenRecord {
-        digest: digest_col(row, 0)?,
-        client_id: row.get(1)?,
-        username: row.get(2)?,
-        scopes: ScopeSet::from_stored(&row.get::<_, String>(3)?),
-        issued_at: row.get(4)?,
-        expires_at: row.get(5)?,
-        family: digest_col(row, 6)?,
-        revoked_at: row.get(7)?,
-        rotated_at: row.get(8)?,
-        rotation_salt: match row.get_ref(9)? {
-            rusqlite::types::ValueRef::Null => None,
-            _ => Some(digest_col(row, 9)?.0),
-        },
-    })
-}
-
-fn insert_refresh(conn: &Connection, r: &RefreshTokenRecord) -> rusqlite::Result<usize> {
-    conn.execute(
-        "INSERT INTO refresh_tokens (digest, client_id, username, scopes, issued_at, expires_at, family, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            &r.digest.0[..],
-            r.client_id,
-            r.username,
-            r.scopes.to_string(),
-            r.issued_at,
-            r.expires_at,
-            &r.family.0[..],
-            r.revoked_at
-        ],
-    )
-}
-
-fn insert_access(conn: &Connection, a: &AccessTokenRecord) -> rusqlite::Result<usize> {
-    conn.execute(
-        "INSERT INTO access_tokens (digest, client_id, username, scopes, issued_at, expires_at, refresh_digest, family, revoked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            &a.digest.0[..],
-            a.client_id,
-            a.username,
-            a.scopes.to_string(),
-            a.issued_at,
-            a.expires_at,
-            a.refresh.as_ref().map(|d| d.0.to_vec()),
-            &a.family.0[..],
-            a.revoked_at
-        ],
-    )
-}
-
+/// A constraint violation as a conflict over `what`; any other error as it is.
 fn conflict(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what),
-        _ => StoreError::Sqlite(e),
+        _ => backend(e),
     }
 }
 
-/// Revokes the live access tokens matching `condition` (SQL over `access_tokens`, with `?1`
-/// bound to `key`) and logs them for every gateway's cache. Returns their digests.
-fn revoke_access(
-    conn: &Connection,
-    condition: &str,
-    key: &dyn rusqlite::ToSql,
-    now: i64,
-) -> rusqlite::Result<Vec<Digest>> {
-    let mut st = conn.prepare_cached(&format!(
-        "UPDATE access_tokens SET revoked_at = ?2 WHERE {condition} AND revoked_at IS NULL AND expires_at > ?2 RETURNING digest"
-    ))?;
-    let digests = st
-        .query_map(params![key, now], |r| digest_col(r, 0))?
-        .collect::<rusqlite::Result<Vec<Digest>>>()?;
-    log_revocations(conn, &digests, now)?;
-    Ok(digests)
-}
-
-fn log_revocations(conn: &Connection, digests: &[Digest], now: i64) -> rusqlite::Result<()> {
-    let mut log =
-        conn.prepare_cached("INSERT INTO revocation_log (digest, revoked_at) VALUES (?1, ?2)")?;
-    for d in digests {
-        log.execute(params![&d.0[..], now])?;
-    }
-    Ok(())
-}
-
-/// Revokes the live refresh tokens matching `condition`; returns how many.
-fn revoke_refresh(
-    conn: &Connection,
-    condition: &str,
-    key: &dyn rusqlite::ToSql,
-    now: i64,
-) -> rusqlite::Result<usize> {
-    conn.execute(
-        &format!("UPDATE refresh_tokens SET revoked_at = ?2 WHERE {condition} AND revoked_at IS NULL AND expires_at > ?2"),
-        params![key, now],
-    )
-}
-
-/// Logs the live access tokens matching `condition` before a cascade delete removes them.
-fn log_before_delete(
-    conn: &Connection,
-    condition: &str,
-    key: &str,
-    now: i64,
-) -> rusqlite::Result<()> {
-    conn.execute(
-        &format!(
-            "INSERT INTO revocation_log (digest, revoked_at)
-             SELECT digest, ?2 FROM access_tokens WHERE {condition} AND revoked_at IS NULL AND expires_at > ?2"
-        ),
-        params![key, now],
-    )?;
-    Ok(())
-}
-
-/// The table that holds tokens of `kind`.
-fn table_of(kind: TokenKind) -> &'static str {
-    match kind {
-        TokenKind::Access => "access_tokens",
-        TokenKind::Refresh => "refresh_tokens",
-    }
-}
-
+/// An owner as an SQL condition over a token table, `?1` bound to the returned key.
 fn owner_condition(owner: &TokenOwner) -> (&'static str, String) {
     match owner {
         TokenOwner::User(name) => ("username = ?1", name.clone()),
@@ -578,8 +318,9 @@ impl Store for SqliteStore {
     /// path included, within the busy timeout.
     async fn ping(&self) -> Result<(), StoreError> {
         self.write(|c| {
-            c.prepare_cached("SELECT 1 FROM users LIMIT 1")?
-                .exists([])?;
+            c.prepare_cached("SELECT 1 FROM users LIMIT 1")
+                .and_then(|mut st| st.exists([]))
+                .map_err(backend)?;
             Ok(())
         })
         .await
@@ -588,7 +329,7 @@ impl Store for SqliteStore {
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO users (username, password_hash, created_at) VALUES (?1, ?2, ?3)",
+                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3)"),
                 params![user.username, user.password_hash, user.created_at],
             )
             .map_err(conflict(format!("user {:?}", user.username)))?;
@@ -600,11 +341,10 @@ impl Store for SqliteStore {
     async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         let username = username.to_owned();
         self.read(move |c| {
-            c.query_row(
-                "SELECT username, password_hash, created_at FROM users WHERE username = ?1",
-                [username],
-                user_row,
-            )
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLS} FROM users WHERE username = ?1"
+            ))?
+            .query_row([username], user_row)
             .optional()
         })
         .await
@@ -612,16 +352,16 @@ impl Store for SqliteStore {
 
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT username, password_hash, created_at FROM users ORDER BY username",
-            )?;
+            let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))?;
             st.query_map([], user_row)?.collect()
         })
         .await
     }
 
-    async fn remove_user(&self, username: &str) -> Result<bool, StoreError> {
-        self.delete_with_tokens("users", "username", username).await
+    async fn remove_user(&self, username: &str, now: i64) -> Result<bool, StoreError> {
+        let owner = TokenOwner::User(username.to_owned());
+        self.write_rule(move |tx| rules::remove_owner(tx, &owner, now))
+            .await
     }
 
     async fn set_password(
@@ -631,10 +371,12 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let username = username.to_owned();
         self.write(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE users SET password_hash = ?2 WHERE username = ?1",
                 params![username, password_hash],
-            )? > 0)
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
         })
         .await
     }
@@ -643,8 +385,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
             c.execute(
-                "INSERT INTO clients (client_id, name, secret_digest, grants, scopes, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &format!("INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
                 params![
                     client.client_id,
                     client.name,
@@ -682,8 +423,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        self.delete_with_tokens("clients", "client_id", client_id)
+    async fn remove_client(&self, client_id: &str, now: i64) -> Result<bool, StoreError> {
+        let owner = TokenOwner::Client(client_id.to_owned());
+        self.write_rule(move |tx| rules::remove_owner(tx, &owner, now))
             .await
     }
 
@@ -694,10 +436,12 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let client_id = client_id.to_owned();
         self.write(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE clients SET secret_digest = ?2 WHERE client_id = ?1",
                 params![client_id, &secret_digest.0[..]],
-            )? > 0)
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
         })
         .await
     }
@@ -707,14 +451,8 @@ impl Store for SqliteStore {
         access: AccessTokenRecord,
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<(), StoreError> {
-        self.write(move |c| {
-            if let Some(r) = &refresh {
-                insert_refresh(c, r)?;
-            }
-            insert_access(c, &access)?;
-            Ok(())
-        })
-        .await
+        self.write_rule(move |tx| rules::insert_tokens(tx, &access, refresh.as_ref()))
+            .await
     }
 
     async fn access_token(&self, digest: Digest) -> Result<Option<AccessTokenRecord>, StoreError> {
@@ -750,37 +488,15 @@ impl Store for SqliteStore {
         access: AccessTokenRecord,
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<RefreshExchange, StoreError> {
-        self.write(move |c| {
-            let usable = match &rotation_salt {
-                Some(salt) => {
-                    c.execute(
-                        "UPDATE refresh_tokens SET revoked_at = ?2, rotated_at = ?2, rotation_salt = ?3
-                         WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
-                        params![&old.0[..], now, &salt[..]],
-                    )? == 1
-                }
-                None => c
-                    .query_row(
-                        "SELECT 1 FROM refresh_tokens WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
-                        params![&old.0[..], now],
-                        |_| Ok(()),
-                    )
-                    .optional()?
-                    .is_some(),
-            };
-            if !usable {
-                return Ok(RefreshExchange::Stale);
-            }
-            let revoked_access = if rotation_salt.is_some() {
-                revoke_access(c, "refresh_digest = ?1", &&old.0[..], now)?
-            } else {
-                Vec::new()
-            };
-            if let Some(r) = &refresh {
-                insert_refresh(c, r)?;
-            }
-            insert_access(c, &access)?;
-            Ok(RefreshExchange::Exchanged { revoked_access })
+        self.write_rule(move |tx| {
+            rules::exchange_refresh_token(
+                tx,
+                &old,
+                now,
+                rotation_salt.as_ref(),
+                &access,
+                refresh.as_ref(),
+            )
         })
         .await
     }
@@ -793,94 +509,43 @@ impl Store for SqliteStore {
         refresh_first: bool,
     ) -> Result<Revoked, StoreError> {
         let client_id = client_id.to_owned();
-        self.write(move |c| {
-            let key = &digest.0[..];
-            // The hint only orders the lookups; a miss falls through to the other kind.
-            let order = if refresh_first {
-                [TokenKind::Refresh, TokenKind::Access]
-            } else {
-                [TokenKind::Access, TokenKind::Refresh]
-            };
-            let mut out = Revoked::default();
-            for kind in order {
-                let table = table_of(kind);
-                let owner: Option<String> = c
-                    .query_row(
-                        &format!("SELECT client_id FROM {table} WHERE digest = ?1"),
-                        [key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let Some(owner) = owner else { continue };
-                // Found: another client's token is left alone, and nothing else is searched.
-                if owner == client_id {
-                    if kind == TokenKind::Refresh {
-                        out.refresh += revoke_refresh(c, "digest = ?1", &key, now)?;
-                        out.access
-                            .extend(revoke_access(c, "refresh_digest = ?1", &key, now)?);
-                    } else {
-                        out.access
-                            .extend(revoke_access(c, "digest = ?1", &key, now)?);
-                    }
-                }
-                break;
-            }
-            Ok(out)
-        })
-        .await
+        self.write_rule(move |tx| rules::revoke_token(tx, &digest, &client_id, now, refresh_first))
+            .await
     }
 
     async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError> {
-        self.write(move |c| {
-            let key = &family.0[..];
-            let refresh = revoke_refresh(c, "family = ?1", &key, now)?;
-            let access = revoke_access(c, "family = ?1", &key, now)?;
-            Ok(Revoked { access, refresh })
-        })
-        .await
+        self.write_rule(move |tx| rules::revoke_all(tx, TokenFilter::Family(&family), now))
+            .await
     }
 
     async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError> {
-        self.write(move |c| {
-            let (condition, key) = owner_condition(&owner);
-            let refresh = revoke_refresh(c, condition, &key, now)?;
-            let access = revoke_access(c, condition, &key, now)?;
-            Ok(Revoked { access, refresh })
-        })
-        .await
+        self.write_rule(move |tx| rules::revoke_all(tx, (&owner).into(), now))
+            .await
     }
 
     async fn list_tokens(
         &self,
         owner: TokenOwner,
-        _now: i64,
+        now: i64,
     ) -> Result<Vec<TokenSummary>, StoreError> {
         self.read(move |c| {
             let (condition, key) = owner_condition(&owner);
             let mut out = Vec::new();
             for kind in [TokenKind::Access, TokenKind::Refresh] {
-                let table = table_of(kind);
                 let mut st = c.prepare(&format!(
-                    "SELECT digest, client_id, username, scopes, issued_at, expires_at, revoked_at
-                     FROM {table} WHERE {condition} ORDER BY issued_at, digest"
+                    "SELECT {META_COLS} FROM {} WHERE {condition} ORDER BY issued_at, digest",
+                    table_of(kind)
                 ))?;
-                let rows = st.query_map([&key], |r| {
-                    Ok(TokenSummary {
+                for meta in st.query_map([&key], meta_row)? {
+                    let meta = meta?;
+                    out.push(TokenSummary {
                         kind,
-                        digest: digest_col(r, 0)?,
-                        client_id: r.get(1)?,
-                        username: r.get(2)?,
-                        scopes: ScopeSet::from_stored(&r.get::<_, String>(3)?),
-                        issued_at: r.get(4)?,
-                        expires_at: r.get(5)?,
-                        revoked_at: r.get(6)?,
-                    })
-                })?;
-                for row in rows {
-                    out.push(row?);
+                        status: meta.status(now),
+                        meta,
+                    });
                 }
             }
-            out.sort_by_key(|t| (t.issued_at, t.kind == TokenKind::Access));
+            out.sort_by_key(|t| (t.meta.issued_at, t.kind == TokenKind::Access));
             Ok(out)
         })
         .await
@@ -888,10 +553,11 @@ impl Store for SqliteStore {
 
     async fn live_tokens(&self, now: i64) -> Result<LiveTokens, StoreError> {
         self.read(move |c| {
-            let count = |table: &str| -> rusqlite::Result<u64> {
+            let count = |kind: TokenKind| -> rusqlite::Result<u64> {
                 c.query_row(
                     &format!(
-                        "SELECT count(*) FROM {table} WHERE expires_at > ?1 AND revoked_at IS NULL"
+                        "SELECT count(*) FROM {} WHERE expires_at > ?1 AND revoked_at IS NULL",
+                        table_of(kind)
                     ),
                     [now],
                     |r| r.get::<_, i64>(0),
@@ -899,40 +565,16 @@ impl Store for SqliteStore {
                 .map(|n| n.max(0) as u64)
             };
             Ok(LiveTokens {
-                access: count(table_of(TokenKind::Access))?,
-                refresh: count(table_of(TokenKind::Refresh))?,
+                access: count(TokenKind::Access)?,
+                refresh: count(TokenKind::Refresh)?,
             })
         })
         .await
     }
 
     async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError> {
-        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
-        self.write(move |c| {
-            let access = c.execute(
-                "DELETE FROM access_tokens WHERE digest IN (
-                     SELECT digest FROM access_tokens WHERE expires_at <= ?1
-                     UNION ALL
-                     SELECT digest FROM access_tokens WHERE revoked_at IS NOT NULL
-                     LIMIT ?2)",
-                params![now, batch],
-            )?;
-            let refresh = c.execute(
-                "DELETE FROM refresh_tokens WHERE digest IN (
-                     SELECT digest FROM refresh_tokens WHERE expires_at <= ?1
-                     UNION ALL
-                     SELECT digest FROM refresh_tokens WHERE revoked_at IS NOT NULL AND rotated_at IS NULL
-                     LIMIT ?2)",
-                params![now, batch],
-            )?;
-            c.execute(
-                "DELETE FROM revocation_log WHERE id IN (
-                     SELECT id FROM revocation_log WHERE revoked_at <= ?1 ORDER BY id LIMIT ?2)",
-                params![now - REVOCATION_LOG_RETENTION_SECONDS, batch],
-            )?;
-            Ok(Swept { access, refresh })
-        })
-        .await
+        self.write_rule(move |tx| rules::sweep(tx, now, batch))
+            .await
     }
 
     async fn revocations_since(&self, after: i64) -> Result<(i64, Vec<Digest>), StoreError> {
@@ -952,11 +594,4 @@ impl Store for SqliteStore {
         })
         .await
     }
-}
-
-/// Wall-clock seconds for bookkeeping that no caller passes a time for (the revocation log of
-/// a deletion).
-fn now() -> i64 {
-    use crate::clock::Clock as _;
-    crate::clock::SystemClock.now()
 }

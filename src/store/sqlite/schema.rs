@@ -1,0 +1,89 @@
+//! The SQLite schema: migrations applied in order (`PRAGMA user_version` counts them) and the
+//! settings every connection gets.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    username      TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE clients (
+    client_id     TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    secret_digest BLOB NOT NULL,
+    grants        TEXT NOT NULL,
+    scopes        TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE refresh_tokens (
+    digest        BLOB PRIMARY KEY,
+    client_id     TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    username      TEXT REFERENCES users(username) ON DELETE CASCADE,
+    scopes        TEXT NOT NULL,
+    issued_at     INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    family        BLOB NOT NULL,
+    revoked_at    INTEGER,
+    rotated_at    INTEGER,
+    rotation_salt BLOB
+) WITHOUT ROWID;
+CREATE TABLE access_tokens (
+    digest         BLOB PRIMARY KEY,
+    client_id      TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    username       TEXT REFERENCES users(username) ON DELETE CASCADE,
+    scopes         TEXT NOT NULL,
+    issued_at      INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    refresh_digest BLOB,
+    family         BLOB NOT NULL,
+    revoked_at     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX access_tokens_refresh ON access_tokens(refresh_digest);
+CREATE INDEX access_tokens_family ON access_tokens(family);
+CREATE INDEX access_tokens_client ON access_tokens(client_id);
+CREATE INDEX access_tokens_user ON access_tokens(username);
+CREATE INDEX access_tokens_expiry ON access_tokens(expires_at);
+CREATE INDEX access_tokens_revoked ON access_tokens(revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
+CREATE INDEX refresh_tokens_client ON refresh_tokens(client_id);
+CREATE INDEX refresh_tokens_user ON refresh_tokens(username);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens(expires_at);
+CREATE INDEX refresh_tokens_revoked ON refresh_tokens(revoked_at)
+    WHERE revoked_at IS NOT NULL AND rotated_at IS NULL;
+-- Access tokens revoked by any process, so that every gateway sharing this file can drop
+-- them from its cache; entries older than an hour are swept.
+CREATE TABLE revocation_log (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest     BLOB NOT NULL,
+    revoked_at INTEGER NOT NULL
+);
+"#];
+
+/// Settings of every connection: how long to wait on a lock another process holds, foreign
+/// keys (the token cascades), and durable commits.
+pub fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+/// WAL mode and the migrations this file has not had yet, in one transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in (0i64..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()
+}

@@ -1,0 +1,316 @@
+//! SQLite rows: how records map to columns, and [`SqliteTx`], the [`TokenTx`] steps of the
+//! store's rules as SQL on one connection inside the writer's transaction.
+
+use rusqlite::types::{ToSql, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::crypto::Digest;
+use crate::scope::ScopeSet;
+use crate::store::{
+    AccessTokenRecord, BackendError, ClientRecord, GrantType, RefreshTokenRecord, StoreError,
+    TokenFilter, TokenKind, TokenMeta, TokenOwner, TokenTx, UserRecord,
+};
+
+/// A rusqlite error as the store reports it (no caller sees rusqlite's type).
+pub fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// The table that holds tokens of `kind`.
+pub fn table_of(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Access => "access_tokens",
+        TokenKind::Refresh => "refresh_tokens",
+    }
+}
+
+/// A filter as an SQL condition over a token table, with `?1` bound to the returned value.
+fn condition<'a>(
+    filter: TokenFilter<'a>,
+    kind: TokenKind,
+) -> Result<(&'static str, Box<dyn ToSql + 'a>), BackendError> {
+    Ok(match filter {
+        TokenFilter::Digest(d) => ("digest = ?1", Box::new(&d.0[..])),
+        TokenFilter::IssuedFrom(d) if kind == TokenKind::Access => {
+            ("refresh_digest = ?1", Box::new(&d.0[..]))
+        }
+        TokenFilter::IssuedFrom(_) => {
+            return Err("refresh tokens are not issued from refresh tokens".into());
+        }
+        TokenFilter::Family(d) => ("family = ?1", Box::new(&d.0[..])),
+        TokenFilter::User(u) => ("username = ?1", Box::new(u)),
+        TokenFilter::Client(c) => ("client_id = ?1", Box::new(c)),
+        TokenFilter::All => ("?1 IS NOT NULL", Box::new(1)),
+    })
+}
+
+pub fn digest_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
+    let bytes: Vec<u8> = row.get(idx)?;
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Blob,
+            "digest is not 32 bytes".into(),
+        )
+    })?;
+    Ok(Digest(arr))
+}
+
+fn optional_digest(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Digest>> {
+    match row.get_ref(idx)? {
+        ValueRef::Null => Ok(None),
+        _ => digest_col(row, idx).map(Some),
+    }
+}
+
+fn scopes_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<ScopeSet> {
+    Ok(ScopeSet::from_stored(&row.get::<_, String>(idx)?))
+}
+
+pub const USER_COLS: &str = "username, password_hash, created_at";
+pub fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        username: row.get(0)?,
+        password_hash: row.get(1)?,
+        created_at: row.get(2)?,
+    })
+}
+
+pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at";
+pub fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
+    let grants: String = row.get(3)?;
+    Ok(ClientRecord {
+        client_id: row.get(0)?,
+        name: row.get(1)?,
+        secret_digest: digest_col(row, 2)?,
+        grants: grants
+            .split(' ')
+            .filter_map(|g| g.parse::<GrantType>().ok())
+            .collect(),
+        scopes: scopes_col(row, 4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+/// The columns of [`TokenMeta`], first in every token query.
+pub const META_COLS: &str =
+    "digest, client_id, username, scopes, issued_at, expires_at, revoked_at";
+pub fn meta_row(row: &Row<'_>) -> rusqlite::Result<TokenMeta> {
+    Ok(TokenMeta {
+        digest: digest_col(row, 0)?,
+        client_id: row.get(1)?,
+        username: row.get(2)?,
+        scopes: scopes_col(row, 3)?,
+        issued_at: row.get(4)?,
+        expires_at: row.get(5)?,
+        revoked_at: row.get(6)?,
+    })
+}
+
+pub const ACCESS_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, refresh_digest, family";
+pub fn access_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
+    Ok(AccessTokenRecord {
+        meta: meta_row(row)?,
+        refresh: optional_digest(row, 7)?,
+        family: digest_col(row, 8)?,
+    })
+}
+
+pub const REFRESH_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, family, rotated_at, rotation_salt";
+pub fn refresh_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
+    Ok(RefreshTokenRecord {
+        meta: meta_row(row)?,
+        family: digest_col(row, 7)?,
+        rotated_at: row.get(8)?,
+        rotation_salt: optional_digest(row, 9)?.map(|d| d.0),
+    })
+}
+
+/// The writer's connection, inside its transaction, as the rules' steps.
+pub struct SqliteTx<'c>(pub &'c Connection);
+
+impl SqliteTx<'_> {
+    fn revoke(
+        &mut self,
+        kind: TokenKind,
+        filter: TokenFilter<'_>,
+        now: i64,
+    ) -> Result<Vec<Digest>, BackendError> {
+        let (cond, key) = condition(filter, kind)?;
+        let mut st = self.0.prepare_cached(&format!(
+            "UPDATE {} SET revoked_at = ?2 WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2 RETURNING digest",
+            table_of(kind)
+        ))?;
+        let digests = st
+            .query_map(params![key, now], |r| digest_col(r, 0))?
+            .collect::<rusqlite::Result<Vec<Digest>>>()?;
+        Ok(digests)
+    }
+}
+
+impl TokenTx for SqliteTx<'_> {
+    fn owner_of(
+        &mut self,
+        kind: TokenKind,
+        digest: &Digest,
+    ) -> Result<Option<String>, BackendError> {
+        Ok(self
+            .0
+            .prepare_cached(&format!(
+                "SELECT client_id FROM {} WHERE digest = ?1",
+                table_of(kind)
+            ))?
+            .query_row([&digest.0[..]], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn revoke_access(
+        &mut self,
+        filter: TokenFilter<'_>,
+        now: i64,
+    ) -> Result<Vec<Digest>, BackendError> {
+        self.revoke(TokenKind::Access, filter, now)
+    }
+
+    fn revoke_refresh(&mut self, filter: TokenFilter<'_>, now: i64) -> Result<usize, BackendError> {
+        Ok(self.revoke(TokenKind::Refresh, filter, now)?.len())
+    }
+
+    fn live_access(
+        &mut self,
+        filter: TokenFilter<'_>,
+        now: i64,
+    ) -> Result<Vec<Digest>, BackendError> {
+        let (cond, key) = condition(filter, TokenKind::Access)?;
+        let mut st = self.0.prepare_cached(&format!(
+            "SELECT digest FROM access_tokens WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2"
+        ))?;
+        let digests = st
+            .query_map(params![key, now], |r| digest_col(r, 0))?
+            .collect::<rusqlite::Result<Vec<Digest>>>()?;
+        Ok(digests)
+    }
+
+    fn take_refresh(
+        &mut self,
+        digest: &Digest,
+        now: i64,
+        rotate: Option<&[u8; 32]>,
+    ) -> Result<bool, BackendError> {
+        let key = &digest.0[..];
+        Ok(match rotate {
+            Some(salt) => {
+                self.0.execute(
+                    "UPDATE refresh_tokens SET revoked_at = ?2, rotated_at = ?2, rotation_salt = ?3
+                     WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                    params![key, now, &salt[..]],
+                )? == 1
+            }
+            None => self
+                .0
+                .query_row(
+                    "SELECT 1 FROM refresh_tokens WHERE digest = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+                    params![key, now],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some(),
+        })
+    }
+
+    fn insert_access(&mut self, a: &AccessTokenRecord) -> Result<(), BackendError> {
+        self.0.prepare_cached(&format!(
+            "INSERT INTO access_tokens ({ACCESS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))?
+        .execute(params![
+            &a.digest.0[..],
+            a.client_id,
+            a.username,
+            a.scopes.to_string(),
+            a.issued_at,
+            a.expires_at,
+            a.revoked_at,
+            a.refresh.as_ref().map(|d| &d.0[..]),
+            &a.family.0[..],
+        ])?;
+        Ok(())
+    }
+
+    fn insert_refresh(&mut self, r: &RefreshTokenRecord) -> Result<(), BackendError> {
+        self.0.prepare_cached(&format!(
+            "INSERT INTO refresh_tokens ({REFRESH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ))?
+        .execute(params![
+            &r.digest.0[..],
+            r.client_id,
+            r.username,
+            r.scopes.to_string(),
+            r.issued_at,
+            r.expires_at,
+            r.revoked_at,
+            &r.family.0[..],
+            r.rotated_at,
+            r.rotation_salt.as_ref().map(|s| &s[..]),
+        ])?;
+        Ok(())
+    }
+
+    fn log_revocations(&mut self, digests: &[Digest], now: i64) -> Result<(), BackendError> {
+        let mut log = self
+            .0
+            .prepare_cached("INSERT INTO revocation_log (digest, revoked_at) VALUES (?1, ?2)")?;
+        for d in digests {
+            log.execute(params![&d.0[..], now])?;
+        }
+        Ok(())
+    }
+
+    fn delete_owner(&mut self, owner: &TokenOwner) -> Result<bool, BackendError> {
+        let deleted = match owner {
+            TokenOwner::User(u) => self
+                .0
+                .execute("DELETE FROM users WHERE username = ?1", [u])?,
+            TokenOwner::Client(c) => self
+                .0
+                .execute("DELETE FROM clients WHERE client_id = ?1", [c])?,
+            TokenOwner::All => {
+                return Err("deleting every user and client is not a store operation".into());
+            }
+        };
+        Ok(deleted > 0)
+    }
+
+    fn delete_dead(
+        &mut self,
+        kind: TokenKind,
+        now: i64,
+        batch: usize,
+    ) -> Result<usize, BackendError> {
+        let table = table_of(kind);
+        // Revoked by rotation: kept until expiry (reuse detection).
+        let revoked = match kind {
+            TokenKind::Access => "revoked_at IS NOT NULL",
+            TokenKind::Refresh => "revoked_at IS NOT NULL AND rotated_at IS NULL",
+        };
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        Ok(self.0.execute(
+            &format!(
+                "DELETE FROM {table} WHERE digest IN (
+                     SELECT digest FROM {table} WHERE expires_at <= ?1
+                     UNION ALL
+                     SELECT digest FROM {table} WHERE {revoked}
+                     LIMIT ?2)"
+            ),
+            params![now, batch],
+        )?)
+    }
+
+    fn trim_revocation_log(&mut self, before: i64, batch: usize) -> Result<usize, BackendError> {
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        Ok(self.0.execute(
+            "DELETE FROM revocation_log WHERE id IN (
+                 SELECT id FROM revocation_log WHERE revoked_at <= ?1 ORDER BY id LIMIT ?2)",
+            params![before, batch],
+        )?)
+    }
+}
