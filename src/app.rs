@@ -16,10 +16,10 @@ use crate::admin::Admin;
 use crate::clock::SharedClock;
 use crate::config::{Config, StoreConfig, TlsConfig};
 use crate::crypto::PasswordHasher;
-use crate::gateway::{Gateway, HotMetrics, Session};
+use crate::gateway::{Gateway, Session};
 use crate::lifecycle;
 use crate::listener::{ConnectionLimits, Workers, serve};
-use crate::metrics::Metrics;
+use crate::metrics::{HotMetrics, Metrics};
 use crate::oauth::{AuthServer, ListenerPolicy};
 use crate::proxy::Upstreams;
 use crate::store::cache::TokenCache;
@@ -134,7 +134,11 @@ pub async fn start(
     );
     let throttle = Arc::clone(&auth_server.throttle);
     let upstreams = Upstreams::new(config.upstreams.values())?;
-    let hot_metrics = HotMetrics::new(&metrics, &config.routes, &upstreams);
+    let hot_metrics = HotMetrics::new(
+        &metrics,
+        &config.routes,
+        upstreams.iter().map(|u| (u.id(), &u.name)),
+    );
     let gateway = Arc::new(Gateway {
         routes: config.routes.clone(),
         upstreams,

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::guard::AuthError;
 use crate::oauth::error::{Challenge, OAuthError, OAuthErrorCode};
 use crate::request::RequestError;
-use crate::routes::PathError;
+use crate::routes::{PathError, ResolveError};
 use crate::store::StoreError;
 
 /// Body of every response: our own bytes, or an upstream's body streamed through.
@@ -95,6 +95,15 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error("internal failure: {0}")]
     Internal(String),
+}
+
+impl From<ResolveError> for GatewayError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::BadPath(p) => GatewayError::BadPath(p),
+            ResolveError::NoRoute => GatewayError::RouteNotFound,
+        }
+    }
 }
 
 impl GatewayError {

@@ -10,15 +10,65 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::routes::{RouteAuth, RouteTable};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthDecisionLabels {
     /// Route id from the config, or `none` when no route matched.
     pub route: Arc<str>,
-    /// `allow` or `deny`.
+    /// `allow` or `deny` ([`Reason::decision`]).
     pub decision: &'static str,
-    /// Why: `token`, `public`, `no_route`, `bad_path`, `missing_token`, `invalid_token`,
-    /// `insufficient_scope`, `store_error`.
+    /// [`Reason::as_str`].
     pub reason: &'static str,
+}
+
+/// Why a proxied request was allowed or denied. Set once from the request's outcome, it is
+/// both labels of `portcullis_auth_decisions_total`: the decision follows from the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A valid token with the route's scopes.
+    Token,
+    /// A public (`auth: none`) route.
+    Public,
+    NoRoute,
+    BadPath,
+    /// A missing, repeated or invalid `Host`, or two `Content-Type` fields.
+    BadRequest,
+    MissingToken,
+    InvalidToken,
+    InsufficientScope,
+    /// A token in the query string or a form body (RFC 6750 §2.1 only).
+    CredentialInRequest,
+    /// The store could not answer the token lookup.
+    StoreError,
+    /// Refused before authorization finished for another cause (the request timed out, its
+    /// body could not be read).
+    Incomplete,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Token => "token",
+            Reason::Public => "public",
+            Reason::NoRoute => "no_route",
+            Reason::BadPath => "bad_path",
+            Reason::BadRequest => "bad_request",
+            Reason::MissingToken => "missing_token",
+            Reason::InvalidToken => "invalid_token",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::CredentialInRequest => "credential_in_request",
+            Reason::StoreError => "store_error",
+            Reason::Incomplete => "incomplete",
+        }
+    }
+
+    pub fn decision(self) -> &'static str {
+        match self {
+            Reason::Token | Reason::Public => "allow",
+            _ => "deny",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,6 +238,108 @@ impl Metrics {
             300..=399 => "3xx",
             400..=499 => "4xx",
             _ => "5xx",
+        }
+    }
+}
+
+/// Metric handles of the common outcomes, looked up once: a family lookup hashes its labels
+/// under a lock on every call.
+pub struct HotMetrics {
+    /// By route index: the route's allow decision (`public` or `token`).
+    allowed: Vec<(Reason, Counter)>,
+    /// By upstream id: the duration of exchanges answered with a 2xx.
+    upstream_2xx: Vec<Histogram>,
+}
+
+impl HotMetrics {
+    /// Handles for every route of `routes` and every upstream of `upstreams` (id, name).
+    pub fn new<'a>(
+        metrics: &Metrics,
+        routes: &RouteTable,
+        upstreams: impl IntoIterator<Item = (usize, &'a Arc<str>)>,
+    ) -> HotMetrics {
+        let allowed = routes
+            .iter()
+            .map(|r| {
+                let reason = match r.auth {
+                    RouteAuth::Public => Reason::Public,
+                    RouteAuth::Bearer { .. } => Reason::Token,
+                };
+                let counter = metrics
+                    .auth_decisions
+                    .get_or_create(&AuthDecisionLabels {
+                        route: Arc::clone(&r.id),
+                        decision: reason.decision(),
+                        reason: reason.as_str(),
+                    })
+                    .clone();
+                (reason, counter)
+            })
+            .collect();
+        let mut upstream_2xx: Vec<(usize, Histogram)> = upstreams
+            .into_iter()
+            .map(|(id, name)| {
+                let h = metrics
+                    .upstream_duration
+                    .get_or_create(&UpstreamLabels {
+                        upstream: Arc::clone(name),
+                        status_class: "2xx",
+                    })
+                    .clone();
+                (id, h)
+            })
+            .collect();
+        upstream_2xx.sort_by_key(|(id, _)| *id);
+        HotMetrics {
+            allowed,
+            upstream_2xx: upstream_2xx.into_iter().map(|(_, h)| h).collect(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one decision on `route` (its id and index, when one matched).
+    pub fn count_decision(
+        &self,
+        hot: &HotMetrics,
+        route: Option<(&Arc<str>, usize)>,
+        reason: Reason,
+    ) {
+        if let Some((_, index)) = route
+            && let Some((allowed, counter)) = hot.allowed.get(index)
+            && *allowed == reason
+        {
+            counter.inc();
+            return;
+        }
+        let route = route.map_or_else(|| Arc::from("none"), |(id, _)| Arc::clone(id));
+        self.auth_decisions
+            .get_or_create(&AuthDecisionLabels {
+                route,
+                decision: reason.decision(),
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Records how long an exchange with upstream `id` (`name`) took, by its status class.
+    pub fn observe_upstream(
+        &self,
+        hot: &HotMetrics,
+        id: usize,
+        name: &Arc<str>,
+        status_class: &'static str,
+        seconds: f64,
+    ) {
+        match hot.upstream_2xx.get(id) {
+            Some(h) if status_class == "2xx" => h.observe(seconds),
+            _ => self
+                .upstream_duration
+                .get_or_create(&UpstreamLabels {
+                    upstream: Arc::clone(name),
+                    status_class,
+                })
+                .observe(seconds),
         }
     }
 }

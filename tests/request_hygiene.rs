@@ -426,3 +426,42 @@ async fn two_content_types_at_the_token_endpoint_are_refused() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     h.shutdown().await;
 }
+
+/// A token outside the `Authorization` header is a denial wherever it is found: in the query
+/// or in a form body, counted alike (`deny`, `credential_in_request`), never forwarded.
+#[tokio::test]
+async fn a_credential_outside_the_header_is_one_denial() {
+    let h = Harness::start().await;
+    let token = common::field(&h.password_token("read write").await, "access_token");
+    let auth = format!("Bearer {token}");
+    let r = h
+        .send(
+            Method::POST,
+            "/api/users",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            format!("name=x&access_token={token}").as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let r = h
+        .get(&format!("/api/users/1?access_token={token}"), Some(&token))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let m = h.metrics().await;
+    for route in ["POST,PUT,PATCH,DELETE /api", "GET,HEAD /api/users"] {
+        assert!(
+            m.contains(&format!(
+                r#"portcullis_auth_decisions_total{{route="{route}",decision="deny",reason="credential_in_request"}} 1"#
+            )),
+            "{route}: {m}"
+        );
+    }
+    assert!(
+        !m.contains(r#"route="POST,PUT,PATCH,DELETE /api",decision="allow",reason="token"} 1"#),
+        "{m}"
+    );
+    h.shutdown().await;
+}

@@ -1,5 +1,7 @@
-//! The resource-server guard: bearer-token extraction (RFC 6750 §2.1, header only) and the
-//! scope check. Pure and IO-free; the token lookup itself is the cache's job.
+//! The resource-server guard: where a credential may be (RFC 6750: the `Authorization` header
+//! only; one in the query or a form body is refused, never silently ignored or forwarded),
+//! bearer-token extraction and the scope check. Pure and IO-free; the token lookup itself is
+//! the cache's job.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
@@ -23,17 +25,6 @@ pub enum AuthError {
     /// Valid, but lacks scopes the route requires.
     #[error("the access token lacks a required scope")]
     InsufficientScope { required: ScopeSet },
-}
-
-impl AuthError {
-    /// The metrics `reason` label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            AuthError::MissingToken => "missing_token",
-            AuthError::InvalidToken(_) => "invalid_token",
-            AuthError::InsufficientScope { .. } => "insufficient_scope",
-        }
-    }
 }
 
 fn is_b64token_char(b: u8) -> bool {
@@ -68,6 +59,24 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::InvalidToken("unknown"));
     }
     Ok(token)
+}
+
+/// True when a query string carries an `access_token` parameter (RFC 6750 §2.3). Parameters
+/// are split at `&` and at `;`, which some frameworks also read as a separator.
+pub fn credential_in_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        (q.contains("access_token") || q.contains('%'))
+            && q.split(['&', ';']).any(|pair| {
+                form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .is_some_and(|(k, _)| k == "access_token")
+            })
+    })
+}
+
+/// True when a form body (RFC 6750 §2.2) carries an `access_token` parameter.
+pub fn credential_in_form(body: &[u8]) -> bool {
+    form_urlencoded::parse(body).any(|(k, _)| k == "access_token")
 }
 
 /// Every scope in `required` must be held by the principal.
@@ -128,6 +137,29 @@ mod tests {
         for (values, want) in cases {
             assert_eq!(bearer_token(&headers(&values)), want, "{values:?}");
         }
+    }
+
+    #[test]
+    fn credentials_outside_the_header() {
+        let cases = [
+            (None, false),
+            (Some("a=1"), false),
+            (Some("access_token=x"), true),
+            (Some("a=1&access_token=x"), true),
+            (Some("access_tokens=x"), false),
+            (Some("x=access_token"), false),
+            (Some("access%5Ftoken=x"), true),
+            (Some("a=1;access_token=x"), true),
+            (Some("a=1;access%5ftoken=x"), true),
+            (Some("a=access_token;b=1"), false),
+            (Some("access_token"), true),
+        ];
+        for (q, want) in cases {
+            assert_eq!(credential_in_query(q), want, "{q:?}");
+        }
+        assert!(credential_in_form(b"a=1&access_token=x"));
+        assert!(credential_in_form(b"access%5Ftoken=x"));
+        assert!(!credential_in_form(b"a=access_token"));
     }
 
     #[test]

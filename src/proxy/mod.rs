@@ -89,6 +89,13 @@ pub struct Affinity {
 }
 
 impl Affinity {
+    /// The upstream connections a request of `version` uses: this client connection's own for
+    /// HTTP/1 (its requests come one after another), none — the shared pool — for HTTP/2,
+    /// whose streams run at once.
+    pub fn for_version(&self, version: Version) -> Option<&Affinity> {
+        (version < Version::HTTP_2).then_some(self)
+    }
+
     fn take(&self, key: u64) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let i = held.iter().position(|(held_key, _)| *held_key == key)?;

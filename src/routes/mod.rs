@@ -1,7 +1,9 @@
-//! The route table: which upstream serves a canonical path, and what authorization it needs.
-//! Pure and IO-free; built once from validated config and shared read-only.
+//! The route table: which upstream serves a canonical path, and what authorization it needs;
+//! where a request target leads (`resolve`). Pure and IO-free; built once from validated
+//! config and shared read-only.
 
 mod path;
+mod resolve;
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use http::Method;
 use crate::scope::ScopeSet;
 
 pub use path::{PathError, PathOptions, canonicalize, canonicalize_with};
+pub use resolve::{ResolveError, Resolved, resolve};
 
 /// True when a canonical path lies in the authorization server's `/o/` namespace, which is
 /// never proxied: its first segment is `o` in any case (an upstream may match paths ignoring
