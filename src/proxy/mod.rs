@@ -348,34 +348,33 @@ fn refuse_upgrade(resp: Response<Incoming>) -> Result<Response<Incoming>, Gatewa
     Ok(resp)
 }
 
-/// A failed exchange with an upstream as the client sees it: a request body over its limit is
-/// 413, a timeout 504, anything else 502.
+/// A failed exchange with an upstream as the client sees it, decided by the error's type and
+/// cause chain (never its message): a request body over its limit is 413, a timeout (the
+/// connector's `TimedOut`, hyper's own timeouts) 504, anything else 502.
 fn classify<E: std::error::Error + 'static>(e: E) -> GatewayError {
     classify_boxed(&e)
 }
 
 fn classify_boxed(e: &(dyn std::error::Error + 'static)) -> GatewayError {
-    if caused_by::<http_body_util::LengthLimitError>(e) {
+    let causes = || std::iter::successors(Some(e), |c| c.source());
+    if causes().any(|c| c.is::<http_body_util::LengthLimitError>()) {
         return GatewayError::BodyTooLarge;
     }
-    let text = error_chain(e);
-    if text.contains("timed out") || text.contains("timeout") {
+    let timed_out = causes().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || c.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+            || c.is::<tokio::time::error::Elapsed>()
+    });
+    if timed_out {
         GatewayError::UpstreamTimeout
     } else {
-        GatewayError::UpstreamUnavailable(text)
+        GatewayError::UpstreamUnavailable(error_chain(e))
     }
-}
-fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<E>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
+/// An error and its causes, for the log.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -408,5 +407,54 @@ impl Upstreams {
 
     pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
         self.0.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause, as connectors and clients wrap theirs.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.1)
+        }
+    }
+
+    #[test]
+    fn failures_are_classified_by_type_not_text() {
+        use std::io::{Error, ErrorKind};
+        let wrap = |e: Box<dyn std::error::Error + Send + Sync>| Wrapped("tcp connect error", e);
+        let cases: Vec<(Wrapped, &str)> = vec![
+            (wrap(Box::new(Error::new(ErrorKind::TimedOut, "connect"))), "504"),
+            (wrap(Box::new(Error::from(ErrorKind::ConnectionRefused))), "502"),
+            // A message that merely says "timed out" is not a timeout.
+            (wrap(Box::new(Error::other("the upstream timed out, it says"))), "502"),
+            (
+                wrap(Box::new(Wrapped(
+                    "deeper",
+                    Box::new(Error::new(ErrorKind::TimedOut, "x")),
+                ))),
+                "504",
+            ),
+        ];
+        for (e, want) in cases {
+            let got = match classify(e) {
+                GatewayError::UpstreamTimeout => "504",
+                GatewayError::UpstreamUnavailable(_) => "502",
+                GatewayError::BodyTooLarge => "413",
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, want);
+        }
     }
 }
