@@ -219,7 +219,7 @@ pub async fn start(
     if !certs.is_empty() {
         // Registered here, before `start` returns, so that a SIGHUP sent from then on reloads
         // the certificates (instead of reaching a process with no handler yet).
-        let hangup = lifecycle::hangup_signal()?;
+        let hangup = crate::shutdown::hangups()?;
         tasks.push(tokio::spawn(lifecycle::reload_certificates(
             certs,
             hangup,
@@ -265,27 +265,4 @@ fn acceptor(
     let server = tls::server_config(Arc::clone(&cert))?;
     certs.push((cert, config.reload_interval));
     Ok(tokio_rustls::TlsAcceptor::from(server))
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received; draining connections");
 }

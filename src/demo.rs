@@ -153,7 +153,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let running = crate::app::start(config.clone(), store, Arc::new(SystemClock)).await?;
     print_instructions(&config, running.addr, running.admin_addr, &setup);
 
-    crate::app::shutdown_signal().await;
+    crate::shutdown::requested().await;
     running.shutdown().await;
     let _ = stop_api.send(true);
     for t in api_tasks {

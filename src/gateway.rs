@@ -9,13 +9,13 @@
 //! with the reason its outcome gives.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use crate::config::IdentityHeaders;
 use crate::crypto::Digest;
@@ -109,7 +109,7 @@ impl Gateway {
             Ok((authority, Resolved::Route(route, canonical))) => {
                 ctx.path = Some(canonical);
                 ctx.route = Some((Arc::clone(&route.id), route.index));
-                let deadline = tokio::time::Instant::from_std(ctx.started + self.request_timeout);
+                let deadline = ctx.started + self.request_timeout;
                 self.proxy(req, route, authority, &session, &mut ctx, deadline)
                     .await
             }

@@ -23,5 +23,6 @@ pub mod proxy;
 pub mod request;
 pub mod routes;
 pub mod scope;
+pub mod shutdown;
 pub mod store;
 pub mod tls;

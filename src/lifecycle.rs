@@ -10,9 +10,9 @@ use tokio::time::MissedTickBehavior;
 
 use crate::clock::SharedClock;
 use crate::config::CleanupConfig;
-use crate::listener::stopped;
 use crate::metrics::{KindLabels, Metrics};
 use crate::oauth::throttle::Throttle;
+use crate::shutdown::{Hangups, stopped};
 use crate::store::cache::TokenCache;
 use crate::store::{SharedStore, StoreError, Swept};
 use crate::tls::ReloadingCert;
@@ -142,25 +142,11 @@ pub async fn forget_idle_throttle_keys(
     }
 }
 
-/// The SIGHUP stream certificate reloads listen to.
-#[cfg(unix)]
-pub type Hangup = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-pub type Hangup = ();
-
-/// Installs the SIGHUP handler (from now on SIGHUP no longer ends the process).
-pub fn hangup_signal() -> std::io::Result<Hangup> {
-    #[cfg(unix)]
-    return tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    #[cfg(not(unix))]
-    Ok(())
-}
-
 /// Reloads listener certificates when their files change (checked every `interval`) and on
 /// SIGHUP. A bad new certificate keeps the old one in service.
 pub async fn reload_certificates(
     certs: Vec<(Arc<ReloadingCert>, Duration)>,
-    mut hangup: Hangup,
+    mut hangup: Hangups,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let interval = certs

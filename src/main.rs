@@ -236,7 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.config)?;
             let store = portcullis::app::open_store(&config).await?;
             let running = portcullis::app::start(config, store, Arc::new(SystemClock)).await?;
-            portcullis::app::shutdown_signal().await;
+            portcullis::shutdown::requested().await;
             running.shutdown().await;
             Ok(())
         }

@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
@@ -27,6 +27,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 use tower_service::Service;
 
 pub use headers::{
@@ -435,10 +436,19 @@ mod tests {
         use std::io::{Error, ErrorKind};
         let wrap = |e: Box<dyn std::error::Error + Send + Sync>| Wrapped("tcp connect error", e);
         let cases: Vec<(Wrapped, &str)> = vec![
-            (wrap(Box::new(Error::new(ErrorKind::TimedOut, "connect"))), "504"),
-            (wrap(Box::new(Error::from(ErrorKind::ConnectionRefused))), "502"),
+            (
+                wrap(Box::new(Error::new(ErrorKind::TimedOut, "connect"))),
+                "504",
+            ),
+            (
+                wrap(Box::new(Error::from(ErrorKind::ConnectionRefused))),
+                "502",
+            ),
             // A message that merely says "timed out" is not a timeout.
-            (wrap(Box::new(Error::other("the upstream timed out, it says"))), "502"),
+            (
+                wrap(Box::new(Error::other("the upstream timed out, it says"))),
+                "502",
+            ),
             (
                 wrap(Box::new(Wrapped(
                     "deeper",

@@ -1,0 +1,292 @@
+//! One client connection: the TLS handshake, hyper's HTTP/1.1 and HTTP/2 serving, and the
+//! connection's deadlines (the first request head, idleness counted in open requests, the
+//! close after an idle shutdown), with graceful shutdown on the stop notification.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::deadline::WriteDeadline;
+use super::{ConnInfo, ConnectionLimits};
+use crate::http::Body;
+use crate::shutdown::stopped;
+
+/// A connection's task: what it needs from its listener.
+pub(super) struct Connection {
+    pub(super) builder: Arc<auto::Builder<TokioExecutor>>,
+    pub(super) tls: Option<TlsAcceptor>,
+    pub(super) limits: ConnectionLimits,
+    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) peer: SocketAddr,
+}
+
+impl Connection {
+    pub(super) async fn run<M, H, F>(self, stream: TcpStream, make_handler: M)
+    where
+        M: Fn(ConnInfo) -> H,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        // The handshake and the first request head share one deadline from here.
+        let first_request_by = Instant::now() + self.limits.header_read_timeout;
+        let info = ConnInfo {
+            peer: self.peer,
+            tls: self.tls.is_some(),
+        };
+        let handler = make_handler(info);
+        // Under TLS, so that a write counts as waiting only while the socket is full.
+        let stream = WriteDeadline::new(stream, self.limits.write_timeout);
+        match &self.tls {
+            None => self.serve_io(stream, info, first_request_by, handler).await,
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(tls_stream)) => {
+                        self.serve_io(tls_stream, info, first_request_by, handler)
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_io<I, H, F>(
+        mut self,
+        io: I,
+        info: ConnInfo,
+        first_request_by: Instant,
+        handler: H,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let activity = Arc::new(Activity::new());
+        let in_flight = Arc::clone(&activity);
+        let service = service_fn(move |req| Counted {
+            guard: Some(InFlight::enter(Arc::clone(&in_flight))),
+            response: handler(req),
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let mut conn = pin!(conn);
+        let mut draining = false;
+        let mut awaiting_first = true;
+        // Once the connection is asked to close for idleness, it gets this long to do so.
+        let mut close_by: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, peer = %info.peer, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(first_request_by), if awaiting_first => {
+                    awaiting_first = false;
+                    if !activity.any_request() {
+                        // Nothing (or only a protocol preface, or a trickle) by the deadline.
+                        tracing::debug!(peer = %info.peer, "no request head in time; closing");
+                        return;
+                    }
+                }
+                _ = stopped(&mut self.shutdown), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = activity.idle_for(self.limits.idle_timeout), if !draining => {
+                    draining = true;
+                    close_by = Some(Instant::now() + self.limits.header_read_timeout);
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = sleep_until_some(close_by) => {
+                    tracing::debug!(peer = %info.peer, "idle connection did not close in time");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The requests of one connection: how many are open (from the head until the response body
+/// is sent or dropped), whether there ever was one, and when the last one opened or closed.
+/// Bytes that move without a request (HTTP/2 PINGs, SETTINGS, a trickle) do not count.
+struct Activity {
+    started: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    any: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn any_request(&self) -> bool {
+        self.any.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no request has been open for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + timeout;
+            let now = Instant::now();
+            if now >= deadline && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            tokio::time::sleep_until(if now >= deadline {
+                now + timeout
+            } else {
+                deadline
+            })
+            .await;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's response future that opens its request on the connection's [`Activity`];
+    /// the request stays open in the response body until that is sent.
+    /// (An `async` block around the handler's future would hold that future twice over.)
+    struct Counted<F> {
+        guard: Option<InFlight>,
+        #[pin]
+        response: F,
+    }
+}
+
+impl<F: Future<Output = Response<Body>>> Future for Counted<F> {
+    type Output = Result<Response<CountedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.response.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(Ok(response.map(|inner| CountedBody { inner, guard })))
+    }
+}
+
+/// A response body that keeps its request open until its last frame is taken (or it is
+/// dropped, when the connection ends).
+struct CountedBody {
+    inner: Body,
+    guard: Option<InFlight>,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            self.guard.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts a request as open until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.any.store(true, Ordering::Relaxed);
+        activity.touch();
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idleness counts open requests, on tokio's clock: a request open longer than the idle
+    /// timeout keeps the connection, and the timeout runs from the request's end.
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_runs_from_the_last_request() {
+        let activity = Arc::new(Activity::new());
+        let timeout = Duration::from_secs(60);
+        let start = Instant::now();
+        let request = InFlight::enter(Arc::clone(&activity));
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let idle = activity.idle_for(timeout);
+        tokio::pin!(idle);
+        assert!(
+            futures_poll_once(idle.as_mut()).await.is_pending(),
+            "a request is open"
+        );
+        drop(request);
+        let ended = Instant::now();
+        idle.await;
+        assert!(
+            Instant::now() >= ended + timeout,
+            "idle from the request's end"
+        );
+        assert!(activity.any_request());
+        assert!(Instant::now() - start >= Duration::from_secs(360));
+    }
+
+    /// Polls a future once.
+    async fn futures_poll_once<F: Future + Unpin>(mut f: F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut f).poll(cx))).await
+    }
+}
