@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::clock::{Clock, SystemClock};
+use portcullis::config::CacheConfig;
 use portcullis::crypto::Digest;
 use portcullis::metrics::Metrics;
 use portcullis::scope::ScopeSet;
@@ -117,7 +118,12 @@ async fn main() {
     }
 
     let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
-    let cache = TokenCache::new(store, Arc::new(SystemClock), metrics, count as u64, ttl);
+    let config = CacheConfig {
+        max_entries: count as u64,
+        ttl,
+        revocation_poll: std::time::Duration::from_secs(1),
+    };
+    let cache = TokenCache::new(store, Arc::new(SystemClock), metrics, &config);
     let before = resident_bytes();
     let started = Instant::now();
     let mut lookups = JoinSet::new();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use portcullis::clock::{Clock, SystemClock};
-use portcullis::config::Config;
+use portcullis::config::{CacheConfig, Config};
 use portcullis::crypto::{ACCESS_TOKEN_PREFIX, Digest, generate_secret};
 use portcullis::guard::{bearer_token, check_scopes};
 use portcullis::metrics::Metrics;
@@ -127,7 +127,12 @@ fn guard(c: &mut Criterion) {
             .await
             .unwrap();
         let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
-        let cache = TokenCache::new(store, Arc::new(SystemClock), metrics, 1_000_000, None);
+        let config = CacheConfig {
+            max_entries: 1_000_000,
+            ttl: None,
+            revocation_poll: std::time::Duration::from_secs(1),
+        };
+        let cache = TokenCache::new(store, Arc::new(SystemClock), metrics, &config);
         assert!(
             cache.principal(digest).await.unwrap().is_some(),
             "warm the cache"

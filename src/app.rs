@@ -20,7 +20,7 @@ use crate::gateway::{Gateway, Session};
 use crate::lifecycle;
 use crate::listener::{ConnectionLimits, Workers, serve};
 use crate::metrics::{HotMetrics, Metrics};
-use crate::oauth::{AuthServer, ListenerPolicy};
+use crate::oauth::AuthServer;
 use crate::proxy::Upstreams;
 use crate::store::cache::TokenCache;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -110,8 +110,7 @@ pub async fn start(
         Arc::clone(&store),
         Arc::clone(&clock),
         metrics.clone(),
-        config.cache.max_entries,
-        config.cache.ttl,
+        &config.cache,
     );
     let hasher = tokio::task::spawn_blocking({
         let n = config.oauth.password_hash_concurrency;
@@ -125,13 +124,9 @@ pub async fn start(
         Arc::clone(&clock),
         metrics.clone(),
         Arc::new(oauth),
-        ListenerPolicy {
-            max_body_bytes: config.limits.token_request_max_bytes,
-            // A form body is small: it gets the time the head gets.
-            body_read_timeout: config.limits.header_read_timeout,
-            require_tls,
-        },
-    );
+        &config.limits,
+    )
+    .requiring_tls(require_tls);
     let throttle = Arc::clone(&auth_server.throttle);
     let upstreams = Upstreams::new(config.upstreams.values())?;
     let hot_metrics = HotMetrics::new(
@@ -151,15 +146,7 @@ pub async fn start(
         hot_metrics,
     });
 
-    let limits = ConnectionLimits {
-        max_connections: config.limits.max_connections,
-        header_read_timeout: config.limits.header_read_timeout,
-        idle_timeout: config.limits.idle_timeout,
-        write_timeout: config.limits.write_timeout,
-        max_header_bytes: config.limits.max_header_bytes,
-        max_headers: config.limits.max_headers,
-        drain_grace: Duration::from_secs(30),
-    };
+    let limits = config.limits.connection.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut certs = Vec::new();

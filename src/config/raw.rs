@@ -72,7 +72,7 @@ pub struct RawOAuth {
     #[serde(default)]
     pub rotate_refresh_token: Option<bool>,
     #[serde(default)]
-    pub refresh_token_grace_period_seconds: Option<u64>,
+    pub refresh_token_grace_period_seconds: Option<S<u64>>,
     #[serde(default)]
     pub refresh_token_reuse_protection: Option<bool>,
     #[serde(default)]

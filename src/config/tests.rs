@@ -1,6 +1,10 @@
 use std::path::Path;
+use std::time::Duration;
+
+use http::Method;
 
 use super::*;
+use crate::routes::RouteAuth;
 
 const BASE: &str = r#"
 listen: 127.0.0.1:8080
@@ -66,15 +70,40 @@ fn defaults_apply() {
     assert_eq!(c.oauth.refresh_token_expire_seconds, 14 * 24 * 3600);
     assert_eq!(c.oauth.realm, "portcullis");
     assert_eq!(c.cache.ttl, None);
-    assert_eq!(c.limits.max_connections, 10_000);
+    assert_eq!(c.oauth.refresh_token_grace_period_seconds, 5);
+    assert_eq!(c.oauth.rate_limits.per_user_per_minute, 60);
+    assert_eq!(c.oauth.rate_limits.identity_failures_before_backoff, 100);
+    assert_eq!(c.oauth.rate_limits.max_backoff, Duration::from_secs(300));
+    assert_eq!(c.limits.connection.max_connections, 10_000);
     assert_eq!(
-        c.workers,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        c.limits.connection.header_read_timeout,
+        Duration::from_secs(10)
     );
+    assert_eq!(c.limits.connection.write_timeout, Duration::from_secs(60));
+    assert_eq!(c.limits.connection.max_header_bytes, 32 * 1024);
+    assert_eq!(c.limits.token_request_max_bytes, 16384);
+    assert_eq!(c.limits.max_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(c.cache.max_entries, 1_000_000);
+    assert_eq!(c.cache.revocation_poll, Duration::from_secs(1));
+    assert_eq!(c.cleanup.batch_size, 1000);
+    let StoreConfig::Sqlite { busy_timeout, .. } = &c.store;
+    assert_eq!(*busy_timeout, Duration::from_secs(5));
+    // One worker per CPU the process may run on, counted here from the affinity mask
+    // rather than with the code's own expression.
+    let cpus = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        libc::CPU_COUNT(&set) as usize
+    };
+    assert_eq!(c.workers, cpus);
     assert_eq!(c.identity_headers.scopes.as_str(), "x-auth-scopes");
     let legacy = &c.upstreams["legacy"];
     assert_eq!(legacy.url(), "http://127.0.0.1:9000");
     assert_eq!(legacy.connect_timeout, Duration::from_secs(2));
+    assert_eq!(legacy.response_timeout, Duration::from_secs(30));
 }
 
 #[test]
@@ -218,6 +247,81 @@ fn bad_values_are_errors() {
     let ids =
         format!("{BASE}identity_headers: {{ user: X-Who, client: x_who, scopes: X-Scopes }}\n");
     assert!(problems(&ids)[0].1.contains("three different headers"));
+}
+
+/// Every message names its full key path, and a value past a bound is reported, never cut
+/// silently.
+#[test]
+fn messages_name_full_key_paths_and_bounds_are_reported() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "oauth:\n  rate_limits: { per_user_per_minute: 5000000000 }",
+            "`oauth.rate_limits.per_user_per_minute` must be at most 4294967295",
+        ),
+        (
+            "oauth:\n  rate_limits: { per_client_per_minute: 0 }",
+            "`oauth.rate_limits.per_client_per_minute` must be greater than zero",
+        ),
+        (
+            "oauth:\n  refresh_token_grace_period_seconds: 100000",
+            "`oauth.refresh_token_grace_period_seconds` must be at most 86400",
+        ),
+        (
+            "oauth:\n  access_token_expire_seconds: 99999999999999",
+            "`oauth.access_token_expire_seconds` must be at most",
+        ),
+        (
+            "upstreams:\n  legacy: { url: http://127.0.0.1:9000, connect_timeout_ms: 0 }",
+            "`upstreams.legacy.connect_timeout_ms` must be greater than zero",
+        ),
+        (
+            "upstreams:\n  legacy: { url: http://127.0.0.1:9000?x=1 }",
+            "`upstreams.legacy.url` must not have a query",
+        ),
+        (
+            "routes:\n  - { path: /a, upstream: legacy, max_body_bytes: 0 }",
+            "`routes[0].max_body_bytes` must be greater than zero",
+        ),
+        (
+            "limits: { max_header_bytes: 100 }",
+            "`limits.max_header_bytes` must be at least 8192",
+        ),
+        (
+            "store:\n  sqlite: x.db\n  busy_timeout_ms: 0",
+            "`store.busy_timeout_ms` must be greater than zero",
+        ),
+        (
+            "identity_headers: { user: \"bad header\" }",
+            "`identity_headers.user`",
+        ),
+    ];
+    for (extra, want) in cases {
+        // The section replaces the base's one of the same name (YAML keys are unique).
+        let section = extra.split(':').next().unwrap();
+        let base: String = BASE
+            .split_inclusive('\n')
+            .scan(false, |skipping, line| {
+                if line.starts_with(&format!("{section}:")) {
+                    *skipping = true;
+                    return Some(String::new());
+                }
+                if *skipping && line.starts_with(' ') {
+                    return Some(String::new());
+                }
+                *skipping = false;
+                Some(line.to_owned())
+            })
+            .collect();
+        let text = if section == "oauth" {
+            format!(
+                "{base}{extra}\n  scopes: {{ read: r }}\n  default_scopes: [read]\n"
+            )
+        } else {
+            format!("{base}{extra}\n")
+        };
+        let p = problems(&text);
+        assert!(p.iter().any(|(_, m)| m.contains(want)), "{extra}: {p:?}");
+    }
 }
 
 #[test]

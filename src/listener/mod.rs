@@ -33,43 +33,7 @@ use crate::shutdown::stopped;
 use connection::Connection;
 pub use workers::Workers;
 
-/// The request-header count hyper's HTTP/1 parser enforces by default.
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
-
-/// Per-listener connection settings.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    pub max_connections: usize,
-    /// Time allowed for the TLS handshake and the first request head together, and for each
-    /// later request head; over HTTP/1.1 it also closes keep-alive connections that send
-    /// nothing.
-    pub header_read_timeout: Duration,
-    /// A connection with no request open for this long is closed.
-    pub idle_timeout: Duration,
-    /// Time a write may wait for the client to read; longer fails the connection.
-    pub write_timeout: Duration,
-    /// Largest HTTP/1.1 request head.
-    pub max_header_bytes: usize,
-    /// Most request headers.
-    pub max_headers: usize,
-    /// How long in-flight requests may take to finish after shutdown is signalled.
-    pub drain_grace: Duration,
-}
-
-impl ConnectionLimits {
-    /// Settings for small internal listeners (the admin listener, the demo API).
-    pub fn internal(max_connections: usize) -> ConnectionLimits {
-        ConnectionLimits {
-            max_connections,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(60),
-            max_header_bytes: 32 * 1024,
-            max_headers: HYPER_DEFAULT_MAX_HEADERS,
-            drain_grace: Duration::from_secs(5),
-        }
-    }
-}
+pub use crate::config::ConnectionLimits;
 
 /// What the handler learns about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -101,10 +65,10 @@ pub async fn serve<M, H, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    // hyper allows HYPER_DEFAULT_MAX_HEADERS unless told otherwise; telling it the same number
+    // hyper allows defaults::MAX_HEADERS (its own default) unless told otherwise; telling it the same number
     // makes it fill a fresh header-index buffer for every request instead of using its inline
     // one, so only a different limit is passed on.
-    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+    if limits.max_headers as u64 != crate::config::defaults::MAX_HEADERS {
         builder.http1().max_headers(limits.max_headers);
     }
     builder

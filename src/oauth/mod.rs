@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::clock::SharedClock;
-use crate::config::OAuthConfig;
+use crate::config::{Limits, OAuthConfig};
 use crate::crypto::{Digest, PasswordHasher, generate_secret};
 use crate::http::{Body, GatewayError};
 use crate::metrics::{Metrics, ThrottledLabels};
@@ -91,17 +91,6 @@ pub struct Origin {
     pub tls: bool,
 }
 
-/// What the listener in front of the endpoints demands of requests.
-#[derive(Debug, Clone, Copy)]
-pub struct ListenerPolicy {
-    /// Largest form body.
-    pub max_body_bytes: usize,
-    /// How long a form body may take to arrive once the head is read.
-    pub body_read_timeout: std::time::Duration,
-    /// Refuse requests that did not arrive over TLS.
-    pub require_tls: bool,
-}
-
 /// A parsed POST to one of the endpoints, with the rate-limit keys it was charged to.
 pub(crate) struct FormRequest {
     pub parts: Parts,
@@ -123,7 +112,7 @@ impl AuthServer {
         clock: SharedClock,
         metrics: Metrics,
         oauth: Arc<OAuthConfig>,
-        listener: ListenerPolicy,
+        limits: &Limits,
     ) -> Self {
         AuthServer {
             store,
@@ -133,11 +122,19 @@ impl AuthServer {
             metrics,
             throttle: Arc::new(Throttle::new(oauth.rate_limits.clone())),
             oauth,
-            max_body_bytes: listener.max_body_bytes,
-            body_read_timeout: listener.body_read_timeout,
-            require_tls: listener.require_tls,
+            max_body_bytes: limits.token_request_max_bytes,
+            // A form body is small: it gets the time a request head gets.
+            body_read_timeout: limits.connection.header_read_timeout,
+            require_tls: false,
             dummy_secret: Digest::of(&generate_secret("")),
         }
+    }
+
+    /// Refuses the POST endpoints' requests that did not arrive over TLS (a non-loopback
+    /// listener without TLS, unless `oauth.allow_plain_http`).
+    pub fn requiring_tls(mut self, require: bool) -> Self {
+        self.require_tls = require;
+        self
     }
 
     /// Serves one request to `endpoint`; every failure is already its RFC-shaped response.

@@ -18,13 +18,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use dashmap::DashMap;
 use moka::sync::Cache;
 
 use super::{SharedStore, StoreError};
 use crate::clock::SharedClock;
+use crate::config::CacheConfig;
 use crate::crypto::Digest;
 use crate::metrics::Metrics;
 use crate::principal::{Identity, Principal};
@@ -77,21 +77,20 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache of at most `max_entries` tokens; `ttl`, when given, bounds how long an entry is
+    /// A cache of at most `config.max_entries` tokens; `config.ttl`, when given, bounds how long an entry is
     /// trusted without asking the store again.
     pub fn new(
         store: SharedStore,
         clock: SharedClock,
         metrics: Metrics,
-        max_entries: u64,
-        ttl: Option<Duration>,
+        config: &CacheConfig,
     ) -> Self {
         // LRU rather than moka's default TinyLFU: a token in use is a token used recently,
         // and LRU keeps no frequency sketch (8 MB at a million entries).
         let mut builder = Cache::builder()
-            .max_capacity(max_entries)
+            .max_capacity(config.max_entries)
             .eviction_policy(moka::policy::EvictionPolicy::lru());
-        if let Some(ttl) = ttl {
+        if let Some(ttl) = config.ttl {
             builder = builder.time_to_live(ttl);
         }
         TokenCache {
@@ -205,13 +204,19 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::scope::ScopeSet;
     use crate::store::sqlite::SqliteStore;
+    use std::time::Duration;
 
     fn cache() -> (TokenCache, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store: SharedStore = Arc::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
         let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
         let clock = Arc::new(ManualClock::new(1_000));
-        (TokenCache::new(store, clock, metrics, 100, None), dir)
+        let config = CacheConfig {
+            max_entries: 100,
+            ttl: None,
+            revocation_poll: Duration::from_secs(1),
+        };
+        (TokenCache::new(store, clock, metrics, &config), dir)
     }
 
     fn principal() -> Principal {
