@@ -188,7 +188,7 @@ pub async fn start(
     tasks.push(tokio::spawn(lifecycle::sweep_periodically(
         Arc::clone(&store),
         cache.clone(),
-        metrics,
+        metrics.clone(),
         Arc::clone(&clock),
         config.cleanup.clone(),
         shutdown_rx.clone(),
@@ -209,6 +209,7 @@ pub async fn start(
         let hangup = crate::shutdown::hangups()?;
         tasks.push(tokio::spawn(lifecycle::reload_certificates(
             certs,
+            metrics.clone(),
             hangup,
             shutdown_rx.clone(),
         )));

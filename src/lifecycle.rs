@@ -10,7 +10,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::clock::SharedClock;
 use crate::config::CleanupConfig;
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics, OutcomeLabels};
 use crate::oauth::throttle::Throttle;
 use crate::shutdown::{Hangups, stopped};
 use crate::store::cache::TokenCache;
@@ -146,6 +146,7 @@ pub async fn forget_idle_throttle_keys(
 /// SIGHUP. A bad new certificate keeps the old one in service.
 pub async fn reload_certificates(
     certs: Vec<(Arc<ReloadingCert>, Duration)>,
+    metrics: Metrics,
     mut hangup: Hangups,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -167,13 +168,21 @@ pub async fn reload_certificates(
             _ = sighup => true,
         };
         for (cert, _) in &certs {
-            match cert.reload(force) {
-                Ok(true) => tracing::info!("TLS certificate reloaded"),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS certificate reload failed; the previous certificate stays in service")
+            let outcome = match cert.reload(force) {
+                Ok(true) => {
+                    tracing::info!("TLS certificate reloaded");
+                    "loaded"
                 }
-            }
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed; the previous certificate stays in service");
+                    "failed"
+                }
+            };
+            metrics
+                .certificate_reloads
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc();
         }
     }
 }

@@ -130,6 +130,7 @@ pub struct Metrics {
     pub tokens_swept: Family<KindLabels, Counter>,
     pub live_tokens: Family<KindLabels, Gauge>,
     pub token_throttled: Family<ThrottledLabels, Counter>,
+    pub certificate_reloads: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -150,6 +151,7 @@ impl Metrics {
             tokens_swept: Family::default(),
             live_tokens: Family::default(),
             token_throttled: Family::default(),
+            certificate_reloads: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("portcullis");
         r.register(
@@ -211,6 +213,11 @@ impl Metrics {
             "store_live_tokens",
             "Unrevoked, unexpired tokens in the store at the last sweep",
             m.live_tokens.clone(),
+        );
+        r.register(
+            "tls_certificate_reloads",
+            "Listener certificate reloads after a change on disk or SIGHUP, by outcome (loaded, failed)",
+            m.certificate_reloads.clone(),
         );
         r.register(
             "token_throttled",

@@ -66,8 +66,9 @@ fn check_reports_problems_with_file_and_line() {
     let bad = dir.path().join("bad.yaml");
     let text = std::fs::read_to_string(&good)
         .unwrap()
-        .replace("scopes: [groups]", "scopes: [groupz]")
-        .replace("upstream: legacy }\n", "upstream: legacyy }\n");
+        .replace("scopes: [groups]", "scopes: [groupz]");
+    let text = common::replaced(&text, "upstream: legacy }\n", "upstream: legacyy }\n");
+    assert!(text.contains("[groupz]"));
     std::fs::write(&bad, text).unwrap();
     let out = portcullis(&bad, &["check"], None);
     assert_eq!(out.status.code(), Some(2));
@@ -83,7 +84,8 @@ fn check_reports_problems_with_file_and_line() {
     let typo = dir.path().join("typo.yaml");
     std::fs::write(
         &typo,
-        std::fs::read_to_string(&good).unwrap().replace(
+        common::replaced(
+            &std::fs::read_to_string(&good).unwrap(),
             "  - { path: /public, auth: none",
             "  - { path: /public, auht: none",
         ),
@@ -695,17 +697,13 @@ async fn tokens_commands_reach_a_running_gateway() {
         stdout(&revoke)
     );
     // The running gateway follows the revocation log: the cached token stops working.
-    let mut status = StatusCode::OK;
-    for _ in 0..100 {
-        status = get(&format!("http://{addr}/api/users"), &access)
+    common::eventually("the revocation reaches the running gateway", || async {
+        let status = get(&format!("http://{addr}/api/users"), &access)
             .await
             .status;
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
     let neither = portcullis(&config, &["tokens", "revoke"], None);
     assert_eq!(
         neither.status.code(),
@@ -771,12 +769,10 @@ async fn every_issued_token_survives_sigkill_during_a_burst() {
         }));
     }
     // Kill the gateway mid-burst, once it has handed out a fair number of tokens.
-    for _ in 0..200 {
-        if issued.lock().unwrap().len() >= 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::eventually("200 tokens issued", || async {
+        (issued.lock().unwrap().len() >= 200).then_some(())
+    })
+    .await;
     Command::new("kill")
         .arg("-KILL")
         .arg(proc.child.id().to_string())

@@ -104,7 +104,7 @@ async fn routes_can_opt_into_legacy_path_forms() {
 #[tokio::test]
 async fn only_the_real_method_and_target_decide() {
     let h = Harness::start().await;
-    let read = common::field(&h.password_token("read").await, "access_token");
+    let read = h.access_token("read").await;
     // A read token cannot turn a GET into a write with override headers, nor reach another
     // path through X-Original-URL and friends: the upstream never sees those headers.
     let r = h
@@ -301,12 +301,15 @@ async fn request_timeout_is_408() {
     });
     // The harness gives upstreams 500 ms; this one gets longer than the request may take.
     let dir = tempfile::tempdir().unwrap();
-    let yaml = common::config_yaml(
-        &format!("http://{addr}"),
-        "",
-        "limits: { request_timeout_seconds: 1 }",
-    )
-    .replace("response_timeout_ms: 500", "response_timeout_ms: 30000");
+    let yaml = common::replaced(
+        &common::config_yaml(
+            &format!("http://{addr}"),
+            "",
+            "limits: { request_timeout_seconds: 1 }",
+        ),
+        "response_timeout_ms: 500",
+        "response_timeout_ms: 30000",
+    );
     let path = dir.path().join("p.yaml");
     std::fs::write(&path, yaml).unwrap();
     let config = portcullis::config::Config::load(&path).unwrap();
@@ -488,7 +491,7 @@ async fn plain_http_token_endpoint_on_a_public_address_needs_an_opt_in() {
 #[tokio::test]
 async fn authenticated_responses_vary_on_authorization() {
     let h = Harness::start().await;
-    let access = common::field(&h.password_token("read").await, "access_token");
+    let access = h.access_token("read").await;
     let r = h.get("/api/users/1", Some(&access)).await;
     assert_eq!(r.header("vary"), Some("Authorization"));
     let public = h.get("/public/x", None).await;

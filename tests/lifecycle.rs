@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Harness, Options, TestClient, basic};
 use http::{Method, StatusCode};
 use portcullis::store::{GrantType, TokenOwner};
@@ -127,7 +125,7 @@ async fn revoking_a_refresh_token_takes_its_access_tokens_along() {
 #[tokio::test]
 async fn a_client_cannot_revoke_another_clients_token() {
     let h = Harness::start().await;
-    let access = common::field(&h.password_token("read").await, "access_token");
+    let access = h.access_token("read").await;
     let other = h
         .new_client(&[GrantType::ClientCredentials], &["read"])
         .await;
@@ -162,7 +160,7 @@ async fn revocation_request_errors() {
     let r = h.send(Method::GET, "/o/revoke_token/", &[], b"").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     // Client authentication in the body works here too.
-    let access = common::field(&h.password_token("read").await, "access_token");
+    let access = h.access_token("read").await;
     let r = h
         .send(
             Method::POST,
@@ -262,7 +260,7 @@ async fn introspection_claims_and_visibility() {
     // Unknown, revoked and expired tokens are inactive.
     let r = introspect(&h, &own, &[("token", "pcat_unknown")]).await;
     assert_eq!(r.json(), serde_json::json!({"active": false}));
-    let other = common::field(&h.password_token("read").await, "access_token");
+    let other = h.access_token("read").await;
     revoke(&h, &h.client, &[("token", &other)]).await;
     assert_eq!(
         introspect(&h, &own, &[("token", &other)]).await.json()["active"],
@@ -303,7 +301,7 @@ async fn reuse_after_the_grace_period_revokes_the_family() {
         StatusCode::OK
     );
     // An unrelated grant of the same user and client is another family and is spared.
-    let unrelated = common::field(&h.password_token("read").await, "access_token");
+    let unrelated = h.access_token("read").await;
 
     h.clock.advance(6); // past the default 5-second grace period
     let reuse = h
@@ -368,7 +366,7 @@ async fn out_of_process_revocations_reach_the_cache_through_the_log() {
         ..Options::default()
     })
     .await;
-    let access = common::field(&h.password_token("read").await, "access_token");
+    let access = h.access_token("read").await;
     assert_eq!(
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::OK
@@ -381,26 +379,18 @@ async fn out_of_process_revocations_reach_the_cache_through_the_log() {
         .await
         .unwrap();
     assert_eq!(revoked.access.len(), 1);
-    let mut status = StatusCode::OK;
-    for _ in 0..100 {
-        status = h.get("/api/users", Some(&access)).await.status;
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "the revocation log was not followed"
-    );
+    common::eventually("the revocation log is followed", || async {
+        let status = h.get("/api/users", Some(&access)).await.status;
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
     h.shutdown().await;
 }
 
 #[tokio::test]
 async fn sweeper_deletes_expired_and_revoked_tokens_in_batches() {
     let h = Harness::start().await;
-    let keep = common::field(&h.password_token("read").await, "access_token");
+    let keep = h.access_token("read").await;
     let mut expiring = Vec::new();
     for _ in 0..5 {
         let r = h
@@ -448,7 +438,7 @@ async fn background_sweeper_runs_and_reports() {
         ..Options::default()
     })
     .await;
-    let access = common::field(&h.password_token("read").await, "access_token");
+    let access = h.access_token("read").await;
     assert_eq!(
         h.get("/api/users", Some(&access)).await.status,
         StatusCode::OK
@@ -463,17 +453,11 @@ async fn background_sweeper_runs_and_reports() {
         // The expired token left the cache too, without being asked for again.
         "portcullis_token_cache_entries 0",
     ];
-    let mut m = String::new();
-    for _ in 0..200 {
-        m = h.metrics().await;
-        if wanted.iter().all(|w| m.contains(w)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for w in wanted {
-        assert!(m.contains(w), "missing {w}\n{m}");
-    }
+    common::eventually("the sweeper reports", || async {
+        let m = h.metrics().await;
+        wanted.iter().all(|w| m.contains(w)).then_some(())
+    })
+    .await;
     h.shutdown().await;
 }
 

@@ -31,7 +31,7 @@ async fn double_encoded_and_overlong_escapes_are_refused() {
         ..Options::default()
     })
     .await;
-    let token = common::field(&h.password_token("read").await, "access_token");
+    let token = h.access_token("read").await;
     let refused = [
         "/public/%252e%252e/admin/users",
         "/public/%252E%252E/api/users",
@@ -264,7 +264,7 @@ async fn h2_connect(
 #[tokio::test]
 async fn what_the_upstream_receives_is_unambiguous() {
     let h = Harness::start().await;
-    let token = common::field(&h.password_token("read").await, "access_token");
+    let token = h.access_token("read").await;
     // HTTP/2 cookie fields become one `Cookie`, joined with "; ".
     let mut sender = h2_connect(h.local_addr()).await;
     let req = Request::get(format!("http://{}/public/a", h.local_addr()))
@@ -432,7 +432,7 @@ async fn two_content_types_at_the_token_endpoint_are_refused() {
 #[tokio::test]
 async fn a_credential_outside_the_header_is_one_denial() {
     let h = Harness::start().await;
-    let token = common::field(&h.password_token("read write").await, "access_token");
+    let token = h.access_token("read write").await;
     let auth = format!("Bearer {token}");
     let r = h
         .send(

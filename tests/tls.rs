@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Harness, Options};
@@ -116,22 +115,18 @@ async fn https_get(
     )
 }
 
-/// The DER of the certificate the server presents.
-/// The certificate served once it differs from `old`, asking every 100 ms for up to 10 s (or
-/// `old` if it never changes).
-async fn served_certificate_other_than(
-    addr: std::net::SocketAddr,
-    config: impl Fn() -> rustls::ClientConfig,
-    old: &[u8],
-) -> Vec<u8> {
-    for _ in 0..100 {
-        let served = served_certificate(addr, config()).await;
-        if served != old {
-            return served;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    old.to_vec()
+/// Waits until the gateway has counted at least `n` certificate reloads with `outcome`.
+async fn reloads(h: &Harness, outcome: &str, n: u32) {
+    let series = format!("portcullis_tls_certificate_reloads_total{{outcome=\"{outcome}\"}} ");
+    common::eventually(&format!("{series}>= {n}"), || async {
+        let m = h.metrics().await;
+        let count = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<u32>().ok())?;
+        (count >= n).then_some(())
+    })
+    .await;
 }
 
 async fn served_certificate(addr: std::net::SocketAddr, config: rustls::ClientConfig) -> Vec<u8> {
@@ -249,14 +244,16 @@ async fn certificates_reload_without_restart() {
     let cfg = || ca.client_config(&[&rustls::version::TLS13]);
     let first = served_certificate(h.local_addr(), cfg()).await;
 
-    // A broken new certificate keeps the old one in service.
+    // A broken new certificate keeps the old one in service: once the periodic check has
+    // tried it and failed, the old one is still served.
     std::fs::write(&cert, "not a certificate").unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    reloads(&h, "failed", 1).await;
     assert_eq!(served_certificate(h.local_addr(), cfg()).await, first);
 
     // A good new one is picked up by the periodic check.
     ca.leaf(&cert, &key);
-    let now_served = served_certificate_other_than(h.local_addr(), cfg, &first).await;
+    reloads(&h, "loaded", 1).await;
+    let now_served = served_certificate(h.local_addr(), cfg()).await;
     assert_ne!(now_served, first, "the new certificate was not loaded");
     h.shutdown().await;
 }
@@ -269,7 +266,8 @@ async fn sighup_reloads_certificates() {
     ca.leaf(&cert, &key);
     // The periodic check is an hour away: only the signal can load the new certificate.
     let mut options = tls_options(&files);
-    options.extra = options.extra.replace(
+    options.extra = common::replaced(
+        &options.extra,
         "reload_interval_seconds: 1",
         "reload_interval_seconds: 3600",
     );
@@ -277,10 +275,10 @@ async fn sighup_reloads_certificates() {
     let cfg = || ca.client_config(&[&rustls::version::TLS13]);
     let first = served_certificate(h.local_addr(), cfg()).await;
     ca.leaf(&cert, &key);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        served_certificate(h.local_addr(), cfg()).await,
-        first,
+    assert!(
+        !h.metrics()
+            .await
+            .contains("portcullis_tls_certificate_reloads_total"),
         "no reload without the signal"
     );
     let status = std::process::Command::new("kill")
@@ -288,7 +286,8 @@ async fn sighup_reloads_certificates() {
         .status()
         .unwrap();
     assert!(status.success());
-    let now_served = served_certificate_other_than(h.local_addr(), cfg, &first).await;
+    reloads(&h, "loaded", 1).await;
+    let now_served = served_certificate(h.local_addr(), cfg()).await;
     assert_ne!(now_served, first, "SIGHUP did not reload the certificate");
     h.shutdown().await;
 }
@@ -297,7 +296,8 @@ fn https_upstream_config(upstream_port: u16, ca_file: Option<&Path>) -> String {
     let ca = ca_file
         .map(|p| format!(", ca_file: {}", p.display()))
         .unwrap_or_default();
-    common::config_yaml("https://placeholder", "", "").replace(
+    common::replaced(
+        &common::config_yaml("https://placeholder", "", ""),
         "legacy: { url: https://placeholder, response_timeout_ms: 500 }",
         &format!("legacy: {{ url: https://localhost:{upstream_port}{ca} }}"),
     )

@@ -313,9 +313,7 @@ fn messages_name_full_key_paths_and_bounds_are_reported() {
             })
             .collect();
         let text = if section == "oauth" {
-            format!(
-                "{base}{extra}\n  scopes: {{ read: r }}\n  default_scopes: [read]\n"
-            )
+            format!("{base}{extra}\n  scopes: {{ read: r }}\n  default_scopes: [read]\n")
         } else {
             format!("{base}{extra}\n")
         };

@@ -288,6 +288,18 @@ impl Harness {
         r.json()
     }
 
+    /// A password-grant access token for alice with `scope`.
+    pub async fn access_token(&self, scope: &str) -> String {
+        field(&self.password_token(scope).await, "access_token")
+    }
+
+    /// GETs `path` with `token`, which must be let through: the upstream's JSON echo.
+    pub async fn get_ok(&self, path: &str, token: Option<&str>) -> Value {
+        let r = self.get(path, token).await;
+        assert_eq!(r.status, StatusCode::OK, "GET {path}: {}", r.text());
+        r.json()
+    }
+
     pub async fn metrics(&self) -> String {
         let resp = self
             .http
@@ -440,6 +452,34 @@ pub async fn fetch(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Ful
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),
     }
+}
+
+/// Polls `check` every 20 ms until it gives `Some`, for at most 10 s: for what the gateway does
+/// in the background (a revocation log followed, a certificate reloaded), whose end no
+/// request can observe directly. Panics with `what` if it never happens.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `text` with `from` replaced by `to`; `from` must be there (a test that edits a config must
+/// fail when the edit does not apply, not test the unedited file).
+pub fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in the text to edit");
+    text.replace(from, to)
 }
 
 /// A string field of a JSON response, which must be there.
