@@ -11,11 +11,10 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
-use super::{AuthServer, FormRequest, INTROSPECTION_SCOPE, Origin, outcome_of};
+use super::{AuthServer, FormRequest, INTROSPECTION_SCOPE, Origin};
 use crate::crypto::Digest;
 use crate::guard;
 use crate::http::{Body, GatewayError, no_store_json};
-use crate::metrics::OutcomeLabels;
 
 /// Who is asking.
 enum Caller {
@@ -31,21 +30,22 @@ impl AuthServer {
         req: Request<Incoming>,
         origin: Origin,
     ) -> Result<Response<Body>, GatewayError> {
-        let result = self
-            .with_form(req, origin, async |request| {
-                self.introspect_inner(request).await
-            })
-            .await;
-        let outcome = match &result {
-            Ok(claims) if claims["active"] == json!(true) => "active",
-            Ok(_) => "inactive",
-            Err(e) => outcome_of(e),
+        let outcome = |claims: &serde_json::Value| {
+            if claims["active"] == json!(true) {
+                "active"
+            } else {
+                "inactive"
+            }
         };
-        self.metrics
-            .introspections
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
-        result.map(|claims| no_store_json(StatusCode::OK, &claims))
+        self.with_form_counted(
+            req,
+            origin,
+            &self.metrics.introspections,
+            outcome,
+            async |r| self.introspect_inner(r).await,
+        )
+        .await
+        .map(|claims| no_store_json(StatusCode::OK, &claims))
     }
 
     async fn introspect_inner(

@@ -23,11 +23,13 @@ use crate::clock::SharedClock;
 use crate::config::{Limits, OAuthConfig};
 use crate::crypto::{Digest, PasswordHasher, generate_secret};
 use crate::http::{Body, GatewayError};
-use crate::metrics::{Metrics, ThrottledLabels};
+use crate::metrics::{Metrics, OutcomeLabels, ThrottledLabels};
 use crate::store::SharedStore;
 use crate::store::cache::TokenCache;
 use error::{OAuthError, OAuthErrorCode};
 use form::{Form, parse_basic};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use throttle::{Key, Throttle, Throttled};
 
 pub const TOKEN_PATH: &str = "/o/token/";
@@ -244,6 +246,25 @@ impl AuthServer {
         let request = self.read_form(req, origin).await?;
         let result = inner(&request).await;
         self.settle(&request, &result);
+        result
+    }
+
+    /// [`AuthServer::with_form`], then the outcome counted in `family`: named by `outcome`
+    /// for an answer, by the error for a failure.
+    async fn with_form_counted<T>(
+        &self,
+        req: Request<Incoming>,
+        origin: Origin,
+        family: &Family<OutcomeLabels, Counter>,
+        outcome: impl Fn(&T) -> &'static str,
+        inner: impl AsyncFnOnce(&FormRequest) -> Result<T, GatewayError>,
+    ) -> Result<T, GatewayError> {
+        let result = self.with_form(req, origin, inner).await;
+        let outcome = match &result {
+            Ok(answer) => outcome(answer),
+            Err(e) => outcome_of(e),
+        };
+        family.get_or_create(&OutcomeLabels { outcome }).inc();
         result
     }
 

@@ -9,10 +9,9 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{AuthServer, FormRequest, Origin, outcome_of};
+use super::{AuthServer, FormRequest, Origin};
 use crate::crypto::Digest;
 use crate::http::{Body, GatewayError, no_store_json};
-use crate::metrics::OutcomeLabels;
 
 impl AuthServer {
     pub(super) async fn revoke(
@@ -20,21 +19,16 @@ impl AuthServer {
         req: Request<Incoming>,
         origin: Origin,
     ) -> Result<Response<Body>, GatewayError> {
-        let result = self
-            .with_form(req, origin, async |request| {
-                self.revoke_inner(request).await
-            })
-            .await;
-        let outcome = match &result {
-            Ok(true) => "revoked",
-            Ok(false) => "unknown_token",
-            Err(e) => outcome_of(e),
-        };
-        self.metrics
-            .revocation_requests
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
-        result.map(|_| no_store_json(StatusCode::OK, &serde_json::json!({})))
+        let outcome = |revoked: &bool| if *revoked { "revoked" } else { "unknown_token" };
+        self.with_form_counted(
+            req,
+            origin,
+            &self.metrics.revocation_requests,
+            outcome,
+            async |r| self.revoke_inner(r).await,
+        )
+        .await
+        .map(|_| no_store_json(StatusCode::OK, &serde_json::json!({})))
     }
 
     /// True when something was revoked.
