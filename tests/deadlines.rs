@@ -13,20 +13,6 @@ use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// True once the peer closes `stream` (reading and discarding what it sends), false if it is
-/// still open after `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-        }
-    }
-}
-
 /// A `/o/` request whose body stalls after a few bytes is answered 408 and its connection
 /// closed, within the header-read timeout, with no credentials needed to try it.
 #[tokio::test]
@@ -70,7 +56,7 @@ async fn a_connection_must_send_a_request_head_in_time() {
     .await;
     let mut silent = TcpStream::connect(h.local_addr()).await.unwrap();
     assert!(
-        closed_within(&mut silent, Duration::from_secs(20)).await,
+        common::closed_within(&mut silent, Duration::from_secs(20)).await,
         "a silent connection outlived the header-read timeout"
     );
 

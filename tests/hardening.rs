@@ -246,18 +246,6 @@ async fn header_and_body_limits() {
     h.shutdown().await;
 }
 
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-        }
-    }
-}
-
 #[tokio::test]
 async fn slow_idle_and_stuck_clients_are_cut_off() {
     let h = Harness::with(Options {
@@ -271,7 +259,7 @@ async fn slow_idle_and_stuck_clients_are_cut_off() {
         .await
         .unwrap();
     assert!(
-        closed_within(&mut slow, Duration::from_secs(10)).await,
+        common::closed_within(&mut slow, Duration::from_secs(10)).await,
         "slow client still connected"
     );
     // Idle keep-alive connection after a request.
@@ -280,12 +268,12 @@ async fn slow_idle_and_stuck_clients_are_cut_off() {
         .await
         .unwrap();
     assert!(
-        closed_within(&mut idle, Duration::from_secs(10)).await,
+        common::closed_within(&mut idle, Duration::from_secs(10)).await,
         "idle connection still open"
     );
     // A silent connection that never sends anything.
     let mut silent = TcpStream::connect(h.local_addr()).await.unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(10)).await);
+    assert!(common::closed_within(&mut silent, Duration::from_secs(10)).await);
     h.shutdown().await;
 }
 
