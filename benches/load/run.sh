@@ -89,6 +89,7 @@ CONF
 }
 portcullis_conf "$WORK/pc.yaml" "$PC" "$PC_ADMIN" ""
 portcullis_conf "$WORK/pc-miss.yaml" "$PC_MISS" "127.0.0.1:18086" "cache: { max_entries: 1 }"
+$BIN --config "$WORK/pc.yaml" migrate >/dev/null
 echo 'bench-password' | $BIN --config "$WORK/pc.yaml" users add bench --password-stdin >/dev/null
 CLIENT=$($BIN --config "$WORK/pc.yaml" clients add --name bench --grant client_credentials --grant password --scope read --json)
 CID=$(echo "$CLIENT" | sed -E 's/.*"client_id":"([^"]+)".*/\1/')
