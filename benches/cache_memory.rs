@@ -45,10 +45,13 @@ async fn main() {
             .add_client(ClientRecord {
                 client_id: format!("client-{c:027}"),
                 name: format!("client {c}"),
-                secret_digest: Digest::of("x"),
+                secret_digest: Some(Digest::of("x")),
                 grants: vec![GrantType::Password],
                 scopes: ScopeSet::parse("read write").unwrap(),
                 created_at: now,
+                redirect_uris: Vec::new(),
+                skip_consent: false,
+                owner: None,
             })
             .await
             .unwrap();
@@ -59,6 +62,7 @@ async fn main() {
                 username: format!("user{u:05}@example.com"),
                 password_hash: "$argon2id$unused".into(),
                 created_at: now,
+                is_admin: false,
             })
             .await
             .unwrap();

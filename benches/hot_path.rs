@@ -99,10 +99,13 @@ fn guard(c: &mut Criterion) {
             .add_client(ClientRecord {
                 client_id: "bench-client".into(),
                 name: "bench".into(),
-                secret_digest: Digest::of("x"),
+                secret_digest: Some(Digest::of("x")),
                 grants: vec![GrantType::Password],
                 scopes: portcullis::scope::ScopeSet::parse("read write").unwrap(),
                 created_at: now,
+                redirect_uris: Vec::new(),
+                skip_consent: false,
+                owner: None,
             })
             .await
             .unwrap();
@@ -196,9 +199,10 @@ fn token_endpoint_parsing(c: &mut Criterion) {
         hostile.push_str(&format!("k{i}=&"));
         i += 1;
     }
-    c.bench_function("oauth: hostile 16 KB form of distinct keys (refused)", |b| {
-        b.iter(|| black_box(Form::parse(black_box(hostile.as_bytes())).is_err()))
-    });
+    c.bench_function(
+        "oauth: hostile 16 KB form of distinct keys (refused)",
+        |b| b.iter(|| black_box(Form::parse(black_box(hostile.as_bytes())).is_err())),
+    );
 }
 
 criterion_group!(benches, routing, guard, tokens, token_endpoint_parsing);

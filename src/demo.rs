@@ -109,12 +109,20 @@ pub async fn provision(store: &SharedStore, config: &Config) -> anyhow::Result<D
             manage::remove_client(store, &c.client_id).await?;
         }
     }
-    let scopes: Vec<String> = config.oauth.scopes.keys().cloned().collect();
-    let new =
-        manage::add_client(store, &config.oauth, DEMO_CLIENT, &GrantType::ALL, &scopes).await?;
+    let spec = manage::ClientSpec {
+        name: DEMO_CLIENT.into(),
+        grants: vec![
+            GrantType::Password,
+            GrantType::ClientCredentials,
+            GrantType::RefreshToken,
+        ],
+        scopes: config.oauth.scopes.keys().cloned().collect(),
+        ..manage::ClientSpec::default()
+    };
+    let new = manage::add_client(store, &config.oauth, spec).await?;
     Ok(DemoSetup {
         client_id: new.client.client_id,
-        client_secret: new.secret,
+        client_secret: new.secret.unwrap_or_default(),
         password,
     })
 }

@@ -96,6 +96,9 @@ enum UsersCommand {
         name: String,
         #[command(flatten)]
         password: PasswordStdin,
+        /// An administrator: sees and manages every application at /o/applications/.
+        #[arg(long)]
+        admin: bool,
     },
     /// List users.
     List,
@@ -128,6 +131,16 @@ enum ClientsCommand {
         /// A scope the client may obtain (repeat for several; default: the config's default_scopes).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Where /o/authorize/ may send users back (repeat for several; required with
+        /// authorization_code): absolute, no fragment, https or http on a loopback host.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A public client (a browser or native app): no secret, identified by client_id.
+        #[arg(long)]
+        public: bool,
+        /// Never ask users for consent (a first-party application).
+        #[arg(long)]
+        skip_consent: bool,
         /// Print a JSON object with client_id and client_secret.
         #[arg(long)]
         json: bool,
@@ -323,6 +336,7 @@ async fn tokens(cmd: TokensCommand, config: &Config, store: &SharedStore) -> any
                 match who {
                     TokenOwner::User(u) => format!("user {u}"),
                     TokenOwner::Client(c) => format!("client {c}"),
+                    TokenOwner::Grant { user, client } => format!("user {user} at client {client}"),
                     TokenOwner::All => "everyone".into(),
                 }
             );
@@ -349,10 +363,13 @@ async fn open(path: &Path) -> anyhow::Result<(Config, SharedStore)> {
 
 async fn users(cmd: UsersCommand, store: &SharedStore) -> anyhow::Result<()> {
     match cmd {
-        UsersCommand::Add { name, .. } => {
+        UsersCommand::Add { name, admin, .. } => {
             let password = read_password()?;
-            manage::add_user(store, &PasswordHasher::new(1)?, &name, &password).await?;
-            println!("added user {name}");
+            manage::add_user_as(store, &PasswordHasher::new(1)?, &name, &password, admin).await?;
+            println!(
+                "added {} {name}",
+                if admin { "administrator" } else { "user" }
+            );
         }
         UsersCommand::SetPassword { name, .. } => {
             let password = read_password()?;
@@ -378,9 +395,21 @@ async fn clients(cmd: ClientsCommand, config: &Config, store: &SharedStore) -> a
             name,
             grants,
             scopes,
+            redirect_uris,
+            public,
+            skip_consent,
             json,
         } => {
-            let new = manage::add_client(store, &config.oauth, &name, &grants, &scopes).await?;
+            let spec = manage::ClientSpec {
+                name,
+                grants,
+                scopes,
+                redirect_uris,
+                public,
+                skip_consent,
+                owner: None,
+            };
+            let new = manage::add_client(store, &config.oauth, spec).await?;
             if json {
                 println!(
                     "{}",
@@ -388,8 +417,13 @@ async fn clients(cmd: ClientsCommand, config: &Config, store: &SharedStore) -> a
                 );
             } else {
                 println!("client_id:     {}", new.client.client_id);
-                println!("client_secret: {}", new.secret);
-                println!("(the secret is shown only now; store it safely)");
+                match &new.secret {
+                    Some(secret) => {
+                        println!("client_secret: {secret}");
+                        println!("(the secret is shown only now; store it safely)");
+                    }
+                    None => println!("(a public client: it has no secret)"),
+                }
             }
         }
         ClientsCommand::List { json } => {
@@ -403,6 +437,10 @@ async fn clients(cmd: ClientsCommand, config: &Config, store: &SharedStore) -> a
                             "name": c.name,
                             "grants": c.grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
                             "scopes": c.scopes.iter().collect::<Vec<_>>(),
+                            "public": c.is_public(),
+                            "redirect_uris": c.redirect_uris,
+                            "skip_consent": c.skip_consent,
+                            "owner": c.owner,
                             "created_at": c.created_at,
                         })
                     })

@@ -1,6 +1,7 @@
 //! The `Store` contract, run against every backend: atomic rotation, reuse detection,
 //! revocation cascades and the revocation log, owner checks, removal of users and clients,
-//! sweep bounds, conflicts, listings and durability. A backend joins by one line at the
+//! sweep bounds, conflicts, listings, durability, authorization codes, sessions, consents
+//! and client registrations. A backend joins by one line at the
 //! bottom (`contract!(name, opener)`); each case is then a test of its own.
 
 use std::future::Future;
@@ -13,8 +14,9 @@ use portcullis::scope::ScopeSet;
 use portcullis::store::rules::REVOCATION_LOG_RETENTION_SECONDS;
 use portcullis::store::sqlite::SqliteStore;
 use portcullis::store::{
-    AccessTokenRecord, ClientRecord, GrantType, RefreshExchange, RefreshTokenRecord, SharedStore,
-    StoreError, TokenKind, TokenMeta, TokenOwner, TokenStatus, UserRecord,
+    AccessTokenRecord, ClientRecord, CodeRecord, CodeRedemption, GrantType, RefreshExchange,
+    RefreshTokenRecord, SessionRecord, SharedStore, StoreError, TokenKind, TokenMeta, TokenOwner,
+    TokenStatus, UserRecord,
 };
 
 const NOW: i64 = 1_800_000_000;
@@ -43,6 +45,7 @@ async fn fixture(open: Opener) -> Fixture {
                 username: name.into(),
                 password_hash: "$argon2id$placeholder".into(),
                 created_at: NOW,
+                is_admin: false,
             })
             .await
             .unwrap();
@@ -61,10 +64,13 @@ fn client(id: &str) -> ClientRecord {
     ClientRecord {
         client_id: id.into(),
         name: id.into(),
-        secret_digest: Digest::of(id),
+        secret_digest: Some(Digest::of(id)),
         grants: GrantType::ALL.to_vec(),
         scopes: ScopeSet::parse("read write").unwrap(),
         created_at: NOW,
+        redirect_uris: Vec::new(),
+        skip_consent: false,
+        owner: None,
     }
 }
 
@@ -456,6 +462,7 @@ fn conflicts(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> {
                 username: "alice".into(),
                 password_hash: "x".into(),
                 created_at: NOW,
+                is_admin: false,
             })
             .await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
@@ -466,7 +473,7 @@ fn conflicts(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         assert!(s.set_client_secret("c1", Digest::of("new")).await.unwrap());
         assert_eq!(
             s.client("c1").await.unwrap().unwrap().secret_digest,
-            Digest::of("new")
+            Some(Digest::of("new"))
         );
     })
 }
@@ -535,6 +542,198 @@ fn durability(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     })
 }
 
+fn code(name: &str, client: &str, expires_at: i64) -> CodeRecord {
+    CodeRecord {
+        digest: Digest::of(name),
+        client_id: client.into(),
+        username: "alice".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scopes: ScopeSet::parse("read").unwrap(),
+        code_challenge: "challenge".into(),
+        issued_at: NOW - 5,
+        expires_at,
+        used_at: None,
+    }
+}
+
+/// An authorization code is used once, in the same step as its tokens are stored; used
+/// again, every token issued from it is revoked; an expired or unknown one is stale.
+fn codes_are_used_once(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let s = f.store;
+        s.insert_code(code("code1", "c1", NOW + 60)).await.unwrap();
+        let stored = s.code(Digest::of("code1")).await.unwrap().unwrap();
+        assert_eq!(stored, code("code1", "c1", NOW + 60));
+        let mut a = access("a-code", "c1", Some("alice"), Some("r-code"));
+        a.family = Digest::of("code1");
+        let mut r = refresh("r-code", "c1", Some("alice"), "code1");
+        r.family = Digest::of("code1");
+        let redeemed = s
+            .redeem_code(Digest::of("code1"), NOW, a.clone(), Some(r.clone()))
+            .await
+            .unwrap();
+        assert_eq!(redeemed, CodeRedemption::Redeemed);
+        assert!(live_access(&s, "a-code").await && live_refresh(&s, "r-code").await);
+        assert_eq!(
+            s.code(Digest::of("code1")).await.unwrap().unwrap().used_at,
+            Some(NOW)
+        );
+        // Presented again: nothing new is stored, and everything issued from it is revoked.
+        let mut again = access("a-again", "c1", Some("alice"), None);
+        again.family = Digest::of("code1");
+        let replayed = s
+            .redeem_code(Digest::of("code1"), NOW, again, None)
+            .await
+            .unwrap();
+        let CodeRedemption::Replayed(revoked) = replayed else {
+            panic!("{replayed:?}");
+        };
+        assert_eq!(
+            (revoked.access, revoked.refresh),
+            (vec![Digest::of("a-code")], 1)
+        );
+        assert!(
+            s.access_token(Digest::of("a-again"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(!live_access(&s, "a-code").await && !live_refresh(&s, "r-code").await);
+        assert_eq!(logged(&s).await, vec![Digest::of("a-code")]);
+        // Expired, or never issued.
+        s.insert_code(code("old", "c1", NOW)).await.unwrap();
+        for name in ["old", "never"] {
+            let stale = s
+                .redeem_code(Digest::of(name), NOW, access("x", "c1", None, None), None)
+                .await
+                .unwrap();
+            assert_eq!(stale, CodeRedemption::Stale, "{name}");
+        }
+        assert!(s.access_token(Digest::of("x")).await.unwrap().is_none());
+        // The sweeper takes expired codes.
+        s.sweep(NOW + 120, 100).await.unwrap();
+        assert!(s.code(Digest::of("old")).await.unwrap().is_none());
+    })
+}
+
+/// Sessions live until they expire or are removed; consents widen and are forgotten with
+/// the grant they stand behind.
+fn sessions_and_consents(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let s = f.store;
+        let session = SessionRecord {
+            digest: Digest::of("session"),
+            username: "alice".into(),
+            created_at: NOW,
+            expires_at: NOW + 100,
+        };
+        s.insert_session(session.clone()).await.unwrap();
+        assert_eq!(
+            s.session(Digest::of("session"), NOW).await.unwrap(),
+            Some(session.clone())
+        );
+        assert_eq!(
+            s.session(Digest::of("session"), NOW + 100).await.unwrap(),
+            None
+        );
+        assert_eq!(s.session(Digest::of("other"), NOW).await.unwrap(), None);
+        s.remove_session(Digest::of("session")).await.unwrap();
+        assert_eq!(s.session(Digest::of("session"), NOW).await.unwrap(), None);
+
+        assert_eq!(s.consent("alice", "c1").await.unwrap(), None);
+        s.grant_consent("alice", "c1", ScopeSet::parse("read").unwrap(), NOW)
+            .await
+            .unwrap();
+        s.grant_consent("alice", "c1", ScopeSet::parse("write read").unwrap(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.consent("alice", "c1").await.unwrap(),
+            Some(ScopeSet::parse("read write").unwrap())
+        );
+        grant(&s, "a0", "r0", "c1", "alice").await;
+        grant(&s, "b0", "rb", "c2", "alice").await;
+        let revoked = s
+            .revoke_tokens_of(
+                TokenOwner::Grant {
+                    user: "alice".into(),
+                    client: "c1".into(),
+                },
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (revoked.access, revoked.refresh),
+            (vec![Digest::of("a0")], 1)
+        );
+        assert!(
+            live_access(&s, "b0").await,
+            "the grant to another client stays"
+        );
+        assert_eq!(
+            s.consent("alice", "c1").await.unwrap(),
+            None,
+            "consent forgotten"
+        );
+        // Removing the user ends their sessions too.
+        s.insert_session(session).await.unwrap();
+        s.remove_user("alice", NOW).await.unwrap();
+        assert_eq!(s.session(Digest::of("session"), NOW).await.unwrap(), None);
+    })
+}
+
+/// A registration can change (not its id, secret or creation); a public client has no
+/// secret, and none can be set for it.
+fn client_registrations(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let s = f.store;
+        let mut public = client("spa");
+        public.secret_digest = None;
+        public.redirect_uris = vec![
+            "https://spa.example/cb".into(),
+            "http://127.0.0.1/cb".into(),
+        ];
+        public.owner = Some("bob".into());
+        s.add_client(public.clone()).await.unwrap();
+        assert_eq!(s.client("spa").await.unwrap(), Some(public.clone()));
+        assert!(s.client("spa").await.unwrap().unwrap().is_public());
+        assert!(!s.set_client_secret("spa", Digest::of("x")).await.unwrap());
+        let changed = ClientRecord {
+            name: "renamed".into(),
+            redirect_uris: vec!["https://spa.example/other".into()],
+            skip_consent: true,
+            scopes: ScopeSet::parse("read").unwrap(),
+            secret_digest: Some(Digest::of("ignored")),
+            created_at: 0,
+            ..public.clone()
+        };
+        assert!(s.update_client(changed).await.unwrap());
+        let now = s.client("spa").await.unwrap().unwrap();
+        assert_eq!(now.name, "renamed");
+        assert_eq!(
+            now.redirect_uris,
+            vec!["https://spa.example/other".to_owned()]
+        );
+        assert!(now.skip_consent && now.is_public(), "still public");
+        assert_eq!(now.created_at, NOW);
+        let mut nobody = client("nobody");
+        nobody.name = "x".into();
+        assert!(!s.update_client(nobody).await.unwrap());
+        // The owner's removal leaves the application, owned by nobody.
+        s.remove_user("bob", NOW).await.unwrap();
+        assert_eq!(s.client("spa").await.unwrap().unwrap().owner, None);
+        let admin = UserRecord {
+            username: "root".into(),
+            password_hash: "x".into(),
+            created_at: NOW,
+            is_admin: true,
+        };
+        s.add_user(admin.clone()).await.unwrap();
+        assert_eq!(s.user("root").await.unwrap(), Some(admin));
+    })
+}
+
 /// Instantiates every contract case for one backend: `contract!(module, opener)`.
 macro_rules! contract {
     ($backend:ident, $open:expr) => {
@@ -584,6 +783,18 @@ macro_rules! contract {
             #[tokio::test]
             async fn durability() {
                 run(super::durability).await
+            }
+            #[tokio::test]
+            async fn codes_are_used_once() {
+                run(super::codes_are_used_once).await
+            }
+            #[tokio::test]
+            async fn sessions_and_consents() {
+                run(super::sessions_and_consents).await
+            }
+            #[tokio::test]
+            async fn client_registrations() {
+                run(super::client_registrations).await
             }
         }
     };

@@ -19,6 +19,11 @@ pub const REFRESH_TOKEN_EXPIRE_SECONDS: u64 = 14 * 24 * 3600;
 /// from overflow).
 pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = i64::MAX as u64 / (1 << 30);
 pub const REFRESH_TOKEN_GRACE_PERIOD_SECONDS: u64 = 5;
+/// RFC 6749 §4.1.2 recommends at most ten minutes; django-oauth-toolkit uses 60 s.
+pub const AUTHORIZATION_CODE_EXPIRE_SECONDS: u64 = 60;
+pub const MAX_AUTHORIZATION_CODE_EXPIRE_SECONDS: u64 = 600;
+/// How long a browser stays signed in at `/o/`.
+pub const SESSION_EXPIRE_SECONDS: u64 = 8 * 3600;
 pub const MAX_REFRESH_TOKEN_GRACE_PERIOD_SECONDS: u64 = 86_400;
 
 // oauth.rate_limits

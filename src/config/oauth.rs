@@ -45,6 +45,13 @@ pub struct OAuthConfig {
     pub refresh_token_grace_period_seconds: i64,
     /// A rotated refresh token presented after the grace period revokes its whole family.
     pub refresh_token_reuse_protection: bool,
+    /// How long an authorization code may be exchanged.
+    pub authorization_code_expire_seconds: i64,
+    /// How long a sign-in at `/o/` lasts.
+    pub session_expire_seconds: i64,
+    /// Ask for consent again even when the user already granted these scopes to this client
+    /// (django-oauth-toolkit's `approval_prompt=force`); `false` is its `auto`.
+    pub always_prompt: bool,
     /// RFC 8414 issuer identifier; endpoint URLs in the metadata are built on it. `None`:
     /// `http://` and the address the proxy listener is bound to.
     pub issuer: Option<String>,
@@ -158,6 +165,36 @@ impl Validator {
             rotate_refresh_token: raw.rotate_refresh_token.unwrap_or(true),
             refresh_token_grace_period_seconds: grace as i64,
             refresh_token_reuse_protection: raw.refresh_token_reuse_protection.unwrap_or(true),
+            authorization_code_expire_seconds: self
+                .bounded(
+                    &raw.authorization_code_expire_seconds,
+                    MAX_AUTHORIZATION_CODE_EXPIRE_SECONDS,
+                    "oauth.authorization_code_expire_seconds",
+                )
+                .unwrap_or(AUTHORIZATION_CODE_EXPIRE_SECONDS)
+                as i64,
+            session_expire_seconds: self
+                .bounded(
+                    &raw.session_expire_seconds,
+                    MAX_TOKEN_LIFETIME_SECONDS,
+                    "oauth.session_expire_seconds",
+                )
+                .unwrap_or(SESSION_EXPIRE_SECONDS) as i64,
+            always_prompt: match &raw.approval_prompt {
+                None => false,
+                Some(p) if p.value == "auto" => false,
+                Some(p) if p.value == "force" => true,
+                Some(p) => {
+                    self.at(
+                        &p.referenced,
+                        format!(
+                            "`oauth.approval_prompt` must be `auto` or `force`, got {:?}",
+                            p.value
+                        ),
+                    );
+                    false
+                }
+            },
             allow_plain_http: raw.allow_plain_http.unwrap_or(false),
             rate_limits: self.rate_limits(raw.rate_limits.as_ref()),
             issuer,

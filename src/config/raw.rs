@@ -76,6 +76,12 @@ pub struct RawOAuth {
     #[serde(default)]
     pub refresh_token_reuse_protection: Option<bool>,
     #[serde(default)]
+    pub authorization_code_expire_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub session_expire_seconds: Option<S<u64>>,
+    #[serde(default)]
+    pub approval_prompt: Option<S<String>>,
+    #[serde(default)]
     pub issuer: Option<S<String>>,
     #[serde(default)]
     pub allow_plain_http: Option<bool>,

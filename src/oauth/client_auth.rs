@@ -1,5 +1,7 @@
 //! Client authentication (RFC 6749 §2.3.1), shared by the token, revocation and
 //! introspection endpoints: HTTP Basic or `client_id` + `client_secret` in the body, not both.
+//! A public client (RFC 6749 §2.1) has no secret and identifies itself with `client_id` alone,
+//! where the endpoint allows it.
 
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
 use super::{AuthServer, FormRequest};
@@ -7,12 +9,23 @@ use crate::crypto::Digest;
 use crate::http::GatewayError;
 use crate::store::ClientRecord;
 
+/// Whether an endpoint accepts a public client's `client_id` alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Public {
+    /// The token and revocation endpoints (RFC 6749 §3.2.1, RFC 7009 §2.1).
+    Identified,
+    /// Introspection: only authenticated callers.
+    Refused,
+}
+
 impl AuthServer {
-    /// The client the request authenticates as. A store that cannot answer is the store's
-    /// failure (503), never the client's: it must not count toward the client's back-off.
+    /// The client the request authenticates (or, for a public client where `public` allows
+    /// it, identifies itself) as. A store that cannot answer is the store's failure (503),
+    /// never the client's: it must not count toward the client's back-off.
     pub(super) async fn authenticate_client(
         &self,
         request: &FormRequest,
+        public: Public,
     ) -> Result<ClientRecord, GatewayError> {
         let form = &request.form;
         let (client_id, secret, used_basic) = match &request.basic {
@@ -30,11 +43,15 @@ impl AuthServer {
                     )
                     .into());
                 }
-                (id, secret, true)
+                (id, Some(secret), true)
             }
-            None => match (form.get("client_id"), form.get("client_secret")) {
-                (Some(id), Some(secret)) => (id.to_owned(), secret.to_owned(), false),
-                _ => {
+            None => match form.get("client_id") {
+                Some(id) => (
+                    id.to_owned(),
+                    form.get("client_secret").map(str::to_owned),
+                    false,
+                ),
+                None => {
                     return Err(OAuthError::new(
                         OAuthErrorCode::InvalidClient,
                         "client authentication is required",
@@ -44,13 +61,21 @@ impl AuthServer {
             },
         };
         let client = self.store.client(&client_id).await?;
-        let presented = Digest::of(&secret);
+        // Always one comparison, against a dummy digest when there is nothing real to compare
+        // with: an unknown client, a wrong secret and a missing one take the same path.
+        let presented = Digest::of(secret.as_deref().unwrap_or_default());
         let expected = client
             .as_ref()
-            .map_or(&self.dummy_secret, |c| &c.secret_digest);
+            .and_then(|c| c.secret_digest.as_ref())
+            .unwrap_or(&self.dummy_secret);
         let matches = presented.ct_eq(expected);
+        let accepted = match &client {
+            Some(c) if c.is_public() => secret.is_none() && public == Public::Identified,
+            Some(_) => secret.is_some() && matches,
+            None => false,
+        };
         match client {
-            Some(c) if matches => Ok(c),
+            Some(c) if accepted => Ok(c),
             _ => Err(OAuthError {
                 code: OAuthErrorCode::InvalidClient,
                 description: "client authentication failed",

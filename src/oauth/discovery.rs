@@ -23,7 +23,13 @@ impl AuthServer {
                 "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
                 "revocation_endpoint": format!("{issuer}{REVOKE_PATH}"),
                 "introspection_endpoint": format!("{issuer}{INTROSPECT_PATH}"),
-                "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                // authorization_code is listed with the authorization endpoint that issues
+                // its codes.
+                "grant_types_supported": GrantType::ALL
+                    .iter()
+                    .filter(|g| **g != GrantType::AuthorizationCode)
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>(),
                 "response_types_supported": [],
                 "token_endpoint_auth_methods_supported": auth_methods,
                 "revocation_endpoint_auth_methods_supported": auth_methods,

@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::client_auth::Public;
 use super::error::{Challenge, OAuthError, OAuthErrorCode};
 use super::{AuthServer, FormRequest, INTROSPECTION_SCOPE, Origin};
 use crate::crypto::Digest;
@@ -118,7 +119,7 @@ impl AuthServer {
             .and_then(|v| v.split(' ').next())
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer"));
         if !is_bearer {
-            let client = self.authenticate_client(request).await?;
+            let client = self.authenticate_client(request, Public::Refused).await?;
             return Ok(if client.scopes.iter().any(|s| s == INTROSPECTION_SCOPE) {
                 Caller::Privileged
             } else {

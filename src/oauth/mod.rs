@@ -2,10 +2,13 @@
 //! (RFC 6749), revocation (RFC 7009), introspection (RFC 7662), and the RFC 8414 metadata.
 
 mod client_auth;
+pub mod code;
 mod discovery;
 pub mod error;
 pub mod form;
 mod introspect;
+pub mod pkce;
+pub mod redirect;
 mod revoke;
 pub mod scope;
 pub mod throttle;

@@ -9,6 +9,7 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::client_auth::Public;
 use super::{AuthServer, FormRequest, Origin};
 use crate::crypto::Digest;
 use crate::http::{Body, GatewayError, no_store_json};
@@ -34,7 +35,9 @@ impl AuthServer {
     /// True when something was revoked.
     async fn revoke_inner(&self, request: &FormRequest) -> Result<bool, GatewayError> {
         let form = &request.form;
-        let client = self.authenticate_client(request).await?;
+        let client = self
+            .authenticate_client(request, Public::Identified)
+            .await?;
         let token = form.require("token", "token is required")?;
         let refresh_first = form.get("token_type_hint") == Some("refresh_token");
         let now = self.clock.now();

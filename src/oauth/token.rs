@@ -5,6 +5,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
+use super::client_auth::Public;
 use super::error::{OAuthError, OAuthErrorCode};
 use super::form::Form;
 use super::{AuthServer, FormRequest, Origin, outcome_of, scope};
@@ -19,7 +20,7 @@ use crate::store::{
 };
 
 /// Tokens of one successful grant, with what the response reports.
-struct Issued {
+pub(super) struct Issued {
     access: String,
     refresh: Option<String>,
     scopes: ScopeSet,
@@ -28,26 +29,26 @@ struct Issued {
 }
 
 /// What a new grant's tokens are made of.
-struct Mint<'a> {
-    client: &'a ClientRecord,
-    username: Option<String>,
-    scopes: ScopeSet,
+pub(super) struct Mint<'a> {
+    pub client: &'a ClientRecord,
+    pub username: Option<String>,
+    pub scopes: ScopeSet,
     /// Scopes of a new refresh token; `None`: no refresh token.
-    refresh_scopes: Option<ScopeSet>,
+    pub refresh_scopes: Option<ScopeSet>,
     /// An existing refresh token the access token hangs off (refresh without rotation).
-    parent: Option<Digest>,
+    pub parent: Option<Digest>,
     /// The family to join; `None` starts a new one.
-    family: Option<Digest>,
+    pub family: Option<Digest>,
     /// Token values decided in advance (rotation derives them); `None`: fresh random values.
-    values: Option<(String, String)>,
+    pub values: Option<(String, String)>,
 }
 
 /// Records of a minted pair, and the values the client gets.
-struct Minted {
-    access: String,
-    refresh: Option<String>,
-    access_record: AccessTokenRecord,
-    refresh_record: Option<RefreshTokenRecord>,
+pub(super) struct Minted {
+    pub access: String,
+    pub refresh: Option<String>,
+    pub access_record: AccessTokenRecord,
+    pub refresh_record: Option<RefreshTokenRecord>,
 }
 
 const INVALID_REFRESH: &str = "the refresh token is invalid, expired or revoked";
@@ -88,7 +89,9 @@ impl AuthServer {
         if let Some(g) = grant.and_then(|g| g.parse::<GrantType>().ok()) {
             *grant_label = g.as_str();
         }
-        let client = self.authenticate_client(request).await?;
+        let client = self
+            .authenticate_client(request, Public::Identified)
+            .await?;
         let grant = grant.ok_or(OAuthError::invalid_request("grant_type is required"))?;
         let grant: GrantType = grant.parse().map_err(|_| {
             OAuthError::new(
@@ -104,6 +107,7 @@ impl AuthServer {
             .into());
         }
         let issued = match grant {
+            GrantType::AuthorizationCode => self.code_grant(&client, form).await?,
             GrantType::Password => self.password_grant(&client, form).await?,
             GrantType::ClientCredentials => self.client_credentials_grant(&client, form).await?,
             GrantType::RefreshToken => self.refresh_grant(&client, form).await?,
@@ -308,7 +312,7 @@ impl AuthServer {
         )
     }
 
-    fn issued(&self, minted: Minted) -> Issued {
+    pub(super) fn issued(&self, minted: Minted) -> Issued {
         Issued {
             access: minted.access,
             refresh: minted.refresh,
@@ -318,7 +322,7 @@ impl AuthServer {
         }
     }
 
-    fn mint(&self, m: Mint<'_>) -> Minted {
+    pub(super) fn mint(&self, m: Mint<'_>) -> Minted {
         let now = self.clock.now();
         let (access, refresh_value) = match m.values {
             Some((a, r)) => (a, Some(r)),

@@ -20,13 +20,15 @@ use crate::scope::ScopeSet;
 /// OAuth 2.0 grant types a client can be registered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GrantType {
+    AuthorizationCode,
     Password,
     ClientCredentials,
     RefreshToken,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
+        GrantType::AuthorizationCode,
         GrantType::Password,
         GrantType::ClientCredentials,
         GrantType::RefreshToken,
@@ -34,6 +36,7 @@ impl GrantType {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            GrantType::AuthorizationCode => "authorization_code",
             GrantType::Password => "password",
             GrantType::ClientCredentials => "client_credentials",
             GrantType::RefreshToken => "refresh_token",
@@ -63,6 +66,8 @@ pub struct UserRecord {
     /// PHC string (argon2id).
     pub password_hash: String,
     pub created_at: i64,
+    /// Sees and manages every application at `/o/applications/`.
+    pub is_admin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,12 +75,64 @@ pub struct ClientRecord {
     pub client_id: String,
     /// Human name given at registration.
     pub name: String,
-    /// SHA-256 of the secret. Secrets are 256-bit random values, so a fast hash is safe.
-    pub secret_digest: Digest,
+    /// SHA-256 of the secret (secrets are 256-bit random values, so a fast hash is safe);
+    /// `None` for a public client (RFC 6749 §2.1), which has no secret.
+    pub secret_digest: Option<Digest>,
     pub grants: Vec<GrantType>,
     /// Scopes this client may ever obtain.
     pub scopes: ScopeSet,
+    /// Where `/o/authorize/` may send the user back (exact match; RFC 8252 loopback ports).
+    pub redirect_uris: Vec<String>,
+    /// Never ask the user for consent (a first-party application).
+    pub skip_consent: bool,
+    /// The user who registered it at `/o/applications/`; `None` for the command line.
+    pub owner: Option<String>,
     pub created_at: i64,
+}
+
+impl ClientRecord {
+    pub fn is_public(&self) -> bool {
+        self.secret_digest.is_none()
+    }
+}
+
+/// An authorization code (RFC 6749 §4.1.2), stored as its digest, bound to everything the
+/// token request must repeat or prove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRecord {
+    pub digest: Digest,
+    pub client_id: String,
+    pub username: String,
+    /// The `redirect_uri` of the authorization request, which the token request repeats.
+    pub redirect_uri: String,
+    pub scopes: ScopeSet,
+    /// The S256 PKCE challenge.
+    pub code_challenge: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// When it was exchanged; a code is used once.
+    pub used_at: Option<i64>,
+}
+
+/// A signed-in browser session, stored as the digest of its random id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub digest: Digest,
+    pub username: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Outcome of [`Store::redeem_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// The code was unused and live: it is used now, and the tokens are stored.
+    Redeemed,
+    /// The code had been used already: every token issued from it was revoked now (RFC 6749
+    /// §4.1.2).
+    Replayed(Revoked),
+    /// Unknown or expired.
+    Stale,
 }
 
 /// What every token record carries: access tokens, refresh tokens and token listings alike.
@@ -167,6 +224,11 @@ impl std::ops::Deref for RefreshTokenRecord {
 pub enum TokenOwner {
     User(String),
     Client(String),
+    /// What one user granted one client.
+    Grant {
+        user: String,
+        client: String,
+    },
     All,
 }
 
@@ -205,7 +267,23 @@ pub enum TokenFilter<'a> {
     Family(&'a Digest),
     User(&'a str),
     Client(&'a str),
+    /// What one user granted one client.
+    Grant {
+        user: &'a str,
+        client: &'a str,
+    },
     All,
+}
+
+/// What [`TokenTx::take_code`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeState {
+    /// Unused and live: now marked used.
+    Taken,
+    /// Used before.
+    Used,
+    /// Unknown or expired.
+    Unusable,
 }
 
 impl<'a> From<&'a TokenOwner> for TokenFilter<'a> {
@@ -213,6 +291,7 @@ impl<'a> From<&'a TokenOwner> for TokenFilter<'a> {
         match owner {
             TokenOwner::User(u) => TokenFilter::User(u),
             TokenOwner::Client(c) => TokenFilter::Client(c),
+            TokenOwner::Grant { user, client } => TokenFilter::Grant { user, client },
             TokenOwner::All => TokenFilter::All,
         }
     }
@@ -271,6 +350,13 @@ pub trait TokenTx {
     ) -> Result<usize, BackendError>;
     /// Deletes at most `batch` revocation-log entries written at or before `before`.
     fn trim_revocation_log(&mut self, before: i64, batch: usize) -> Result<usize, BackendError>;
+    /// Marks an authorization code used, if it is unused and live at `now`, and says what it
+    /// found.
+    fn take_code(&mut self, digest: &Digest, now: i64) -> Result<CodeState, BackendError>;
+    /// Deletes at most `batch` authorization codes and sessions that expired by `now`.
+    fn delete_expired_grants(&mut self, now: i64, batch: usize) -> Result<usize, BackendError>;
+    /// Forgets `user`'s consent to `client`.
+    fn forget_consent(&mut self, user: &str, client: &str) -> Result<(), BackendError>;
 }
 
 /// What a revocation changed.
@@ -382,7 +468,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<Revoked, StoreError>;
     /// Revokes every token of one grant family (refresh-token reuse was detected).
     async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError>;
-    /// Revokes every live token of a user, a client or everyone.
+    /// Revokes every live token of a user, a client, a user's grant to a client, or everyone.
+    /// Revoking a grant also forgets the user's consent to that client.
     async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError>;
     /// The tokens of `owner`, oldest first, with their status at `now`.
     async fn list_tokens(
@@ -395,6 +482,43 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes at most `batch` expired or revoked tokens of each kind in one short transaction.
     /// Rotated refresh tokens stay until they expire, so that their reuse is still detected.
     async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError>;
+
+    /// Replaces a client's registration (all but its id, secret and creation time). False when
+    /// there is no such client.
+    async fn update_client(&self, client: ClientRecord) -> Result<bool, StoreError>;
+
+    /// Stores a new authorization code.
+    async fn insert_code(&self, code: CodeRecord) -> Result<(), StoreError>;
+    async fn code(&self, digest: Digest) -> Result<Option<CodeRecord>, StoreError>;
+    /// In one transaction: use the code if it is unused and live, and store the tokens issued
+    /// for it; if it was used before, revoke every token issued from it (its family).
+    async fn redeem_code(
+        &self,
+        code: Digest,
+        now: i64,
+        access: AccessTokenRecord,
+        refresh: Option<RefreshTokenRecord>,
+    ) -> Result<CodeRedemption, StoreError>;
+
+    async fn insert_session(&self, session: SessionRecord) -> Result<(), StoreError>;
+    /// The session with this digest, if it exists and is live at `now`.
+    async fn session(&self, digest: Digest, now: i64) -> Result<Option<SessionRecord>, StoreError>;
+    async fn remove_session(&self, digest: Digest) -> Result<(), StoreError>;
+
+    /// The scopes `username` has consented to give `client_id`, if any.
+    async fn consent(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<Option<ScopeSet>, StoreError>;
+    /// Records (or widens to) consent to `scopes`.
+    async fn grant_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+        scopes: ScopeSet,
+        now: i64,
+    ) -> Result<(), StoreError>;
 
     /// Access tokens revoked since log entry `after` (by any process sharing this store), with
     /// the newest entry id, so that every gateway can drop them from its cache.

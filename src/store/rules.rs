@@ -5,8 +5,8 @@
 //! one transaction of its own.
 
 use super::{
-    AccessTokenRecord, BackendError, RefreshExchange, RefreshTokenRecord, Revoked, Swept,
-    TokenFilter, TokenKind, TokenOwner, TokenTx,
+    AccessTokenRecord, BackendError, CodeRedemption, CodeState, RefreshExchange,
+    RefreshTokenRecord, Revoked, Swept, TokenFilter, TokenKind, TokenOwner, TokenTx,
 };
 use crate::crypto::Digest;
 
@@ -119,11 +119,48 @@ pub fn remove_owner(
     tx.delete_owner(owner)
 }
 
-/// One bounded sweep step: at most `batch` dead tokens of each kind, and revocation-log
-/// entries past their retention.
+/// One bounded sweep step: at most `batch` dead tokens of each kind, expired codes and
+/// sessions, and revocation-log entries past their retention.
 pub fn sweep(tx: &mut impl TokenTx, now: i64, batch: usize) -> Result<Swept, BackendError> {
     let access = tx.delete_dead(TokenKind::Access, now, batch)?;
     let refresh = tx.delete_dead(TokenKind::Refresh, now, batch)?;
+    tx.delete_expired_grants(now, batch)?;
     tx.trim_revocation_log(now - REVOCATION_LOG_RETENTION_SECONDS, batch)?;
     Ok(Swept { access, refresh })
+}
+
+/// Revokes what `owner` holds; revoking one user's grant to one client also forgets the
+/// consent behind it, so that the next authorization asks again.
+pub fn revoke_owner(
+    tx: &mut impl TokenTx,
+    owner: &TokenOwner,
+    now: i64,
+) -> Result<Revoked, BackendError> {
+    let revoked = revoke_all(tx, owner.into(), now)?;
+    if let TokenOwner::Grant { user, client } = owner {
+        tx.forget_consent(user, client)?;
+    }
+    Ok(revoked)
+}
+
+/// An authorization code's exchange (RFC 6749 §4.1.2): used once, in the same step as the
+/// tokens issued for it are stored; presented again, every token issued from it (its family)
+/// is revoked.
+pub fn redeem_code(
+    tx: &mut impl TokenTx,
+    code: &Digest,
+    now: i64,
+    access: &AccessTokenRecord,
+    refresh: Option<&RefreshTokenRecord>,
+) -> Result<CodeRedemption, BackendError> {
+    Ok(match tx.take_code(code, now)? {
+        CodeState::Taken => {
+            insert_tokens(tx, access, refresh)?;
+            CodeRedemption::Redeemed
+        }
+        CodeState::Used => {
+            CodeRedemption::Replayed(revoke_all(tx, TokenFilter::Family(code), now)?)
+        }
+        CodeState::Unusable => CodeRedemption::Stale,
+    })
 }

@@ -25,6 +25,9 @@ use tokio::sync::watch;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The redirect URI of the harness's clients that may use `authorization_code`.
+pub const REDIRECT_URI: &str = "http://127.0.0.1/callback";
+
 /// The example routes, pointing at `{upstream}`.
 pub fn config_yaml(upstream: &str, extra_oauth: &str, extra: &str) -> String {
     config_yaml_with(upstream, extra_oauth, "", extra, "127.0.0.1:0", "")
@@ -333,19 +336,24 @@ pub async fn add_client(
     scopes: &[&str],
 ) -> TestClient {
     let n = NEXT_USER.fetch_add(1, Ordering::Relaxed);
-    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-    let new = manage::add_client(
-        store,
-        &config.oauth,
-        &format!("test client {n}"),
-        grants,
-        &scopes,
-    )
-    .await
-    .unwrap();
+    let redirect_uris = if grants.contains(&GrantType::AuthorizationCode) {
+        vec![REDIRECT_URI.to_owned()]
+    } else {
+        Vec::new()
+    };
+    let spec = manage::ClientSpec {
+        name: format!("test client {n}"),
+        grants: grants.to_vec(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        redirect_uris,
+        ..manage::ClientSpec::default()
+    };
+    let new = manage::add_client(store, &config.oauth, spec)
+        .await
+        .unwrap();
     TestClient {
         id: new.client.client_id,
-        secret: new.secret,
+        secret: new.secret.expect("a confidential client"),
     }
 }
 

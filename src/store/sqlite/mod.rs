@@ -16,14 +16,17 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
 use super::{
-    AccessTokenRecord, ClientRecord, LiveTokens, RefreshExchange, RefreshTokenRecord, Revoked,
-    Store, StoreError, Swept, TokenFilter, TokenKind, TokenOwner, TokenSummary, UserRecord, rules,
+    AccessTokenRecord, ClientRecord, CodeRecord, CodeRedemption, LiveTokens, RefreshExchange,
+    RefreshTokenRecord, Revoked, SessionRecord, Store, StoreError, Swept, TokenFilter, TokenKind,
+    TokenOwner, TokenSummary, UserRecord, rules,
 };
 use crate::crypto::Digest;
+use crate::scope::ScopeSet;
 use schema::{configure, migrate};
 use tx::{
-    ACCESS_COLS, CLIENT_COLS, META_COLS, REFRESH_COLS, SqliteTx, USER_COLS, access_row, backend,
-    client_row, digest_col, meta_row, refresh_row, table_of, user_row,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, NO_SECRET, REFRESH_COLS, SESSION_COLS,
+    SqliteTx, USER_COLS, access_row, backend, client_row, code_row, digest_col, meta_row,
+    refresh_row, session_row, table_of, user_row,
 };
 use writer::Writer;
 
@@ -153,12 +156,28 @@ fn conflict(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 /// An owner as an SQL condition over a token table, `?1` bound to the returned key.
-fn owner_condition(owner: &TokenOwner) -> (&'static str, String) {
+fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
     match owner {
-        TokenOwner::User(name) => ("username = ?1", name.clone()),
-        TokenOwner::Client(id) => ("client_id = ?1", id.clone()),
-        TokenOwner::All => ("?1 = ?1", String::new()),
+        TokenOwner::User(name) => ("username = ?1", vec![name.clone()]),
+        TokenOwner::Client(id) => ("client_id = ?1", vec![id.clone()]),
+        TokenOwner::Grant { user, client } => (
+            "username = ?1 AND client_id = ?2",
+            vec![user.clone(), client.clone()],
+        ),
+        TokenOwner::All => ("1 = 1", Vec::new()),
     }
+}
+
+/// A client's columns after its id, as `add_client` and `update_client` write them.
+fn client_params(c: &ClientRecord) -> (Vec<u8>, String, String, bool, String) {
+    let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
+    (
+        c.secret_digest.map_or(NO_SECRET.to_vec(), |d| d.0.to_vec()),
+        grants.join(" "),
+        c.scopes.to_string(),
+        c.is_public(),
+        c.redirect_uris.join(" "),
+    )
 }
 
 #[async_trait]
@@ -179,8 +198,13 @@ impl Store for SqliteStore {
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError> {
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3)"),
-                params![user.username, user.password_hash, user.created_at],
+                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4)"),
+                params![
+                    user.username,
+                    user.password_hash,
+                    user.created_at,
+                    user.is_admin
+                ],
             )
             .map_err(conflict(format!("user {:?}", user.username)))?;
             Ok(())
@@ -233,16 +257,22 @@ impl Store for SqliteStore {
 
     async fn add_client(&self, client: ClientRecord) -> Result<(), StoreError> {
         self.write(move |c| {
-            let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
+            let (secret, grants, scopes, public, redirect_uris) = client_params(&client);
             c.execute(
-                &format!("INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                &format!(
+                    "INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
                 params![
                     client.client_id,
                     client.name,
-                    &client.secret_digest.0[..],
-                    grants.join(" "),
-                    client.scopes.to_string(),
-                    client.created_at
+                    secret,
+                    grants,
+                    scopes,
+                    client.created_at,
+                    public,
+                    redirect_uris,
+                    client.skip_consent,
+                    client.owner,
                 ],
             )
             .map_err(conflict(format!("client {:?}", client.client_id)))?;
@@ -287,7 +317,7 @@ impl Store for SqliteStore {
         let client_id = client_id.to_owned();
         self.write(move |c| {
             c.execute(
-                "UPDATE clients SET secret_digest = ?2 WHERE client_id = ?1",
+                "UPDATE clients SET secret_digest = ?2 WHERE client_id = ?1 AND public = 0",
                 params![client_id, &secret_digest.0[..]],
             )
             .map(|n| n > 0)
@@ -369,7 +399,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError> {
-        self.write_rule(move |tx| rules::revoke_all(tx, (&owner).into(), now))
+        self.write_rule(move |tx| rules::revoke_owner(tx, &owner, now))
             .await
     }
 
@@ -379,14 +409,14 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Vec<TokenSummary>, StoreError> {
         self.read(move |c| {
-            let (condition, key) = owner_condition(&owner);
+            let (condition, keys) = owner_condition(&owner);
             let mut out = Vec::new();
             for kind in [TokenKind::Access, TokenKind::Refresh] {
                 let mut st = c.prepare(&format!(
                     "SELECT {META_COLS} FROM {} WHERE {condition} ORDER BY issued_at, digest",
                     table_of(kind)
                 ))?;
-                for meta in st.query_map([&key], meta_row)? {
+                for meta in st.query_map(rusqlite::params_from_iter(&keys), meta_row)? {
                     let meta = meta?;
                     out.push(TokenSummary {
                         kind,
@@ -425,6 +455,158 @@ impl Store for SqliteStore {
     async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError> {
         self.write_rule(move |tx| rules::sweep(tx, now, batch))
             .await
+    }
+
+    async fn update_client(&self, client: ClientRecord) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let (_, grants, scopes, _, redirect_uris) = client_params(&client);
+            c.execute(
+                "UPDATE clients SET name = ?2, grants = ?3, scopes = ?4, redirect_uris = ?5,
+                        skip_consent = ?6, owner = ?7
+                 WHERE client_id = ?1",
+                params![
+                    client.client_id,
+                    client.name,
+                    grants,
+                    scopes,
+                    redirect_uris,
+                    client.skip_consent,
+                    client.owner,
+                ],
+            )
+            .map(|n| n > 0)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_code(&self, code: CodeRecord) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO authorization_codes ({CODE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    &code.digest.0[..],
+                    code.client_id,
+                    code.username,
+                    code.redirect_uri,
+                    code.scopes.to_string(),
+                    code.code_challenge,
+                    code.issued_at,
+                    code.expires_at,
+                    code.used_at,
+                ],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn code(&self, digest: Digest) -> Result<Option<CodeRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {CODE_COLS} FROM authorization_codes WHERE digest = ?1"
+            ))?
+            .query_row([&digest.0[..]], code_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn redeem_code(
+        &self,
+        code: Digest,
+        now: i64,
+        access: AccessTokenRecord,
+        refresh: Option<RefreshTokenRecord>,
+    ) -> Result<CodeRedemption, StoreError> {
+        self.write_rule(move |tx| rules::redeem_code(tx, &code, now, &access, refresh.as_ref()))
+            .await
+    }
+
+    async fn insert_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES (?1, ?2, ?3, ?4)"),
+                params![
+                    &session.digest.0[..],
+                    session.username,
+                    session.created_at,
+                    session.expires_at
+                ],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn session(&self, digest: Digest, now: i64) -> Result<Option<SessionRecord>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE digest = ?1 AND expires_at > ?2"
+            ))?
+            .query_row(params![&digest.0[..], now], session_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn remove_session(&self, digest: Digest) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE digest = ?1", [&digest.0[..]])
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn consent(
+        &self,
+        username: &str,
+        client_id: &str,
+    ) -> Result<Option<ScopeSet>, StoreError> {
+        let (username, client_id) = (username.to_owned(), client_id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT scopes FROM consents WHERE username = ?1 AND client_id = ?2")?
+                .query_row(params![username, client_id], |r| {
+                    Ok(ScopeSet::from_stored(&r.get::<_, String>(0)?))
+                })
+                .optional()
+        })
+        .await
+    }
+
+    async fn grant_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+        scopes: ScopeSet,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (username, client_id) = (username.to_owned(), client_id.to_owned());
+        self.write(move |c| {
+            let before: Option<String> = c
+                .query_row(
+                    "SELECT scopes FROM consents WHERE username = ?1 AND client_id = ?2",
+                    params![username, client_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let before = before.map(|s| ScopeSet::from_stored(&s)).unwrap_or_default();
+            let widened: ScopeSet = before.iter().chain(scopes.iter()).collect();
+            c.execute(
+                "INSERT INTO consents (username, client_id, scopes, granted_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (username, client_id) DO UPDATE SET scopes = ?3, granted_at = ?4",
+                params![username, client_id, widened.to_string(), now],
+            )
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
     }
 
     async fn revocations_since(&self, after: i64) -> Result<(i64, Vec<Digest>), StoreError> {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     username      TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -62,7 +63,44 @@ CREATE TABLE revocation_log (
     digest     BLOB NOT NULL,
     revoked_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+-- The person-facing flow: administrators, public clients, redirect URIs, consent skipping,
+-- applications registered by users; authorization codes, browser sessions and consents.
+ALTER TABLE users ADD COLUMN is_admin INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clients ADD COLUMN public INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clients ADD COLUMN redirect_uris TEXT NOT NULL DEFAULT '';
+ALTER TABLE clients ADD COLUMN skip_consent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clients ADD COLUMN owner TEXT REFERENCES users(username) ON DELETE SET NULL;
+CREATE TABLE authorization_codes (
+    digest         BLOB PRIMARY KEY,
+    client_id      TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    username       TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    redirect_uri   TEXT NOT NULL,
+    scopes         TEXT NOT NULL,
+    code_challenge TEXT NOT NULL,
+    issued_at      INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL,
+    used_at        INTEGER
+) WITHOUT ROWID;
+CREATE INDEX authorization_codes_expiry ON authorization_codes(expires_at);
+CREATE TABLE sessions (
+    digest     BLOB PRIMARY KEY,
+    username   TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_expiry ON sessions(expires_at);
+CREATE INDEX sessions_user ON sessions(username);
+CREATE TABLE consents (
+    username   TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+    client_id  TEXT NOT NULL REFERENCES clients(client_id) ON DELETE CASCADE,
+    scopes     TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    PRIMARY KEY (username, client_id)
+) WITHOUT ROWID;
+"#,
+];
 
 /// Settings of every connection: how long to wait on a lock another process holds, foreign
 /// keys (the token cascades), and durable commits.

@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 use crate::store::{
-    AccessTokenRecord, BackendError, ClientRecord, GrantType, RefreshTokenRecord, StoreError,
-    TokenFilter, TokenKind, TokenMeta, TokenOwner, TokenTx, UserRecord,
+    AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, GrantType,
+    RefreshTokenRecord, SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner,
+    TokenTx, UserRecord,
 };
 
 /// A rusqlite error as the store reports it (no caller sees rusqlite's type).
@@ -24,24 +25,41 @@ pub fn table_of(kind: TokenKind) -> &'static str {
     }
 }
 
-/// A filter as an SQL condition over a token table, with `?1` bound to the returned value.
+/// The keys a [`condition`] binds: `?1`, and `?3` for a grant.
+type Keys<'a> = Vec<Box<dyn ToSql + 'a>>;
+
+/// A filter as an SQL condition over a token table: `?1` and `?3` are bound to the returned
+/// keys (the second only for a grant), `?2` is left to the caller (its `now`).
 fn condition<'a>(
     filter: TokenFilter<'a>,
     kind: TokenKind,
-) -> Result<(&'static str, Box<dyn ToSql + 'a>), BackendError> {
+) -> Result<(&'static str, Keys<'a>), BackendError> {
     Ok(match filter {
-        TokenFilter::Digest(d) => ("digest = ?1", Box::new(&d.0[..])),
+        TokenFilter::Digest(d) => ("digest = ?1", vec![Box::new(&d.0[..])]),
         TokenFilter::IssuedFrom(d) if kind == TokenKind::Access => {
-            ("refresh_digest = ?1", Box::new(&d.0[..]))
+            ("refresh_digest = ?1", vec![Box::new(&d.0[..])])
         }
         TokenFilter::IssuedFrom(_) => {
             return Err("refresh tokens are not issued from refresh tokens".into());
         }
-        TokenFilter::Family(d) => ("family = ?1", Box::new(&d.0[..])),
-        TokenFilter::User(u) => ("username = ?1", Box::new(u)),
-        TokenFilter::Client(c) => ("client_id = ?1", Box::new(c)),
-        TokenFilter::All => ("?1 IS NOT NULL", Box::new(1)),
+        TokenFilter::Family(d) => ("family = ?1", vec![Box::new(&d.0[..])]),
+        TokenFilter::User(u) => ("username = ?1", vec![Box::new(u)]),
+        TokenFilter::Client(c) => ("client_id = ?1", vec![Box::new(c)]),
+        TokenFilter::Grant { user, client } => (
+            "username = ?1 AND client_id = ?3",
+            vec![Box::new(user), Box::new(client)],
+        ),
+        TokenFilter::All => ("?1 IS NOT NULL", vec![Box::new(1)]),
     })
+}
+
+/// The parameters of a [`condition`] query: its first key, `now`, then any further key.
+fn keyed<'p>(keys: &'p Keys<'_>, now: &'p i64) -> Vec<&'p dyn ToSql> {
+    let mut out: Vec<&dyn ToSql> = Vec::with_capacity(keys.len() + 1);
+    out.push(&*keys[0]);
+    out.push(now);
+    out.extend(keys[1..].iter().map(|k| &**k as &dyn ToSql));
+    out
 }
 
 pub fn digest_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Digest> {
@@ -67,28 +85,71 @@ fn scopes_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<ScopeSet> {
     Ok(ScopeSet::from_stored(&row.get::<_, String>(idx)?))
 }
 
-pub const USER_COLS: &str = "username, password_hash, created_at";
+pub const USER_COLS: &str = "username, password_hash, created_at, is_admin";
 pub fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         username: row.get(0)?,
         password_hash: row.get(1)?,
         created_at: row.get(2)?,
+        is_admin: row.get(3)?,
     })
 }
 
-pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at";
+/// A public client keeps a placeholder in the `secret_digest` column (it is `NOT NULL`); the
+/// `public` column says that it has none.
+pub const NO_SECRET: [u8; 32] = [0; 32];
+
+pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at, public, redirect_uris, skip_consent, owner";
 pub fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
     let grants: String = row.get(3)?;
+    let redirect_uris: String = row.get(7)?;
+    let public: bool = row.get(6)?;
     Ok(ClientRecord {
         client_id: row.get(0)?,
         name: row.get(1)?,
-        secret_digest: digest_col(row, 2)?,
+        secret_digest: if public {
+            None
+        } else {
+            Some(digest_col(row, 2)?)
+        },
         grants: grants
             .split(' ')
             .filter_map(|g| g.parse::<GrantType>().ok())
             .collect(),
         scopes: scopes_col(row, 4)?,
         created_at: row.get(5)?,
+        redirect_uris: redirect_uris
+            .split(' ')
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        skip_consent: row.get(8)?,
+        owner: row.get(9)?,
+    })
+}
+
+pub const CODE_COLS: &str = "digest, client_id, username, redirect_uri, scopes, code_challenge, issued_at, expires_at, used_at";
+pub fn code_row(row: &Row<'_>) -> rusqlite::Result<CodeRecord> {
+    Ok(CodeRecord {
+        digest: digest_col(row, 0)?,
+        client_id: row.get(1)?,
+        username: row.get(2)?,
+        redirect_uri: row.get(3)?,
+        scopes: scopes_col(row, 4)?,
+        code_challenge: row.get(5)?,
+        issued_at: row.get(6)?,
+        expires_at: row.get(7)?,
+        used_at: row.get(8)?,
+    })
+}
+
+pub const SESSION_COLS: &str = "digest, username, created_at, expires_at";
+pub fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        digest: digest_col(row, 0)?,
+        username: row.get(1)?,
+        created_at: row.get(2)?,
+        expires_at: row.get(3)?,
     })
 }
 
@@ -136,13 +197,13 @@ impl SqliteTx<'_> {
         filter: TokenFilter<'_>,
         now: i64,
     ) -> Result<Vec<Digest>, BackendError> {
-        let (cond, key) = condition(filter, kind)?;
+        let (cond, keys) = condition(filter, kind)?;
         let mut st = self.0.prepare_cached(&format!(
             "UPDATE {} SET revoked_at = ?2 WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2 RETURNING digest",
             table_of(kind)
         ))?;
         let digests = st
-            .query_map(params![key, now], |r| digest_col(r, 0))?
+            .query_map(&keyed(&keys, &now)[..], |r| digest_col(r, 0))?
             .collect::<rusqlite::Result<Vec<Digest>>>()?;
         Ok(digests)
     }
@@ -181,12 +242,12 @@ impl TokenTx for SqliteTx<'_> {
         filter: TokenFilter<'_>,
         now: i64,
     ) -> Result<Vec<Digest>, BackendError> {
-        let (cond, key) = condition(filter, TokenKind::Access)?;
+        let (cond, keys) = condition(filter, TokenKind::Access)?;
         let mut st = self.0.prepare_cached(&format!(
             "SELECT digest FROM access_tokens WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2"
         ))?;
         let digests = st
-            .query_map(params![key, now], |r| digest_col(r, 0))?
+            .query_map(&keyed(&keys, &now)[..], |r| digest_col(r, 0))?
             .collect::<rusqlite::Result<Vec<Digest>>>()?;
         Ok(digests)
     }
@@ -273,8 +334,8 @@ impl TokenTx for SqliteTx<'_> {
             TokenOwner::Client(c) => self
                 .0
                 .execute("DELETE FROM clients WHERE client_id = ?1", [c])?,
-            TokenOwner::All => {
-                return Err("deleting every user and client is not a store operation".into());
+            TokenOwner::Grant { .. } | TokenOwner::All => {
+                return Err("only a user or a client is deleted".into());
             }
         };
         Ok(deleted > 0)
@@ -303,6 +364,53 @@ impl TokenTx for SqliteTx<'_> {
             ),
             params![now, batch],
         )?)
+    }
+
+    fn take_code(&mut self, digest: &Digest, now: i64) -> Result<CodeState, BackendError> {
+        let key = &digest.0[..];
+        let taken = self.0.execute(
+            "UPDATE authorization_codes SET used_at = ?2
+             WHERE digest = ?1 AND used_at IS NULL AND expires_at > ?2",
+            params![key, now],
+        )?;
+        if taken == 1 {
+            return Ok(CodeState::Taken);
+        }
+        let used: Option<Option<i64>> = self
+            .0
+            .query_row(
+                "SELECT used_at FROM authorization_codes WHERE digest = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match used {
+            Some(Some(_)) => CodeState::Used,
+            _ => CodeState::Unusable,
+        })
+    }
+
+    fn delete_expired_grants(&mut self, now: i64, batch: usize) -> Result<usize, BackendError> {
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        let mut deleted = 0;
+        for table in ["authorization_codes", "sessions"] {
+            deleted += self.0.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE digest IN (
+                         SELECT digest FROM {table} WHERE expires_at <= ?1 LIMIT ?2)"
+                ),
+                params![now, batch],
+            )?;
+        }
+        Ok(deleted)
+    }
+
+    fn forget_consent(&mut self, user: &str, client: &str) -> Result<(), BackendError> {
+        self.0.execute(
+            "DELETE FROM consents WHERE username = ?1 AND client_id = ?2",
+            params![user, client],
+        )?;
+        Ok(())
     }
 
     fn trim_revocation_log(&mut self, before: i64, batch: usize) -> Result<usize, BackendError> {
