@@ -26,6 +26,7 @@ use crate::store::cache::TokenCache;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{SharedStore, StoreError};
 use crate::tls::{self, ReloadingCert};
+use crate::web::Pages;
 
 /// Opens the configured store, creating an SQLite file on first use (the gateway, the demo,
 /// `portcullis migrate`).
@@ -138,6 +139,7 @@ pub async fn start(
         routes: config.routes.clone(),
         upstreams,
         cache: cache.clone(),
+        pages: Pages::new(auth_server.clone()),
         auth_server,
         identity_headers: config.identity_headers.clone(),
         metrics: metrics.clone(),

@@ -31,6 +31,7 @@ use crate::proxy::{
 };
 use crate::routes::{Resolved, Route, RouteAuth, RouteTable, resolve};
 use crate::store::cache::TokenCache;
+use crate::web::{Page, Pages};
 
 /// Everything the pipeline needs, shared by all connections.
 pub struct Gateway {
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub cache: TokenCache,
     pub auth_server: AuthServer,
+    /// The person-facing pages under `/o/` (sign-in, consent, applications).
+    pub pages: Pages,
     pub identity_headers: IdentityHeaders,
     pub metrics: Metrics,
     pub realm: String,
@@ -98,7 +101,7 @@ impl Gateway {
         let resolved = crate::request::validate(req.version(), req.uri(), req.headers())
             .map_err(GatewayError::from)
             .and_then(|authority| {
-                let own = |p: &str| Endpoint::for_path(p).is_some();
+                let own = |p: &str| Endpoint::for_path(p).is_some() || Page::for_path(p).is_some();
                 let target = resolve(&self.routes, req.method(), req.version(), req.uri(), own)?;
                 Ok((authority, target))
             });
@@ -137,29 +140,32 @@ impl Gateway {
         resp
     }
 
-    /// A path of the gateway's own: an authorization-server endpoint, bounded by the request
-    /// timeout like every proxied request.
+    /// A path of the gateway's own: an authorization-server endpoint or a page, bounded by
+    /// the request timeout like every proxied request.
     async fn serve_own(
         &self,
         path: &str,
         req: Request<Incoming>,
         session: &Session,
     ) -> Response<Body> {
-        let Some(endpoint) = Endpoint::for_path(path) else {
-            return GatewayError::RouteNotFound.into_response(&self.realm);
-        };
         let origin = Origin {
             address: session.conn.peer.ip(),
             tls: session.conn.tls,
         };
-        // Boxed: the token endpoint's future is large and rare; inline, every proxied
-        // request's future would be as large and be copied as often.
-        let served = Box::pin(self.auth_server.handle(endpoint, req, origin));
-        match tokio::time::timeout(self.request_timeout, served).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => e.into_response(&self.realm),
-            Err(_) => GatewayError::RequestTimeout.into_response(&self.realm),
-        }
+        // Boxed: these futures are large and rare; inline, every proxied request's future
+        // would be as large and be copied as often.
+        let served = if let Some(endpoint) = Endpoint::for_path(path) {
+            let served = Box::pin(self.auth_server.handle(endpoint, req, origin));
+            tokio::time::timeout(self.request_timeout, served)
+                .await
+                .map(|r| r.unwrap_or_else(|e| e.into_response(&self.realm)))
+        } else if let Some(page) = Page::for_path(path) {
+            let served = Box::pin(self.pages.handle(page, req, origin));
+            tokio::time::timeout(self.request_timeout, served).await
+        } else {
+            return GatewayError::RouteNotFound.into_response(&self.realm);
+        };
+        served.unwrap_or_else(|_| GatewayError::RequestTimeout.into_response(&self.realm))
     }
 
     /// The phases after **route** for a request to `route`. `authority` is the request's

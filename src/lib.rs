@@ -26,3 +26,4 @@ pub mod scope;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod web;

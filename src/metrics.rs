@@ -131,6 +131,8 @@ pub struct Metrics {
     pub live_tokens: Family<KindLabels, Gauge>,
     pub token_throttled: Family<ThrottledLabels, Counter>,
     pub certificate_reloads: Family<OutcomeLabels, Counter>,
+    pub authorizations: Family<OutcomeLabels, Counter>,
+    pub sign_ins: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -152,6 +154,8 @@ impl Metrics {
             live_tokens: Family::default(),
             token_throttled: Family::default(),
             certificate_reloads: Family::default(),
+            authorizations: Family::default(),
+            sign_ins: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("portcullis");
         r.register(
@@ -213,6 +217,16 @@ impl Metrics {
             "store_live_tokens",
             "Unrevoked, unexpired tokens in the store at the last sweep",
             m.live_tokens.clone(),
+        );
+        r.register(
+            "authorizations",
+            "Authorization endpoint outcomes (approved, denied, refused, or the error sent back to the client)",
+            m.authorizations.clone(),
+        );
+        r.register(
+            "sign_ins",
+            "Sign-ins at /o/login/, by outcome (signed_in, failed, throttled)",
+            m.sign_ins.clone(),
         );
         r.register(
             "tls_certificate_reloads",

@@ -487,10 +487,19 @@ async fn authorization_server_metadata() {
     );
     assert_eq!(
         j["grant_types_supported"],
-        serde_json::json!(["password", "client_credentials", "refresh_token"])
+        serde_json::json!([
+            "authorization_code",
+            "password",
+            "client_credentials",
+            "refresh_token"
+        ])
     );
     assert_eq!(
         j["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+    );
+    assert_eq!(
+        j["introspection_endpoint_auth_methods_supported"],
         serde_json::json!(["client_secret_basic", "client_secret_post"])
     );
     assert_eq!(

@@ -192,7 +192,7 @@ async fn default_deny_and_longest_prefix() {
         (Method::POST, "/api/users", StatusCode::OK),
         (Method::DELETE, "/api/x", StatusCode::OK),
         (Method::POST, "/api/groups", StatusCode::FORBIDDEN),
-        (Method::GET, "/o/applications/", StatusCode::NOT_FOUND),
+        (Method::GET, "/o/nothing-here/", StatusCode::NOT_FOUND),
         (Method::GET, "/api/../admin", StatusCode::NOT_FOUND),
         (
             Method::GET,

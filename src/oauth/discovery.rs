@@ -5,7 +5,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{AuthServer, INTROSPECT_PATH, REVOKE_PATH, TOKEN_PATH};
+use super::{AUTHORIZE_PATH, AuthServer, INTROSPECT_PATH, REVOKE_PATH, TOKEN_PATH};
 use crate::http::{Body, GatewayError, json_response};
 use crate::store::GrantType;
 
@@ -16,23 +16,24 @@ impl AuthServer {
         }
         let issuer = self.oauth.issuer.as_deref().unwrap_or_default();
         let auth_methods = ["client_secret_basic", "client_secret_post"];
+        // Public clients identify themselves by client_id alone (no secret).
+        let with_public = ["client_secret_basic", "client_secret_post", "none"];
         let mut resp = json_response(
             StatusCode::OK,
             &json!({
                 "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}{AUTHORIZE_PATH}"),
                 "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
                 "revocation_endpoint": format!("{issuer}{REVOKE_PATH}"),
                 "introspection_endpoint": format!("{issuer}{INTROSPECT_PATH}"),
-                // authorization_code is listed with the authorization endpoint that issues
-                // its codes.
-                "grant_types_supported": GrantType::ALL
-                    .iter()
-                    .filter(|g| **g != GrantType::AuthorizationCode)
-                    .map(|g| g.as_str())
-                    .collect::<Vec<_>>(),
-                "response_types_supported": [],
-                "token_endpoint_auth_methods_supported": auth_methods,
-                "revocation_endpoint_auth_methods_supported": auth_methods,
+                "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                "response_types_supported": ["code"],
+                "response_modes_supported": ["query"],
+                "code_challenge_methods_supported": ["S256"],
+                // RFC 9207: authorization responses carry `iss`.
+                "authorization_response_iss_parameter_supported": true,
+                "token_endpoint_auth_methods_supported": with_public,
+                "revocation_endpoint_auth_methods_supported": with_public,
                 "introspection_endpoint_auth_methods_supported": auth_methods,
                 "scopes_supported": self.oauth.scopes.keys().collect::<Vec<_>>(),
             }),

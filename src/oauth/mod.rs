@@ -35,6 +35,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use throttle::{Key, Throttle, Throttled};
 
+pub const AUTHORIZE_PATH: &str = "/o/authorize/";
 pub const TOKEN_PATH: &str = "/o/token/";
 pub const REVOKE_PATH: &str = "/o/revoke_token/";
 pub const INTROSPECT_PATH: &str = "/o/introspect/";
@@ -224,7 +225,7 @@ impl AuthServer {
     }
 
     /// Counts and logs a throttled request; its 429.
-    fn throttled(&self, held: Throttled, address: std::net::IpAddr) -> GatewayError {
+    pub(crate) fn throttled(&self, held: Throttled, address: std::net::IpAddr) -> GatewayError {
         self.metrics
             .token_throttled
             .get_or_create(&ThrottledLabels {

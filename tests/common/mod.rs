@@ -566,3 +566,174 @@ pub fn dir_contains(dir: &Path, needle: &str) -> bool {
     }
     false
 }
+
+/// A client that keeps cookies, for the pages under `/o/` (a browser without the browser).
+pub struct CookieClient {
+    pub base: String,
+    pub jar: std::collections::BTreeMap<String, String>,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl CookieClient {
+    pub fn new(h: &Harness) -> CookieClient {
+        CookieClient {
+            base: format!("http://{}", h.local_addr()),
+            jar: Default::default(),
+            http: http_client(),
+        }
+    }
+
+    fn remember(&mut self, resp: &Resp) {
+        for v in resp.headers.get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || attrs.contains("Max-Age=0") {
+                self.jar.remove(name);
+            } else {
+                self.jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    async fn send(&mut self, method: Method, path: &str, body: Option<String>) -> Resp {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = Request::builder().method(method).uri(url);
+        if !self.jar.is_empty() {
+            let cookie: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            req = req.header("cookie", cookie.join("; "));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/x-www-form-urlencoded");
+                b
+            }
+            None => String::new(),
+        };
+        let resp = fetch(&self.http, req.body(Full::new(Bytes::from(body))).unwrap()).await;
+        self.remember(&resp);
+        resp
+    }
+
+    pub async fn get(&mut self, path: &str) -> Resp {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Resp {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// Signs in as `user` through the sign-in page; returns where it sent the browser.
+    pub async fn sign_in(&mut self, user: &str, password: &str, next: &str) -> Resp {
+        let page = self
+            .get(&format!(
+                "/o/login/?next={}",
+                form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            ))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let csrf = hidden(&page.text(), "csrf").expect("a CSRF field");
+        let next = hidden(&page.text(), "next").unwrap();
+        self.post(
+            "/o/login/",
+            &[
+                ("csrf", &csrf),
+                ("next", &next),
+                ("username", user),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+}
+
+/// The value of hidden input `name` in a page, unescaped.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(unescape(&html[start..end]))
+}
+
+/// Every hidden input of the form posting to `action`, unescaped, in order.
+pub fn hidden_fields(html: &str, action: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let marker = format!("action=\"{action}\"");
+    let Some(start) = html.find(&marker) else {
+        return out;
+    };
+    let end = html[start..]
+        .find("</form>")
+        .map_or(html.len(), |e| start + e);
+    let mut rest = &html[start..end];
+    while let Some(i) = rest.find("<input type=\"hidden\" name=\"") {
+        rest = &rest[i + "<input type=\"hidden\" name=\"".len()..];
+        let name_end = rest.find('"').unwrap();
+        let name = rest[..name_end].to_owned();
+        let v = rest.find("value=\"").unwrap() + "value=\"".len();
+        let v_end = rest[v..].find('"').unwrap() + v;
+        out.push((name, unescape(&rest[v..v_end])));
+    }
+    out
+}
+
+/// HTML entities decoded: the named ones askama writes and numeric ones.
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A PKCE pair: a verifier and its S256 challenge.
+pub fn pkce() -> (String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let verifier = portcullis::crypto::generate_secret("verifier-");
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
