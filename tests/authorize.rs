@@ -545,3 +545,252 @@ async fn discovery_lists_the_authorization_endpoint() {
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
     h.shutdown().await;
 }
+
+/// The registration form of `/o/applications/register/`, filled in.
+fn registration<'a>(
+    csrf: &'a str,
+    name: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("csrf", csrf),
+        ("name", name),
+        ("client_type", "confidential"),
+        ("grant_authorization_code", "on"),
+        ("grant_refresh_token", "on"),
+        ("redirect_uris", REDIRECT_URI),
+        ("scope_read", "on"),
+    ];
+    form.extend_from_slice(extra);
+    form
+}
+
+#[tokio::test]
+async fn users_register_and_manage_their_own_applications() {
+    let h = Harness::start().await;
+    h.add_user("bob").await;
+    let mut alice = CookieClient::new(&h);
+    alice.sign_in("alice", PASSWORD, "/o/applications/").await;
+    let page = alice.get("/o/applications/register/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for label in [
+        "<label for=\"name\">",
+        "<label for=\"redirect_uris\">",
+        "<label for=\"scope-read\">",
+    ] {
+        assert!(page.text().contains(label), "{label}");
+    }
+    assert!(
+        !page.text().contains("skip_consent"),
+        "not offered to a non-administrator"
+    );
+    let csrf = common::hidden(&page.text(), "csrf").unwrap();
+
+    // Invalid input comes back with the reason, nothing registered.
+    let bad = alice
+        .post(
+            "/o/applications/register/",
+            &registration(&csrf, "Bad", &[])
+                .into_iter()
+                .map(|(k, v)| {
+                    if k == "redirect_uris" {
+                        (k, "http://evil.example/cb")
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.text().contains("https, or http on a loopback address"),
+        "{}",
+        bad.text()
+    );
+
+    // Registered: the secret is shown once, on this page only; skip_consent is ignored.
+    let made = alice
+        .post(
+            "/o/applications/register/",
+            &registration(&csrf, "Alice's <app>", &[("skip_consent", "on")]),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.text());
+    let html = made.text();
+    assert!(
+        html.contains("Alice&#39;s &#60;app&#62;") || html.contains("Alice&#x27;s &lt;app&gt;"),
+        "escaped: {html}"
+    );
+    let secret = common::input_value(&html, "client_secret").unwrap();
+    let client_id = common::code_text(&html, "client_id").unwrap();
+    let stored = h.store.client(&client_id).await.unwrap().unwrap();
+    assert_eq!(stored.owner.as_deref(), Some("alice"));
+    assert!(
+        !stored.skip_consent,
+        "only administrators make applications first-party"
+    );
+    assert!(secret.starts_with("pccs_"), "{html}");
+    let detail = alice.get(&format!("/o/applications/{client_id}/")).await;
+    assert!(!detail.text().contains(&secret), "shown once");
+    // The secret works at the token endpoint.
+    let app = TestClient {
+        id: client_id.clone(),
+        secret,
+    };
+    let (verifier, challenge) = pkce();
+    let location = approve(&mut alice, &authorize_url(&client_id, &challenge, &[])).await;
+    let code = query_param(&location, "code").unwrap();
+    assert_eq!(
+        exchange(&h, &app, &code, &verifier).await.status,
+        StatusCode::OK
+    );
+
+    // Listed for alice, invisible to bob (not found, not forbidden).
+    assert!(
+        alice
+            .get("/o/applications/")
+            .await
+            .text()
+            .contains(&client_id)
+    );
+    let mut bob = CookieClient::new(&h);
+    bob.sign_in("bob", PASSWORD, "/o/applications/").await;
+    assert!(
+        !bob.get("/o/applications/")
+            .await
+            .text()
+            .contains(&client_id)
+    );
+    assert_eq!(
+        bob.get(&format!("/o/applications/{client_id}/"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let bob_csrf = common::hidden(&bob.get("/o/applications/").await.text(), "csrf").unwrap();
+    let stolen = bob
+        .post(
+            &format!("/o/applications/{client_id}/delete/"),
+            &[("csrf", &bob_csrf)],
+        )
+        .await;
+    assert_eq!(stolen.status, StatusCode::NOT_FOUND);
+
+    // Edited, then deleted by its owner.
+    let edited = alice
+        .post(
+            &format!("/o/applications/{client_id}/update/"),
+            &registration(&csrf, "Renamed", &[]),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.text());
+    assert_eq!(
+        h.store.client(&client_id).await.unwrap().unwrap().name,
+        "Renamed"
+    );
+    let confirm = alice
+        .get(&format!("/o/applications/{client_id}/delete/"))
+        .await;
+    assert!(confirm.text().contains("<h1>Delete Renamed?</h1>"));
+    let gone = alice
+        .post(
+            &format!("/o/applications/{client_id}/delete/"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::SEE_OTHER);
+    assert!(h.store.client(&client_id).await.unwrap().is_none());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn administrators_see_every_application() {
+    let h = Harness::start().await;
+    let hasher = portcullis::crypto::PasswordHasher::new(1).unwrap();
+    manage::add_user_as(&h.store, &hasher, "root", PASSWORD, true)
+        .await
+        .unwrap();
+    let mut root = CookieClient::new(&h);
+    root.sign_in("root", PASSWORD, "/o/applications/").await;
+    let list = root.get("/o/applications/").await.text();
+    assert!(list.contains("<h1>All applications</h1>"), "{list}");
+    assert!(
+        list.contains(&h.client.id),
+        "the command line's clients too"
+    );
+    let form = root.get("/o/applications/register/").await.text();
+    assert!(form.contains("name=\"skip_consent\""));
+    let csrf = common::hidden(&form, "csrf").unwrap();
+    let made = root
+        .post(
+            "/o/applications/register/",
+            &registration(&csrf, "First party", &[("skip_consent", "on")]),
+        )
+        .await;
+    let client_id = common::code_text(&made.text(), "client_id").unwrap();
+    assert!(
+        h.store
+            .client(&client_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .skip_consent
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_an_authorized_application_ends_its_access_at_once() {
+    let h = Harness::start().await;
+    let mut b = CookieClient::new(&h);
+    b.sign_in("alice", PASSWORD, "/o/applications/").await;
+    let (verifier, challenge) = pkce();
+    let location = approve(&mut b, &authorize_url(&h.client.id, &challenge, &[])).await;
+    let code = query_param(&location, "code").unwrap();
+    let tokens = exchange(&h, &h.client, &code, &verifier).await;
+    let access = common::field(&tokens.json(), "access_token");
+    h.get_ok("/api/users/1", Some(&access)).await;
+    let page = b.get("/o/authorized_tokens/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    assert!(
+        html.contains("test client") && html.contains("<td>read</td>"),
+        "{html}"
+    );
+    let csrf = common::hidden(&html, "csrf").unwrap();
+    let revoked = b
+        .post(
+            &format!("/o/authorized_tokens/{}/delete/", h.client.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    // The very next API call fails (the cache was invalidated), and consent is asked again.
+    assert_eq!(
+        h.get("/api/users/1", Some(&access)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        b.get("/o/authorized_tokens/")
+            .await
+            .text()
+            .contains("No application holds a live token")
+    );
+    let (_, challenge) = pkce();
+    assert_eq!(
+        b.get(&authorize_url(&h.client.id, &challenge, &[]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Someone else's form cannot do it: the CSRF token is checked.
+    let refused = b
+        .post(
+            &format!("/o/authorized_tokens/{}/delete/", h.client.id),
+            &[("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    h.shutdown().await;
+}

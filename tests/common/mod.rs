@@ -662,6 +662,24 @@ pub fn hidden(html: &str, name: &str) -> Option<String> {
     Some(unescape(&html[start..end]))
 }
 
+/// The value of the input with id `id`, unescaped.
+pub fn input_value(html: &str, id: &str) -> Option<String> {
+    let start = html.find(&format!("id=\"{id}\""))?;
+    let tag_end = html[start..].find('>')? + start;
+    let tag = &html[start..tag_end];
+    let v = tag.find("value=\"")? + "value=\"".len();
+    let v_end = tag[v..].find('"')? + v;
+    Some(unescape(&tag[v..v_end]))
+}
+
+/// The text of the `<code>` element with id `id`, unescaped.
+pub fn code_text(html: &str, id: &str) -> Option<String> {
+    let marker = format!("<code id=\"{id}\">");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('<')? + start;
+    Some(unescape(&html[start..end]))
+}
+
 /// Every hidden input of the form posting to `action`, unescaped, in order.
 pub fn hidden_fields(html: &str, action: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
