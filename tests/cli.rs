@@ -579,6 +579,7 @@ async fn demo_prints_a_flow_that_works() {
     std::fs::write(&config, common::config_yaml("http://127.0.0.1:0", "", "")).unwrap();
     let mut proc = Proc::spawn(&config, &["demo"], true);
     let export = proc.wait_for("export PORTCULLIS=");
+    let authorize_url = proc.wait_for("/o/authorize/?").trim().to_owned();
     proc.wait_for("Press Ctrl-C to stop.");
     let vars: std::collections::HashMap<&str, &str> = export
         .trim_start_matches("export ")
@@ -632,6 +633,45 @@ async fn demo_prints_a_flow_that_works() {
     .await;
     assert_eq!(refreshed.status, StatusCode::OK);
     assert_eq!(refreshed.json()["scope"], "read");
+
+    // The browser flow, followed as a browser would: sign in, authorize, land on the sample
+    // API's callback page, which exchanged the code and called the API.
+    let mut browser = common::CookieClient::at(base);
+    let to_login = browser.get(&authorize_url).await;
+    assert_eq!(
+        to_login.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        to_login.text()
+    );
+    let signed = browser
+        .sign_in(
+            "demo",
+            vars["DEMO_PASSWORD"],
+            &authorize_url.replace(base, ""),
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.text());
+    let consent = browser.get(&authorize_url).await;
+    assert!(
+        consent.text().contains("Authorize demo browser app?"),
+        "{}",
+        consent.text()
+    );
+    let mut form = common::hidden_fields(&consent.text(), "/o/authorize/");
+    form.push(("allow".into(), "Authorize".into()));
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let back = browser.post("/o/authorize/", &pairs).await;
+    assert_eq!(back.status, StatusCode::FOUND, "{}", back.text());
+    let callback = back.header("location").unwrap().to_owned();
+    assert!(callback.contains("/callback?code="), "{callback}");
+    let page = browser.get(&callback).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = common::unescape(&page.text());
+    assert!(html.contains("Signed in through Portcullis"), "{html}");
+    assert!(html.contains("\"access_token\": \"pcat_"), "{html}");
+    assert!(html.contains("200 OK"), "the protected call worked: {html}");
+    assert!(html.contains("\"x-auth-user\":\"demo\""), "{html}");
     let (clean_exit, out) = proc.stop();
     assert!(clean_exit, "{out}");
 }

@@ -576,8 +576,13 @@ pub struct CookieClient {
 
 impl CookieClient {
     pub fn new(h: &Harness) -> CookieClient {
+        CookieClient::at(&format!("http://{}", h.local_addr()))
+    }
+
+    /// A client of the gateway at `base` (`http://host:port`).
+    pub fn at(base: &str) -> CookieClient {
         CookieClient {
-            base: format!("http://{}", h.local_addr()),
+            base: base.to_owned(),
             jar: Default::default(),
             http: http_client(),
         }
