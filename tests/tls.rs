@@ -365,3 +365,30 @@ fn tls_config_errors_are_located() {
     assert!(rendered.contains("`tls.cert`: no such file"), "{rendered}");
     assert!(rendered.contains("`tls.key`: no such file"), "{rendered}");
 }
+
+/// Over TLS the pages' cookies are `Secure` (the session's and the sign-in form's).
+#[tokio::test]
+async fn page_cookies_are_secure_over_tls() {
+    let ca = Ca::new();
+    let files = Files::new();
+    ca.leaf(&files.path("cert.pem"), &files.path("key.pem"));
+    let h = Harness::with(tls_options(&files)).await;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(ca.client_config(&[&rustls::version::TLS13]))
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let url = format!("https://localhost:{}/o/login/", h.addr.port());
+    let resp = client
+        .request(Request::get(url).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("portcullis_csrf="), "{cookie}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/o/"] {
+        assert!(cookie.contains(attribute), "{attribute}: {cookie}");
+    }
+    h.shutdown().await;
+}
