@@ -27,11 +27,7 @@ pub enum Route {
 impl Route {
     /// `rest` is what follows `/o/applications` (no trailing slash).
     pub fn parse(rest: &str) -> Option<Route> {
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return None;
-        }
-        let parts: Vec<&str> = rest.split('/').skip(1).collect();
-        Some(match parts.as_slice() {
+        Some(match super::segments(rest)?.as_slice() {
             [] => Route::List,
             ["register"] => Route::Register,
             [id] => Route::Detail((*id).to_owned()),

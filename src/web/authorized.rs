@@ -25,11 +25,7 @@ pub enum Route {
 impl Route {
     /// `rest` is what follows `/o/authorized_tokens` (no trailing slash).
     pub fn parse(rest: &str) -> Option<Route> {
-        if !(rest.is_empty() || rest.starts_with('/')) {
-            return None;
-        }
-        let parts: Vec<&str> = rest.split('/').skip(1).collect();
-        Some(match parts.as_slice() {
+        Some(match super::segments(rest)?.as_slice() {
             [] => Route::List,
             [id, "delete"] => Route::Revoke((*id).to_owned()),
             _ => return None,

@@ -267,6 +267,15 @@ const BASE_CSP: &str = "default-src 'none'; style-src 'self'; form-action 'self'
 
 /// Renders a template; the templates are checked at compile time, so this cannot fail short
 /// of running out of memory.
+/// The `/`-separated segments of what follows a page's prefix (`""` → none, `"/a/b"` → `a`,
+/// `b`); `None` when it does not start a new segment (`/o/applicationsX`).
+fn segments(rest: &str) -> Option<Vec<&str>> {
+    if rest.is_empty() {
+        return Some(Vec::new());
+    }
+    rest.strip_prefix('/').map(|r| r.split('/').collect())
+}
+
 fn render(t: &impl askama::Template) -> String {
     t.render()
         .unwrap_or_else(|e| format!("<!doctype html><title>Error</title><p>{e}</p>"))
