@@ -23,6 +23,7 @@ use crate::metrics::{HotMetrics, Metrics};
 use crate::oauth::AuthServer;
 use crate::proxy::Upstreams;
 use crate::store::cache::TokenCache;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{SharedStore, StoreError};
 use crate::tls::{self, ReloadingCert};
@@ -49,6 +50,14 @@ async fn open_store_with(config: &Config, create: bool) -> Result<SharedStore, S
                 busy_timeout: *busy_timeout,
             };
             let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(&path, options))
+                .await
+                .map_err(|e| StoreError::Backend(Box::new(e)))??;
+            Ok(Arc::new(store))
+        }
+        // A PostgreSQL database is the operator's to create; `create` only concerns files.
+        StoreConfig::Postgres(options) => {
+            let options = options.clone();
+            let store = tokio::task::spawn_blocking(move || PostgresStore::open(&options))
                 .await
                 .map_err(|e| StoreError::Backend(Box::new(e)))??;
             Ok(Arc::new(store))

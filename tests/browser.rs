@@ -41,10 +41,10 @@ async fn browser() -> Option<Browser> {
             std::env::var_os("CI").is_none(),
             "CI must install chromium and chromium-driver (.ci/run does)"
         );
-        eprintln!(
+        common::skip_notice(&format!(
             "skipping the browser tests: {CHROMIUM} or {CHROMEDRIVER} is not installed \
              (apt-get install chromium chromium-driver)"
-        );
+        ));
         return None;
     }
     let port = TcpListener::bind("127.0.0.1:0")

@@ -10,6 +10,13 @@ pub const TLS_RELOAD_INTERVAL_SECONDS: u64 = 60;
 
 // store
 pub const STORE_BUSY_TIMEOUT_MS: u64 = 5000;
+/// PostgreSQL connections per gateway: enough for the token endpoint's hashing pool and the
+/// guard's cache misses on a small machine; the server's `max_connections` (100 by default)
+/// bounds replicas × this.
+pub const POSTGRES_POOL_SIZE: u64 = 16;
+pub const POSTGRES_POOL_SIZE_MAX: u64 = 1024;
+pub const POSTGRES_CONNECT_TIMEOUT_MS: u64 = 5000;
+pub const POSTGRES_STATEMENT_TIMEOUT_MS: u64 = 5000;
 
 // oauth
 pub const REALM: &str = "portcullis";

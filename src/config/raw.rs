@@ -21,7 +21,7 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub admin_tls: Option<RawTls>,
-    pub store: RawStore,
+    pub store: S<RawStore>,
     pub oauth: RawOAuth,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
@@ -55,9 +55,20 @@ pub struct RawTls {
 
 #[derive(Debug, Deserialize)]
 pub struct RawStore {
-    pub sqlite: S<String>,
+    #[serde(default)]
+    pub sqlite: Option<S<String>>,
     #[serde(default)]
     pub busy_timeout_ms: Option<S<u64>>,
+    #[serde(default)]
+    pub postgres: Option<S<String>>,
+    #[serde(default)]
+    pub postgres_url_env: Option<S<String>>,
+    #[serde(default)]
+    pub pool_size: Option<S<u64>>,
+    #[serde(default)]
+    pub connect_timeout_ms: Option<S<u64>>,
+    #[serde(default)]
+    pub statement_timeout_ms: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,7 +43,9 @@ fn shipped_config_is_valid() {
     assert_eq!(c.oauth.default_scopes.to_string(), "read");
     assert_eq!(c.routes.len(), 4);
     assert_eq!(c.identity_headers.user.as_str(), "x-auth-user");
-    let StoreConfig::Sqlite { path, .. } = &c.store;
+    let StoreConfig::Sqlite { path, .. } = &c.store else {
+        panic!("the shipped config uses SQLite")
+    };
     assert_eq!(
         path,
         Path::new("/etc/portcullis/data/portcullis.db"),
@@ -86,7 +88,9 @@ fn defaults_apply() {
     assert_eq!(c.cache.max_entries, 1_000_000);
     assert_eq!(c.cache.revocation_poll, Duration::from_secs(1));
     assert_eq!(c.cleanup.batch_size, 1000);
-    let StoreConfig::Sqlite { busy_timeout, .. } = &c.store;
+    let StoreConfig::Sqlite { busy_timeout, .. } = &c.store else {
+        panic!("BASE uses SQLite")
+    };
     assert_eq!(*busy_timeout, Duration::from_secs(5));
     // One worker per CPU the process may run on, counted here from the affinity mask
     // rather than with the code's own expression.
@@ -247,6 +251,78 @@ fn bad_values_are_errors() {
     let ids =
         format!("{BASE}identity_headers: {{ user: X-Who, client: x_who, scopes: X-Scopes }}\n");
     assert!(problems(&ids)[0].1.contains("three different headers"));
+}
+
+/// `store` is one backend: SQLite's file, or PostgreSQL's URL (written out or named by an
+/// environment variable) with its pool and timeouts; keys of the other backend are errors.
+#[test]
+fn the_store_is_sqlite_or_postgres() {
+    let sqlite = "store:\n  sqlite: data/portcullis.db\n";
+    let with = |store: &str| BASE.replace(sqlite, store);
+    let c = parse(&with(
+        "store:\n  postgres: postgres://gw@db.internal:5432/portcullis\n  pool_size: 8\n  statement_timeout_ms: 2000\n",
+    ))
+    .unwrap();
+    let StoreConfig::Postgres(pg) = &c.store else {
+        panic!("postgres")
+    };
+    assert_eq!(pg.url, "postgres://gw@db.internal:5432/portcullis");
+    assert_eq!(pg.pool_size, 8);
+    assert_eq!(pg.statement_timeout, Duration::from_secs(2));
+    assert_eq!(pg.connect_timeout, Duration::from_secs(5));
+    assert!(
+        !format!("{:?}", c.store).contains("db.internal"),
+        "the URL (it may hold a password) is never in Debug output"
+    );
+    // SAFETY: no other test reads or writes this variable.
+    unsafe { std::env::set_var("PORTCULLIS_CONFIG_TEST_DB_URL", "postgres://x@y/z") };
+    let c = parse(&with(
+        "store:\n  postgres_url_env: PORTCULLIS_CONFIG_TEST_DB_URL\n",
+    ))
+    .unwrap();
+    let StoreConfig::Postgres(pg) = &c.store else {
+        panic!("postgres from the environment")
+    };
+    assert_eq!(pg.url, "postgres://x@y/z");
+    let cases: &[(&str, &str)] = &[
+        (
+            "store:\n  postgres_url_env: PORTCULLIS_CONFIG_TEST_UNSET\n",
+            "names \"PORTCULLIS_CONFIG_TEST_UNSET\", which is not set",
+        ),
+        (
+            "store:\n  postgres: mysql://a/b\n",
+            "must be a postgres:// URL",
+        ),
+        (
+            "store:\n  sqlite: a.db\n  postgres: postgres://a/b\n",
+            "takes one of `sqlite`, `postgres` and `postgres_url_env`",
+        ),
+        ("store: {}\n", "`store` needs `sqlite: FILE`"),
+        (
+            "store:\n  sqlite: a.db\n  pool_size: 4\n",
+            "`store.pool_size` applies to PostgreSQL only",
+        ),
+        (
+            "store:\n  postgres: postgres://a/b\n  busy_timeout_ms: 10\n",
+            "`store.busy_timeout_ms` applies to SQLite only",
+        ),
+        (
+            "store:\n  postgres: postgres://a/b\n  pool_size: 0\n",
+            "`store.pool_size` must be greater than zero",
+        ),
+        (
+            "store:\n  postgres: postgres://a/b\n  pool_size: 2000\n",
+            "`store.pool_size` must be at most 1024",
+        ),
+    ];
+    for (store, want) in cases {
+        let p = problems(&with(store));
+        assert!(p.iter().any(|(_, m)| m.contains(want)), "{store}: {p:?}");
+        assert!(
+            p.iter().all(|(line, _)| *line >= 4),
+            "{store}: a line in the store section: {p:?}"
+        );
+    }
 }
 
 /// Every message names its full key path, and a value past a bound is reported, never cut

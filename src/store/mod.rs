@@ -5,6 +5,7 @@
 //! depend on [`Store`] alone, so another backend slots in without touching them.
 
 pub mod cache;
+pub mod postgres;
 pub mod rules;
 pub mod sqlite;
 

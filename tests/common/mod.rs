@@ -128,6 +128,19 @@ pub struct Options {
     /// More keys of the `store:` section, each on a line of its own that this text starts
     /// (`"\n  busy_timeout_ms: 500"`).
     pub extra_store: String,
+    /// Replaces the store's `sqlite: data/portcullis.db` line (`postgres: URL`).
+    pub store: Option<String>,
+}
+
+impl Options {
+    /// A gateway on a fresh PostgreSQL database, or `None` when the PostgreSQL tests skip.
+    pub fn postgres() -> Option<Options> {
+        let url = fresh_postgres_database(&postgres_server()?);
+        Some(Options {
+            store: Some(format!("postgres: {url}")),
+            ..Options::default()
+        })
+    }
 }
 
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
@@ -155,6 +168,10 @@ impl Harness {
             listen,
             &opts.extra_store,
         );
+        let yaml = match &opts.store {
+            Some(store) => replaced(&yaml, "sqlite: data/portcullis.db", store),
+            None => yaml,
+        };
         let path = dir.path().join("portcullis.yaml");
         std::fs::write(&path, &yaml).unwrap();
         let config = Config::load(&path).unwrap();
@@ -180,6 +197,33 @@ impl Harness {
             upstream,
             http: http_client(),
             client,
+        }
+    }
+
+    /// Another gateway with this one's config file, store and clock (a replica, when the
+    /// store is PostgreSQL): the same users and clients, its own token cache.
+    pub async fn replica(&self) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("portcullis.yaml");
+        std::fs::copy(self.dir.path().join("portcullis.yaml"), &path).unwrap();
+        let config = Config::load(&path).unwrap();
+        let store = app::open_store(&config).await.unwrap();
+        let clock = self.clock.clone();
+        let running = app::start(config.clone(), Arc::clone(&store), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        Harness {
+            addr: running.addr,
+            admin: running.admin_addr.unwrap(),
+            running: Some(running),
+            dir,
+            store,
+            config,
+            clock,
+            // Unused: the copied config still forwards to the first gateway's upstream.
+            upstream: Upstream::start().await,
+            http: http_client(),
+            client: self.client.clone(),
         }
     }
 
@@ -759,4 +803,71 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// The PostgreSQL server for the PostgreSQL tests (`PORTCULLIS_TEST_DATABASE_URL`), or `None`
+/// after saying that they skip; under CI (`CI` set) a missing server is a failure, so that
+/// these tests never skip silently there.
+pub fn postgres_server() -> Option<String> {
+    match std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the PostgreSQL tests: set PORTCULLIS_TEST_DATABASE_URL (.ci/run does)"
+            );
+            skip_notice(
+                "skipped: the PostgreSQL tests need PORTCULLIS_TEST_DATABASE_URL \
+                 (for example postgres://postgres@127.0.0.1:5432/test)",
+            );
+            None
+        }
+    }
+}
+
+/// Creates an empty database on `server` for one test and returns its URL. Names start with
+/// `portcullis_test_` (`.ci/run` drops those of earlier runs). Runs on a thread of its own:
+/// the synchronous client must not run on a test's runtime.
+pub fn fresh_postgres_database(server: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "portcullis_test_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
+    let admin_url = server.to_owned();
+    let create = name.clone();
+    std::thread::spawn(move || {
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls)
+            .expect("connect to the PostgreSQL test server");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .expect("create a test database");
+    })
+    .join()
+    .unwrap();
+    // The same URL (user, password, host, options) with the new database's name.
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
+    let authority = base
+        .strip_prefix("postgres://")
+        .or_else(|| base.strip_prefix("postgresql://"))
+        .expect("a postgres:// URL");
+    let authority = authority.split_once('/').map_or(authority, |(a, _)| a);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("postgres://{authority}/{name}{query}")
+}
+
+/// Says why a test skips where `cargo test` shows it: straight to standard error, which the
+/// test harness does not capture (it captures only the print macros).
+pub fn skip_notice(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }
