@@ -204,10 +204,21 @@ pub async fn start(
         config.cleanup.clone(),
         shutdown_rx.clone(),
     )));
+    let replay = Arc::new(tokio::sync::Notify::new());
+    if let StoreConfig::Postgres(pg) = &config.store {
+        tasks.push(tokio::spawn(lifecycle::listen_for_revocations(
+            pg.clone(),
+            cache.clone(),
+            metrics.clone(),
+            Arc::clone(&replay),
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(lifecycle::follow_revocations(
         Arc::clone(&store),
         cache,
         config.cache.revocation_poll,
+        replay,
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(lifecycle::forget_idle_throttle_keys(

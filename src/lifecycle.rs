@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::clock::SharedClock;
-use crate::config::CleanupConfig;
+use crate::config::{CleanupConfig, PostgresConfig};
 use crate::metrics::{KindLabels, Metrics, OutcomeLabels};
 use crate::oauth::throttle::Throttle;
 use crate::shutdown::{Hangups, stopped};
 use crate::store::cache::TokenCache;
+use crate::store::postgres::notify::Listener;
 use crate::store::{SharedStore, StoreError, Swept};
 use crate::tls::ReloadingCert;
 
@@ -104,6 +105,7 @@ pub async fn follow_revocations(
     store: SharedStore,
     cache: TokenCache,
     interval: Duration,
+    replay: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last = 0;
@@ -113,6 +115,8 @@ pub async fn follow_revocations(
         tokio::select! {
             _ = stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
+            // A revocation feed (re)connected: what it missed is in the log, read it now.
+            _ = replay.notified() => {}
         }
         match store.revocations_since(last).await {
             Ok((newest, digests)) => {
@@ -123,6 +127,67 @@ pub async fn follow_revocations(
             }
             Err(e) => tracing::warn!(error = %e, "reading the revocation log failed"),
         }
+    }
+}
+
+/// PostgreSQL replicas: listens for the revocations other replicas notify and drops those
+/// tokens from this gateway's cache as they arrive. After every (re)connection the log
+/// follower replays the log at once, so that nothing notified while the feed was down is
+/// missed; reconnects back off from 100 ms to 5 s.
+pub async fn listen_for_revocations(
+    config: PostgresConfig,
+    cache: TokenCache,
+    metrics: Metrics,
+    replay: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let feed = |outcome| {
+        metrics
+            .revocation_feed
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc()
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            c = Listener::connect(&config) => c,
+        };
+        match connected {
+            Ok(mut listener) => {
+                feed("connected");
+                backoff = Duration::from_millis(100);
+                replay.notify_one();
+                loop {
+                    let notice = tokio::select! {
+                        _ = stopped(&mut shutdown) => return,
+                        n = listener.next() => n,
+                    };
+                    let Some(notice) = notice else { break };
+                    for d in &notice.digests {
+                        cache.invalidate(d);
+                    }
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                    let micros = now.saturating_sub(notice.sent_at_micros).max(0);
+                    metrics
+                        .revocation_propagation
+                        .observe(micros as f64 / 1_000_000.0);
+                }
+                feed("lost");
+                tracing::warn!("the revocation feed's connection was lost; reconnecting");
+            }
+            Err(e) => {
+                feed("failed");
+                tracing::warn!(error = %e, "cannot listen for revocations; retrying");
+            }
+        }
+        tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -133,6 +133,8 @@ pub struct Metrics {
     pub certificate_reloads: Family<OutcomeLabels, Counter>,
     pub authorizations: Family<OutcomeLabels, Counter>,
     pub sign_ins: Family<OutcomeLabels, Counter>,
+    pub revocation_propagation: Histogram,
+    pub revocation_feed: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -156,6 +158,8 @@ impl Metrics {
             certificate_reloads: Family::default(),
             authorizations: Family::default(),
             sign_ins: Family::default(),
+            revocation_propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            revocation_feed: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("portcullis");
         r.register(
@@ -227,6 +231,16 @@ impl Metrics {
             "sign_ins",
             "Sign-ins at /o/login/, by outcome (signed_in, failed, throttled)",
             m.sign_ins.clone(),
+        );
+        r.register(
+            "revocation_propagation_seconds",
+            "PostgreSQL replicas: time from a revocation's notification by the revoking replica to its invalidation in this one's cache",
+            m.revocation_propagation.clone(),
+        );
+        r.register(
+            "revocation_feed",
+            "PostgreSQL replicas: the revocation feed's connection, by outcome (connected, lost, failed)",
+            m.revocation_feed.clone(),
         );
         r.register(
             "tls_certificate_reloads",

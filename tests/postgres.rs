@@ -11,28 +11,55 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::StatusCode;
 use portcullis::config::PostgresConfig;
+use portcullis::store::Store as _;
 use portcullis::store::postgres::PostgresStore;
 
+/// Replicas whose log poll is far too slow to matter (60 s): what reaches them within the
+/// test's patience came through the notification feed or the replay after a reconnect.
+fn replicas() -> Option<Options> {
+    Some(Options {
+        extra: "cache: { revocation_poll_ms: 60000 }".into(),
+        ..Options::postgres()?
+    })
+}
+
+/// The bound README.md promises for a revocation to reach every replica.
+const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
+
+/// Three gateways on one database: a token issued on A works on B and C; revoked on B, it
+/// fails on A and C within the documented bound, measured from the revocation's answer.
 #[tokio::test]
-async fn replicas_share_tokens_and_revocations() {
-    let Some(options) = Options::postgres() else {
+async fn three_replicas_share_tokens_and_revocations() {
+    let Some(options) = replicas() else {
         return;
     };
     let a = Harness::with(options).await;
     let b = a.replica().await;
+    let c = a.replica().await;
     let pair = a.password_token("read").await;
     let token = field(&pair, "access_token");
-    // Issued on A, valid on B (B has never seen it: a store read, then B's cache).
-    a.get_ok("/api/users/1", Some(&token)).await;
-    b.get_ok("/api/users/1", Some(&token)).await;
-    // A refresh on B rotates the family A issued.
+    // Issued on A, valid on B and C (they have never seen it: a store read, then their cache).
+    for r in [&a, &b, &c] {
+        r.get_ok("/api/users/1", Some(&token)).await;
+    }
+    // A refresh on B rotates the family A issued; the new token works everywhere.
     let refreshed = b.refresh(&a.client, &field(&pair, "refresh_token")).await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text());
     let second = field(&refreshed.json(), "access_token");
-    a.get_ok("/api/users/1", Some(&second)).await;
+    for r in [&a, &b, &c] {
+        r.get_ok("/api/users/1", Some(&second)).await;
+    }
 
-    // Revoked on B; A, which holds it in its cache, follows the revocation log.
-    let revoked_at = Instant::now();
+    for r in [&a, &c] {
+        eventually("the revocation feed is connected", || async {
+            r.metrics()
+                .await
+                .contains("portcullis_revocation_feed_total{outcome=\"connected\"} 1")
+                .then_some(())
+        })
+        .await;
+    }
+    // Revoked on B; A and C hold it in their caches and hear of it from B's notification.
     let r = b
         .send(
             http::Method::POST,
@@ -44,20 +71,29 @@ async fn replicas_share_tokens_and_revocations() {
             format!("token={second}").as_bytes(),
         )
         .await;
+    let revoked_at = Instant::now();
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(
         b.get("/api/users/1", Some(&second)).await.status,
         StatusCode::UNAUTHORIZED,
         "the revoking replica refuses at once"
     );
-    eventually("the other replica refuses the revoked token", || async {
-        (a.get("/api/users/1", Some(&second)).await.status == StatusCode::UNAUTHORIZED)
-            .then_some(())
-    })
-    .await;
-    eprintln!(
-        "revocation reached the other replica after {:?} (cache.revocation_poll_ms: 1000)",
-        revoked_at.elapsed()
+    for (name, r) in [("A", &a), ("C", &c)] {
+        eventually("the other replicas refuse the revoked token", || async {
+            (r.get("/api/users/1", Some(&second)).await.status == StatusCode::UNAUTHORIZED)
+                .then_some(())
+        })
+        .await;
+        let took = revoked_at.elapsed();
+        eprintln!("revocation on B refused by {name} after {took:?}");
+        assert!(took < PROPAGATION_BOUND, "{name}: {took:?}");
+    }
+    // Two notifications reached A: the rotation on B revoked the first access token (issued
+    // from the rotated refresh token), then the revocation.
+    let m = a.metrics().await;
+    assert!(
+        m.contains("portcullis_revocation_propagation_seconds_count 2"),
+        "A measured the propagation: {m}"
     );
     // Readiness on PostgreSQL is a real write transaction.
     let ready = a
@@ -66,6 +102,107 @@ async fn replicas_share_tokens_and_revocations() {
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
+}
+
+/// A replica whose feed connection is cut reconnects and replays the log: a revocation made
+/// while it was not listening still reaches its cache (its log poll is 60 s away).
+#[tokio::test]
+async fn a_replica_that_lost_its_feed_replays_what_it_missed() {
+    let Some(options) = replicas() else {
+        return;
+    };
+    let a = Harness::with(options).await;
+    let b = a.replica().await;
+    let token = a.access_token("read").await;
+    a.get_ok("/api/users/1", Some(&token)).await;
+    let connected = |n: u32| {
+        let a = &a;
+        async move {
+            a.metrics()
+                .await
+                .contains(&format!(
+                    "portcullis_revocation_feed_total{{outcome=\"connected\"}} {n}"
+                ))
+                .then_some(())
+        }
+    };
+    eventually("A's feed is connected", || connected(1)).await;
+
+    // A third writer, connected before the database stops taking connections.
+    let url = database_url(&a);
+    let other = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || open(&url).unwrap())
+            .await
+            .unwrap()
+    };
+    // Keep A from listening again: no new connections to this database, the listening
+    // sessions cut.
+    let db_name = url.rsplit('/').next().unwrap().to_owned();
+    let server = postgres_server().unwrap();
+    let admin = move |sql: String| {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+            c.query(&sql, &[]).unwrap().len()
+        })
+        .join()
+        .unwrap()
+    };
+    admin(format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"));
+    let killed = admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{db_name}' AND query LIKE 'LISTEN%'"
+    ));
+    assert_eq!(killed, 2, "both replicas' feeds were listening");
+    eventually("A tried to listen again and could not", || async {
+        a.metrics()
+            .await
+            .contains("portcullis_revocation_feed_total{outcome=\"failed\"}")
+            .then_some(())
+    })
+    .await;
+    // Revoked while A cannot hear of it.
+    other
+        .revoke_tokens_of(
+            portcullis::store::TokenOwner::User("alice".into()),
+            a.clock_now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        a.get("/api/users/1", Some(&token)).await.status,
+        StatusCode::OK,
+        "still cached: A has not heard"
+    );
+    admin(format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"));
+    eventually("A's feed reconnected", || connected(2)).await;
+    eventually(
+        "A refuses the token revoked while it was not listening",
+        || async {
+            (a.get("/api/users/1", Some(&token)).await.status == StatusCode::UNAUTHORIZED)
+                .then_some(())
+        },
+    )
+    .await;
+    let m = a.metrics().await;
+    assert!(
+        m.contains("portcullis_revocation_feed_total{outcome=\"lost\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("portcullis_revocation_propagation_seconds_count 0"),
+        "it came by the replay, not by a notification: {m}"
+    );
+    drop(b);
+}
+
+/// The database URL a harness's config names.
+fn database_url(h: &Harness) -> String {
+    match &h.config.store {
+        portcullis::config::StoreConfig::Postgres(pg) => pg.url.clone(),
+        other => panic!("not PostgreSQL: {other:?}"),
+    }
 }
 
 fn open(url: &str) -> Result<PostgresStore, String> {

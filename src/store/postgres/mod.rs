@@ -5,6 +5,7 @@
 //! and their steps are in `tx`. The database URL is never logged or shown (it may hold a
 //! password).
 
+pub mod notify;
 mod schema;
 mod tx;
 

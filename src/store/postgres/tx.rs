@@ -4,6 +4,7 @@
 use postgres::types::ToSql;
 use postgres::{Row, Transaction};
 
+use super::notify;
 use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 use crate::store::{
@@ -343,7 +344,8 @@ impl TokenTx for PgTx<'_, '_> {
     /// Log writers take one advisory lock until they commit, so log ids are assigned in
     /// commit order: a replica reading `id > last` never sees id 10 while id 9 is still
     /// uncommitted (and then skips 9 for ever). Revocations are rare next to issuance; the
-    /// lock costs them a queue, nothing else.
+    /// lock costs them a queue, nothing else. The same transaction notifies every listening
+    /// replica; PostgreSQL delivers the notification only if it commits.
     fn log_revocations(&mut self, digests: &[Digest], now: i64) -> Result<(), BackendError> {
         if digests.is_empty() {
             return Ok(());
@@ -355,6 +357,13 @@ impl TokenTx for PgTx<'_, '_> {
             "INSERT INTO revocation_log (digest, revoked_at) SELECT d, $2 FROM unnest($1::BYTEA[]) AS d",
             &[&all, &now],
         )?;
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        for payload in notify::payloads(digests, sent) {
+            self.0
+                .execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])?;
+        }
         Ok(())
     }
 
