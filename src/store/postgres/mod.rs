@@ -26,14 +26,20 @@ use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 pub use schema::MigrateError;
 use tx::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, NO_SECRET, PgTx, REFRESH_COLS, SESSION_COLS,
-    USER_COLS, access_row, backend, client_row, code_row, conflict, digest_col, meta_row,
-    refresh_row, session_row, table_of, user_row,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, NO_SECRET, PgTx, Prepared, REFRESH_COLS,
+    SESSION_COLS, Statements, USER_COLS, access_row, backend, client_row, code_row, conflict,
+    digest_col, meta_row, refresh_row, session_row, table_of, user_row,
 };
+
+/// A pooled connection and the statements prepared on it.
+struct Conn {
+    client: Client,
+    statements: Statements,
+}
 
 pub struct PostgresStore {
     config: postgres::Config,
-    idle: Arc<Mutex<Vec<Client>>>,
+    idle: Arc<Mutex<Vec<Conn>>>,
     permits: Semaphore,
     timeout: Duration,
 }
@@ -77,6 +83,10 @@ impl PostgresStore {
             .connect(NoTls)
             .map_err(|e| StoreError::Open(format!("PostgreSQL: {e}")))?;
         schema::migrate(&mut first).map_err(|e| StoreError::Open(format!("PostgreSQL: {e}")))?;
+        let first = Conn {
+            client: first,
+            statements: Statements::default(),
+        };
         Ok(PostgresStore {
             config,
             idle: Arc::new(Mutex::new(vec![first])),
@@ -90,7 +100,7 @@ impl PostgresStore {
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Prepared<'_, Client>) -> Result<T, StoreError> + Send + 'static,
     {
         let call = async {
             let _permit = self.permits.acquire().await.expect("never closed");
@@ -98,15 +108,21 @@ impl PostgresStore {
             let config = self.config.clone();
             tokio::task::spawn_blocking(move || {
                 let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let mut client = match reused.filter(|c| !c.is_closed()) {
+                let mut conn = match reused.filter(|c| !c.client.is_closed()) {
                     Some(c) => c,
-                    None => config.connect(NoTls).map_err(|e| {
-                        StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
-                    })?,
+                    None => Conn {
+                        client: config.connect(NoTls).map_err(|e| {
+                            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
+                        })?,
+                        statements: Statements::default(),
+                    },
                 };
-                let out = f(&mut client);
-                if !client.is_closed() {
-                    idle.lock().unwrap_or_else(|p| p.into_inner()).push(client);
+                let out = f(&mut Prepared {
+                    client: &mut conn.client,
+                    statements: &mut conn.statements,
+                });
+                if !conn.client.is_closed() {
+                    idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
                 }
                 out
             })
@@ -122,11 +138,14 @@ impl PostgresStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut PgTx<'_, '_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.run(move |c| {
-            let mut tx = c.transaction().map_err(backend)?;
-            let out = f(&mut tx)?;
+            let mut tx = c.client.transaction().map_err(backend)?;
+            let out = f(&mut Prepared {
+                client: &mut tx,
+                statements: c.statements,
+            })?;
             tx.commit().map_err(backend)?;
             Ok(out)
         })
@@ -139,7 +158,7 @@ impl PostgresStore {
         T: Send + 'static,
         F: FnOnce(&mut PgTx<'_, '_>) -> Result<T, BackendError> + Send + 'static,
     {
-        self.write(move |tx| rule(&mut PgTx(tx)).map_err(StoreError::Backend))
+        self.write(move |tx| rule(tx).map_err(StoreError::Backend))
             .await
     }
 

@@ -136,7 +136,14 @@ impl From<postgres::Error> for MigrateError {
 pub fn migrate(client: &mut Client) -> Result<(), MigrateError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS portcullis_schema (version BIGINT NOT NULL)")?;
+    // Asked first rather than `CREATE TABLE IF NOT EXISTS`, whose notice would be logged on
+    // every start; the lock makes the two steps one.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('portcullis_schema') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        tx.batch_execute("CREATE TABLE portcullis_schema (version BIGINT NOT NULL)")?;
+    }
     let found: Option<i64> = tx
         .query_opt("SELECT version FROM portcullis_schema", &[])?
         .map(|r| r.get(0));

@@ -1,8 +1,10 @@
 //! PostgreSQL rows: how records map to columns, and [`PgTx`], the [`TokenTx`] steps of the
 //! store's rules as SQL inside one transaction.
 
+use std::collections::HashMap;
+
 use postgres::types::ToSql;
-use postgres::{Row, Transaction};
+use postgres::{GenericClient, Row, Statement, Transaction};
 
 use super::notify;
 use crate::crypto::Digest;
@@ -201,8 +203,58 @@ pub fn refresh_row(row: &Row) -> Result<RefreshTokenRecord, StoreError> {
 /// The advisory lock every revocation-log write holds until its commit ("revocati" in ASCII).
 const REVOCATION_LOG_LOCK: i64 = 0x7265_766f_6361_7469;
 
+/// The statements one connection has prepared, by their text (a fixed set: the queries of
+/// this module and `mod.rs`). A prepared statement runs in one round trip; a query sent as
+/// text costs two (parse and describe, then bind and execute).
+#[derive(Default)]
+pub struct Statements(HashMap<String, Statement>);
+
+/// A connection or a transaction on it, with the connection's prepared statements: the
+/// client's own `query`/`execute` calls, each on a statement prepared once.
+pub struct Prepared<'a, C> {
+    pub client: &'a mut C,
+    pub statements: &'a mut Statements,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Prepared<'_, C> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.statements.0.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    pub fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query(&s, params)
+    }
+
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query_opt(&s, params)
+    }
+
+    pub fn query_one(&mut self, sql: &str, params: &Params<'_>) -> Result<Row, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query_one(&s, params)
+    }
+
+    pub fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.execute(&s, params)
+    }
+}
+
 /// One transaction, as the rules' steps.
-pub struct PgTx<'t, 'c>(pub &'t mut Transaction<'c>);
+pub type PgTx<'a, 'c> = Prepared<'a, Transaction<'c>>;
 
 fn digests(rows: Vec<Row>) -> Result<Vec<Digest>, BackendError> {
     rows.into_iter()
@@ -210,7 +262,7 @@ fn digests(rows: Vec<Row>) -> Result<Vec<Digest>, BackendError> {
         .collect()
 }
 
-impl PgTx<'_, '_> {
+impl Prepared<'_, Transaction<'_>> {
     fn revoke(
         &mut self,
         kind: TokenKind,
@@ -218,7 +270,7 @@ impl PgTx<'_, '_> {
         now: i64,
     ) -> Result<Vec<Digest>, BackendError> {
         let (cond, keys) = condition(filter, kind)?;
-        let rows = self.0.query(
+        let rows = self.query(
             &format!(
                 "UPDATE {} SET revoked_at = $2 WHERE {cond} AND revoked_at IS NULL AND expires_at > $2 RETURNING digest",
                 table_of(kind)
@@ -229,14 +281,13 @@ impl PgTx<'_, '_> {
     }
 }
 
-impl TokenTx for PgTx<'_, '_> {
+impl TokenTx for Prepared<'_, Transaction<'_>> {
     fn owner_of(
         &mut self,
         kind: TokenKind,
         digest: &Digest,
     ) -> Result<Option<String>, BackendError> {
         Ok(self
-            .0
             .query_opt(
                 &format!("SELECT client_id FROM {} WHERE digest = $1", table_of(kind)),
                 &[&&digest.0[..]],
@@ -263,7 +314,7 @@ impl TokenTx for PgTx<'_, '_> {
         now: i64,
     ) -> Result<Vec<Digest>, BackendError> {
         let (cond, keys) = condition(filter, TokenKind::Access)?;
-        let rows = self.0.query(
+        let rows = self.query(
             &format!(
                 "SELECT digest FROM access_tokens WHERE {cond} AND revoked_at IS NULL AND expires_at > $2"
             ),
@@ -283,15 +334,13 @@ impl TokenTx for PgTx<'_, '_> {
         // the row after the first commits, finds it revoked and changes nothing.
         Ok(match rotate {
             Some(salt) => {
-                self.0.execute(
+                self.execute(
                     "UPDATE refresh_tokens SET revoked_at = $2, rotated_at = $2, rotation_salt = $3
                      WHERE digest = $1 AND revoked_at IS NULL AND expires_at > $2",
                     &[&key, &now, &&salt[..]],
                 )? == 1
             }
-            None => self
-                .0
-                .query_opt(
+            None => self.query_opt(
                     "SELECT 1 FROM refresh_tokens WHERE digest = $1 AND revoked_at IS NULL AND expires_at > $2
                      FOR SHARE",
                     &[&key, &now],
@@ -301,7 +350,7 @@ impl TokenTx for PgTx<'_, '_> {
     }
 
     fn insert_access(&mut self, a: &AccessTokenRecord) -> Result<(), BackendError> {
-        self.0.execute(
+        self.execute(
             &format!(
                 "INSERT INTO access_tokens ({ACCESS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
@@ -321,7 +370,7 @@ impl TokenTx for PgTx<'_, '_> {
     }
 
     fn insert_refresh(&mut self, r: &RefreshTokenRecord) -> Result<(), BackendError> {
-        self.0.execute(
+        self.execute(
             &format!(
                 "INSERT INTO refresh_tokens ({REFRESH_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ),
@@ -350,10 +399,9 @@ impl TokenTx for PgTx<'_, '_> {
         if digests.is_empty() {
             return Ok(());
         }
-        self.0
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&REVOCATION_LOG_LOCK])?;
+        self.execute("SELECT pg_advisory_xact_lock($1)", &[&REVOCATION_LOG_LOCK])?;
         let all: Vec<&[u8]> = digests.iter().map(|d| &d.0[..]).collect();
-        self.0.execute(
+        self.execute(
             "INSERT INTO revocation_log (digest, revoked_at) SELECT d, $2 FROM unnest($1::BYTEA[]) AS d",
             &[&all, &now],
         )?;
@@ -361,20 +409,17 @@ impl TokenTx for PgTx<'_, '_> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         for payload in notify::payloads(digests, sent) {
-            self.0
-                .execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])?;
+            self.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])?;
         }
         Ok(())
     }
 
     fn delete_owner(&mut self, owner: &TokenOwner) -> Result<bool, BackendError> {
         let deleted = match owner {
-            TokenOwner::User(u) => self
-                .0
-                .execute("DELETE FROM users WHERE username = $1", &[u])?,
-            TokenOwner::Client(c) => self
-                .0
-                .execute("DELETE FROM clients WHERE client_id = $1", &[c])?,
+            TokenOwner::User(u) => self.execute("DELETE FROM users WHERE username = $1", &[u])?,
+            TokenOwner::Client(c) => {
+                self.execute("DELETE FROM clients WHERE client_id = $1", &[c])?
+            }
             TokenOwner::Grant { .. } | TokenOwner::All => {
                 return Err("only a user or a client is deleted".into());
             }
@@ -395,7 +440,7 @@ impl TokenTx for PgTx<'_, '_> {
             TokenKind::Refresh => "revoked_at IS NOT NULL AND rotated_at IS NULL",
         };
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
-        let n = self.0.execute(
+        let n = self.execute(
             &format!(
                 "DELETE FROM {table} WHERE digest IN (
                      SELECT digest FROM {table} WHERE expires_at <= $1
@@ -410,7 +455,7 @@ impl TokenTx for PgTx<'_, '_> {
 
     fn take_code(&mut self, digest: &Digest, now: i64) -> Result<CodeState, BackendError> {
         let key = &digest.0[..];
-        let taken = self.0.execute(
+        let taken = self.execute(
             "UPDATE authorization_codes SET used_at = $2
              WHERE digest = $1 AND used_at IS NULL AND expires_at > $2",
             &[&key, &now],
@@ -419,7 +464,6 @@ impl TokenTx for PgTx<'_, '_> {
             return Ok(CodeState::Taken);
         }
         let used: Option<Option<i64>> = self
-            .0
             .query_opt(
                 "SELECT used_at FROM authorization_codes WHERE digest = $1",
                 &[&key],
@@ -436,7 +480,7 @@ impl TokenTx for PgTx<'_, '_> {
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
         let mut deleted = 0;
         for table in ["authorization_codes", "sessions"] {
-            deleted += self.0.execute(
+            deleted += self.execute(
                 &format!(
                     "DELETE FROM {table} WHERE digest IN (
                          SELECT digest FROM {table} WHERE expires_at <= $1 LIMIT $2)"
@@ -448,7 +492,7 @@ impl TokenTx for PgTx<'_, '_> {
     }
 
     fn forget_consent(&mut self, user: &str, client: &str) -> Result<(), BackendError> {
-        self.0.execute(
+        self.execute(
             "DELETE FROM consents WHERE username = $1 AND client_id = $2",
             &[&user, &client],
         )?;
@@ -457,7 +501,7 @@ impl TokenTx for PgTx<'_, '_> {
 
     fn trim_revocation_log(&mut self, before: i64, batch: usize) -> Result<usize, BackendError> {
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
-        let n = self.0.execute(
+        let n = self.execute(
             "DELETE FROM revocation_log WHERE id IN (
                  SELECT id FROM revocation_log WHERE revoked_at <= $1 ORDER BY id LIMIT $2)",
             &[&before, &batch],
