@@ -23,7 +23,12 @@ struct Browser {
     client: Option<Client>,
     driver: Child,
     _profile: tempfile::TempDir,
+    /// One browser at a time: on a two-CPU machine several Chromiums starting together can
+    /// miss chromedriver's start-up deadline.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Drop for Browser {
     fn drop(&mut self) {
@@ -41,12 +46,13 @@ async fn browser() -> Option<Browser> {
             std::env::var_os("CI").is_none(),
             "CI must install chromium and chromium-driver (.ci/run does)"
         );
-        common::skip_notice(&format!(
+        common::notice(&format!(
             "skipping the browser tests: {CHROMIUM} or {CHROMEDRIVER} is not installed \
              (apt-get install chromium chromium-driver)"
         ));
         return None;
     }
+    let turn = ONE_AT_A_TIME.lock().await;
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -79,15 +85,27 @@ async fn browser() -> Option<Browser> {
             ],
         }),
     );
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session");
+    // A session starts Chromium; a start that fails under load is tried again, twice.
+    let mut attempts = 0;
+    let client = loop {
+        attempts += 1;
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => break c,
+            Err(e) if attempts < 3 => {
+                common::notice(&format!("a WebDriver session failed ({e}); trying again"))
+            }
+            Err(e) => panic!("no WebDriver session after {attempts} attempts: {e}"),
+        }
+    };
     Some(Browser {
         client: Some(client),
         driver,
         _profile: profile,
+        _turn: turn,
     })
 }
 

@@ -816,7 +816,7 @@ pub fn postgres_server() -> Option<String> {
                 std::env::var_os("CI").is_none(),
                 "CI must run the PostgreSQL tests: set PORTCULLIS_TEST_DATABASE_URL (.ci/run does)"
             );
-            skip_notice(
+            notice(
                 "skipped: the PostgreSQL tests need PORTCULLIS_TEST_DATABASE_URL \
                  (for example postgres://postgres@127.0.0.1:5432/test)",
             );
@@ -865,9 +865,9 @@ pub fn fresh_postgres_database(server: &str) -> String {
     format!("postgres://{authority}/{name}{query}")
 }
 
-/// Says why a test skips where `cargo test` shows it: straight to standard error, which the
+/// Says why a test skips (or retries) where `cargo test` shows it: straight to standard error, which the
 /// test harness does not capture (it captures only the print macros).
-pub fn skip_notice(message: &str) {
+pub fn notice(message: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{message}");
 }
