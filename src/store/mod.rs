@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod postgres;
 pub mod rules;
+mod sql;
 pub mod sqlite;
 
 use std::fmt;

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use postgres::{Client, NoTls};
 use tokio::sync::Semaphore;
 
+use super::sql::client_params;
 use super::{
     AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeRedemption, LiveTokens,
     RefreshExchange, RefreshTokenRecord, Revoked, SessionRecord, Store, StoreError, Swept,
@@ -26,9 +27,9 @@ use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 pub use schema::MigrateError;
 use tx::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, NO_SECRET, PgTx, Prepared, REFRESH_COLS,
-    SESSION_COLS, Statements, USER_COLS, access_row, backend, client_row, code_row, conflict,
-    digest_col, meta_row, refresh_row, session_row, table_of, user_row,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, PgTx, Prepared, REFRESH_COLS, SESSION_COLS,
+    Statements, USER_COLS, access_row, backend, client_row, code_row, conflict, digest_col,
+    meta_row, refresh_row, session_row, table_of, user_row,
 };
 
 /// A pooled connection and the statements prepared on it.
@@ -197,18 +198,6 @@ fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
         ),
         TokenOwner::All => ("true", Vec::new()),
     }
-}
-
-/// A client's columns after its id, as `add_client` and `update_client` write them.
-fn client_params(c: &ClientRecord) -> (Vec<u8>, String, String, bool, String) {
-    let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
-    (
-        c.secret_digest.map_or(NO_SECRET.to_vec(), |d| d.0.to_vec()),
-        grants.join(" "),
-        c.scopes.to_string(),
-        c.is_public(),
-        c.redirect_uris.join(" "),
-    )
 }
 
 fn all<T>(

@@ -9,10 +9,13 @@ use postgres::{GenericClient, Row, Statement, Transaction};
 use super::notify;
 use crate::crypto::Digest;
 use crate::scope::ScopeSet;
+pub use crate::store::sql::{
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, USER_COLS, table_of,
+};
+use crate::store::sql::{grants_from, redirect_uris_from};
 use crate::store::{
-    AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, GrantType,
-    RefreshTokenRecord, SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner,
-    TokenTx, UserRecord,
+    AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, RefreshTokenRecord,
+    SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner, TokenTx, UserRecord,
 };
 
 /// A postgres error as the store reports it; a unique violation is a conflict over `what`.
@@ -24,14 +27,6 @@ pub fn conflict(what: String) -> impl FnOnce(postgres::Error) -> StoreError {
     move |e| match e.code() {
         Some(c) if *c == postgres::error::SqlState::UNIQUE_VIOLATION => StoreError::Conflict(what),
         _ => backend(e),
-    }
-}
-
-/// The table that holds tokens of `kind`.
-pub fn table_of(kind: TokenKind) -> &'static str {
-    match kind {
-        TokenKind::Access => "access_tokens",
-        TokenKind::Refresh => "refresh_tokens",
     }
 }
 
@@ -98,7 +93,6 @@ fn scopes_col(row: &Row, idx: usize) -> Result<ScopeSet, StoreError> {
     Ok(ScopeSet::from_stored(&get::<String>(row, idx)?))
 }
 
-pub const USER_COLS: &str = "username, password_hash, created_at, is_admin";
 pub fn user_row(row: &Row) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         username: get(row, 0)?,
@@ -108,11 +102,6 @@ pub fn user_row(row: &Row) -> Result<UserRecord, StoreError> {
     })
 }
 
-/// A public client keeps a placeholder in the `secret_digest` column (it is `NOT NULL`); the
-/// `public` column says that it has none.
-pub const NO_SECRET: [u8; 32] = [0; 32];
-
-pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at, public, redirect_uris, skip_consent, owner";
 pub fn client_row(row: &Row) -> Result<ClientRecord, StoreError> {
     let grants: String = get(row, 3)?;
     let redirect_uris: String = get(row, 7)?;
@@ -125,23 +114,15 @@ pub fn client_row(row: &Row) -> Result<ClientRecord, StoreError> {
         } else {
             Some(digest_col(row, 2)?)
         },
-        grants: grants
-            .split(' ')
-            .filter_map(|g| g.parse::<GrantType>().ok())
-            .collect(),
+        grants: grants_from(&grants),
         scopes: scopes_col(row, 4)?,
         created_at: get(row, 5)?,
-        redirect_uris: redirect_uris
-            .split(' ')
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        redirect_uris: redirect_uris_from(&redirect_uris),
         skip_consent: get(row, 8)?,
         owner: get(row, 9)?,
     })
 }
 
-pub const CODE_COLS: &str = "digest, client_id, username, redirect_uri, scopes, code_challenge, issued_at, expires_at, used_at";
 pub fn code_row(row: &Row) -> Result<CodeRecord, StoreError> {
     Ok(CodeRecord {
         digest: digest_col(row, 0)?,
@@ -156,7 +137,6 @@ pub fn code_row(row: &Row) -> Result<CodeRecord, StoreError> {
     })
 }
 
-pub const SESSION_COLS: &str = "digest, username, created_at, expires_at";
 pub fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
     Ok(SessionRecord {
         digest: digest_col(row, 0)?,
@@ -166,9 +146,6 @@ pub fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
     })
 }
 
-/// The columns of [`TokenMeta`], first in every token query.
-pub const META_COLS: &str =
-    "digest, client_id, username, scopes, issued_at, expires_at, revoked_at";
 pub fn meta_row(row: &Row) -> Result<TokenMeta, StoreError> {
     Ok(TokenMeta {
         digest: digest_col(row, 0)?,
@@ -181,7 +158,6 @@ pub fn meta_row(row: &Row) -> Result<TokenMeta, StoreError> {
     })
 }
 
-pub const ACCESS_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, refresh_digest, family";
 pub fn access_row(row: &Row) -> Result<AccessTokenRecord, StoreError> {
     Ok(AccessTokenRecord {
         meta: meta_row(row)?,
@@ -190,7 +166,6 @@ pub fn access_row(row: &Row) -> Result<AccessTokenRecord, StoreError> {
     })
 }
 
-pub const REFRESH_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, family, rotated_at, rotation_salt";
 pub fn refresh_row(row: &Row) -> Result<RefreshTokenRecord, StoreError> {
     Ok(RefreshTokenRecord {
         meta: meta_row(row)?,

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
+use super::sql::client_params;
 use super::{
     AccessTokenRecord, ClientRecord, CodeRecord, CodeRedemption, LiveTokens, RefreshExchange,
     RefreshTokenRecord, Revoked, SessionRecord, Store, StoreError, Swept, TokenFilter, TokenKind,
@@ -24,9 +25,9 @@ use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 use schema::{configure, migrate};
 use tx::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, NO_SECRET, REFRESH_COLS, SESSION_COLS,
-    SqliteTx, USER_COLS, access_row, backend, client_row, code_row, digest_col, meta_row,
-    refresh_row, session_row, table_of, user_row,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, SqliteTx,
+    USER_COLS, access_row, backend, client_row, code_row, digest_col, meta_row, refresh_row,
+    session_row, table_of, user_row,
 };
 use writer::Writer;
 
@@ -166,18 +167,6 @@ fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
         ),
         TokenOwner::All => ("1 = 1", Vec::new()),
     }
-}
-
-/// A client's columns after its id, as `add_client` and `update_client` write them.
-fn client_params(c: &ClientRecord) -> (Vec<u8>, String, String, bool, String) {
-    let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
-    (
-        c.secret_digest.map_or(NO_SECRET.to_vec(), |d| d.0.to_vec()),
-        grants.join(" "),
-        c.scopes.to_string(),
-        c.is_public(),
-        c.redirect_uris.join(" "),
-    )
 }
 
 #[async_trait]

@@ -6,23 +6,18 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::crypto::Digest;
 use crate::scope::ScopeSet;
+pub use crate::store::sql::{
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, USER_COLS, table_of,
+};
+use crate::store::sql::{grants_from, redirect_uris_from};
 use crate::store::{
-    AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, GrantType,
-    RefreshTokenRecord, SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner,
-    TokenTx, UserRecord,
+    AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, RefreshTokenRecord,
+    SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner, TokenTx, UserRecord,
 };
 
 /// A rusqlite error as the store reports it (no caller sees rusqlite's type).
 pub fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
-}
-
-/// The table that holds tokens of `kind`.
-pub fn table_of(kind: TokenKind) -> &'static str {
-    match kind {
-        TokenKind::Access => "access_tokens",
-        TokenKind::Refresh => "refresh_tokens",
-    }
 }
 
 /// The keys a [`condition`] binds: `?1`, and `?3` for a grant.
@@ -85,7 +80,6 @@ fn scopes_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<ScopeSet> {
     Ok(ScopeSet::from_stored(&row.get::<_, String>(idx)?))
 }
 
-pub const USER_COLS: &str = "username, password_hash, created_at, is_admin";
 pub fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         username: row.get(0)?,
@@ -95,11 +89,6 @@ pub fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-/// A public client keeps a placeholder in the `secret_digest` column (it is `NOT NULL`); the
-/// `public` column says that it has none.
-pub const NO_SECRET: [u8; 32] = [0; 32];
-
-pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at, public, redirect_uris, skip_consent, owner";
 pub fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
     let grants: String = row.get(3)?;
     let redirect_uris: String = row.get(7)?;
@@ -112,23 +101,15 @@ pub fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         } else {
             Some(digest_col(row, 2)?)
         },
-        grants: grants
-            .split(' ')
-            .filter_map(|g| g.parse::<GrantType>().ok())
-            .collect(),
+        grants: grants_from(&grants),
         scopes: scopes_col(row, 4)?,
         created_at: row.get(5)?,
-        redirect_uris: redirect_uris
-            .split(' ')
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        redirect_uris: redirect_uris_from(&redirect_uris),
         skip_consent: row.get(8)?,
         owner: row.get(9)?,
     })
 }
 
-pub const CODE_COLS: &str = "digest, client_id, username, redirect_uri, scopes, code_challenge, issued_at, expires_at, used_at";
 pub fn code_row(row: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     Ok(CodeRecord {
         digest: digest_col(row, 0)?,
@@ -143,7 +124,6 @@ pub fn code_row(row: &Row<'_>) -> rusqlite::Result<CodeRecord> {
     })
 }
 
-pub const SESSION_COLS: &str = "digest, username, created_at, expires_at";
 pub fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         digest: digest_col(row, 0)?,
@@ -153,9 +133,6 @@ pub fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-/// The columns of [`TokenMeta`], first in every token query.
-pub const META_COLS: &str =
-    "digest, client_id, username, scopes, issued_at, expires_at, revoked_at";
 pub fn meta_row(row: &Row<'_>) -> rusqlite::Result<TokenMeta> {
     Ok(TokenMeta {
         digest: digest_col(row, 0)?,
@@ -168,7 +145,6 @@ pub fn meta_row(row: &Row<'_>) -> rusqlite::Result<TokenMeta> {
     })
 }
 
-pub const ACCESS_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, refresh_digest, family";
 pub fn access_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
     Ok(AccessTokenRecord {
         meta: meta_row(row)?,
@@ -177,7 +153,6 @@ pub fn access_row(row: &Row<'_>) -> rusqlite::Result<AccessTokenRecord> {
     })
 }
 
-pub const REFRESH_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, family, rotated_at, rotation_salt";
 pub fn refresh_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
     Ok(RefreshTokenRecord {
         meta: meta_row(row)?,
