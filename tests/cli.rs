@@ -421,14 +421,20 @@ async fn serve_with_app(password: &str, extra: &str) -> Served {
 }
 
 async fn serve_with(password: &str, extra_oauth: &str, extra: &str) -> Served {
+    serve_on(password, extra_oauth, extra, None).await
+}
+
+/// `serve_with` on the store `store` names in place of the SQLite file (`postgres: URL`).
+async fn serve_on(password: &str, extra_oauth: &str, extra: &str, store: Option<&str>) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let upstream = common::Upstream::start().await;
     let config = dir.path().join("portcullis.yaml");
-    std::fs::write(
-        &config,
-        common::config_yaml(&upstream.url(), extra_oauth, extra),
-    )
-    .unwrap();
+    let yaml = common::config_yaml(&upstream.url(), extra_oauth, extra);
+    let yaml = match store {
+        Some(store) => common::replaced(&yaml, "sqlite: data/portcullis.db", store),
+        None => yaml,
+    };
+    std::fs::write(&config, yaml).unwrap();
     migrate(&config);
     portcullis(
         &config,
@@ -762,6 +768,21 @@ async fn tokens_commands_reach_a_running_gateway() {
 
 #[tokio::test]
 async fn every_issued_token_survives_sigkill_during_a_burst() {
+    sigkill_during_a_burst(None).await;
+}
+
+/// The same on PostgreSQL: the management commands, the gateway and its restart all on one
+/// fresh database.
+#[tokio::test]
+async fn every_issued_token_survives_sigkill_during_a_burst_on_postgres() {
+    let Some(server) = common::postgres_server() else {
+        return;
+    };
+    let url = common::fresh_postgres_database(&server);
+    sigkill_during_a_burst(Some(&format!("postgres: {url}"))).await;
+}
+
+async fn sigkill_during_a_burst(store: Option<&str>) {
     let Served {
         client_id,
         client_secret,
@@ -770,10 +791,11 @@ async fn every_issued_token_survives_sigkill_during_a_burst() {
         config,
         _dir,
         _upstream,
-    } = serve_with(
+    } = serve_on(
         "pw",
         "  rate_limits: { per_client_per_minute: 1000000, per_address_per_minute: 1000000 }",
         "",
+        store,
     )
     .await;
     let issued = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
