@@ -205,20 +205,27 @@ pub async fn start(
         shutdown_rx.clone(),
     )));
     let replay = Arc::new(tokio::sync::Notify::new());
-    if let StoreConfig::Postgres(pg) = &config.store {
-        tasks.push(tokio::spawn(lifecycle::listen_for_revocations(
-            pg.clone(),
-            cache.clone(),
-            metrics.clone(),
-            Arc::clone(&replay),
-            shutdown_rx.clone(),
-        )));
-    }
+    let feed = match &config.store {
+        StoreConfig::Postgres(pg) => {
+            let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            tasks.push(tokio::spawn(lifecycle::listen_for_revocations(
+                pg.clone(),
+                cache.clone(),
+                metrics.clone(),
+                Arc::clone(&replay),
+                Arc::clone(&listening),
+                shutdown_rx.clone(),
+            )));
+            Some(listening)
+        }
+        StoreConfig::Sqlite { .. } => None,
+    };
     tasks.push(tokio::spawn(lifecycle::follow_revocations(
         Arc::clone(&store),
         cache,
         config.cache.revocation_poll,
         replay,
+        feed,
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(lifecycle::forget_idle_throttle_keys(

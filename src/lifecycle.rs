@@ -3,6 +3,7 @@
 //! revocation log that drops tokens revoked by other processes from this gateway's cache.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -101,16 +102,26 @@ pub async fn sweep_periodically(
 /// Reads the revocation log every `interval` and drops the revoked tokens from `cache`, so a
 /// token revoked by another process (the CLI, another replica) stops working here within
 /// about one interval.
+///
+/// With a revocation feed (PostgreSQL replicas; `feed` says whether it is listening), a
+/// replica that has neither its feed nor a successful log read for two intervals (at least
+/// one second) empties its cache: what it cached may have been revoked meanwhile, so every
+/// token is checked against the store again (503 while the store is unreachable) until the
+/// log is read again.
 pub async fn follow_revocations(
     store: SharedStore,
     cache: TokenCache,
     interval: Duration,
     replay: Arc<Notify>,
+    feed: Option<Arc<AtomicBool>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last = 0;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let trust_for = (interval * 2).max(Duration::from_secs(1));
+    let mut synced = tokio::time::Instant::now();
+    let mut emptied = false;
     loop {
         tokio::select! {
             _ = stopped(&mut shutdown) => return,
@@ -118,14 +129,37 @@ pub async fn follow_revocations(
             // A revocation feed (re)connected: what it missed is in the log, read it now.
             _ = replay.notified() => {}
         }
-        match store.revocations_since(last).await {
-            Ok((newest, digests)) => {
+        // A read that hangs counts as failed once the cache can no longer be trusted.
+        match tokio::time::timeout(trust_for, store.revocations_since(last)).await {
+            Ok(Ok((newest, digests))) => {
                 for d in &digests {
                     cache.invalidate(d);
                 }
                 last = newest;
+                synced = tokio::time::Instant::now();
+                if emptied {
+                    tracing::info!("the revocation log is read again; caching tokens again");
+                    emptied = false;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "reading the revocation log failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "reading the revocation log failed"),
+            Err(_) => tracing::warn!("reading the revocation log timed out"),
+        }
+        let Some(feed) = &feed else { continue };
+        if feed.load(Ordering::SeqCst) {
+            synced = synced.max(tokio::time::Instant::now() - interval);
+        } else if synced.elapsed() > trust_for {
+            // Emptied on every round until a read succeeds: entries cached meanwhile came from
+            // store reads that may predate a revocation this replica has not heard of.
+            cache.invalidate_all();
+            if !emptied {
+                tracing::warn!(
+                    "no revocation feed and no revocation log for {:?}: the token cache is emptied \
+                     until the log is read again",
+                    trust_for
+                );
+                emptied = true;
+            }
         }
     }
 }
@@ -139,6 +173,7 @@ pub async fn listen_for_revocations(
     cache: TokenCache,
     metrics: Metrics,
     replay: Arc<Notify>,
+    listening: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let feed = |outcome| {
@@ -156,6 +191,7 @@ pub async fn listen_for_revocations(
         match connected {
             Ok(mut listener) => {
                 feed("connected");
+                listening.store(true, Ordering::SeqCst);
                 backoff = Duration::from_millis(100);
                 replay.notify_one();
                 loop {
@@ -175,6 +211,7 @@ pub async fn listen_for_revocations(
                         .revocation_propagation
                         .observe(micros as f64 / 1_000_000.0);
                 }
+                listening.store(false, Ordering::SeqCst);
                 feed("lost");
                 tracing::warn!("the revocation feed's connection was lost; reconnecting");
             }

@@ -197,6 +197,61 @@ async fn a_replica_that_lost_its_feed_replays_what_it_missed() {
     drop(b);
 }
 
+/// A replica that can neither hear notifications nor read the log stops trusting its cache
+/// after two poll intervals (at least 1 s): a cached token is checked against the store
+/// again, which answers 503 while the database is unreachable, and works again once it is
+/// back.
+#[tokio::test]
+async fn a_replica_cut_off_from_revocations_stops_trusting_its_cache() {
+    let Some(options) = Options::postgres() else {
+        return;
+    };
+    let a = Harness::with(Options {
+        extra: "cache: { revocation_poll_ms: 200 }".into(),
+        ..options
+    })
+    .await;
+    let token = a.access_token("read").await;
+    a.get_ok("/api/users/1", Some(&token)).await;
+    eventually("A's feed is connected", || async {
+        a.metrics()
+            .await
+            .contains("portcullis_revocation_feed_total{outcome=\"connected\"} 1")
+            .then_some(())
+    })
+    .await;
+    let url = database_url(&a);
+    let db_name = url.rsplit('/').next().unwrap().to_owned();
+    let server = postgres_server().unwrap();
+    let admin = move |sql: String| {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+            c.batch_execute(&sql).unwrap();
+        })
+        .join()
+        .unwrap()
+    };
+    // Every session of A (its pool and its feed) cut, and no new one allowed.
+    admin(format!(
+        "ALTER DATABASE {db_name} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}'"
+    ));
+    eventually("A stops answering from its cache", || async {
+        (a.get("/api/users/1", Some(&token)).await.status == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some(())
+    })
+    .await;
+    admin(format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"));
+    eventually(
+        "the token works again once the database is back",
+        || async {
+            (a.get("/api/users/1", Some(&token)).await.status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The database URL a harness's config names.
 fn database_url(h: &Harness) -> String {
     match &h.config.store {

@@ -171,6 +171,13 @@ impl TokenCache {
         self.cache.invalidate(&key);
     }
 
+    /// Drops every token, so that each next use asks the store: for a replica that can no
+    /// longer learn of revocations, which must not trust what it cached before.
+    pub fn invalidate_all(&self) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate_all();
+    }
+
     /// Removes expired entries and the names only they used; the sweeper calls it.
     pub fn purge_expired(&self) {
         let now = self.clock.now();
