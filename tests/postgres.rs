@@ -51,13 +51,7 @@ async fn three_replicas_share_tokens_and_revocations() {
     }
 
     for r in [&a, &c] {
-        eventually("the revocation feed is connected", || async {
-            r.metrics()
-                .await
-                .contains("portcullis_revocation_feed_total{outcome=\"connected\"} 1")
-                .then_some(())
-        })
-        .await;
+        feed_connected(r, 1).await;
     }
     // Revoked on B; A and C hold it in their caches and hear of it from B's notification.
     let r = b
@@ -115,42 +109,18 @@ async fn a_replica_that_lost_its_feed_replays_what_it_missed() {
     let b = a.replica().await;
     let token = a.access_token("read").await;
     a.get_ok("/api/users/1", Some(&token)).await;
-    let connected = |n: u32| {
-        let a = &a;
-        async move {
-            a.metrics()
-                .await
-                .contains(&format!(
-                    "portcullis_revocation_feed_total{{outcome=\"connected\"}} {n}"
-                ))
-                .then_some(())
-        }
-    };
-    eventually("A's feed is connected", || connected(1)).await;
+    feed_connected(&a, 1).await;
 
     // A third writer, connected before the database stops taking connections.
     let url = database_url(&a);
-    let other = {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || open(&url).unwrap())
-            .await
-            .unwrap()
-    };
+    let other = tokio::task::spawn_blocking(move || open(&url).unwrap())
+        .await
+        .unwrap();
     // Keep A from listening again: no new connections to this database, the listening
     // sessions cut.
-    let db_name = url.rsplit('/').next().unwrap().to_owned();
-    let server = postgres_server().unwrap();
-    let admin = move |sql: String| {
-        let server = server.clone();
-        std::thread::spawn(move || {
-            let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
-            c.query(&sql, &[]).unwrap().len()
-        })
-        .join()
-        .unwrap()
-    };
-    admin(format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"));
-    let killed = admin(format!(
+    let db_name = database_name(&a);
+    admin(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"));
+    let killed = admin(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE datname = '{db_name}' AND query LIKE 'LISTEN%'"
     ));
@@ -175,8 +145,8 @@ async fn a_replica_that_lost_its_feed_replays_what_it_missed() {
         StatusCode::OK,
         "still cached: A has not heard"
     );
-    admin(format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"));
-    eventually("A's feed reconnected", || connected(2)).await;
+    admin(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"));
+    feed_connected(&a, 2).await;
     eventually(
         "A refuses the token revoked while it was not listening",
         || async {
@@ -213,36 +183,19 @@ async fn a_replica_cut_off_from_revocations_stops_trusting_its_cache() {
     .await;
     let token = a.access_token("read").await;
     a.get_ok("/api/users/1", Some(&token)).await;
-    eventually("A's feed is connected", || async {
-        a.metrics()
-            .await
-            .contains("portcullis_revocation_feed_total{outcome=\"connected\"} 1")
-            .then_some(())
-    })
-    .await;
-    let url = database_url(&a);
-    let db_name = url.rsplit('/').next().unwrap().to_owned();
-    let server = postgres_server().unwrap();
-    let admin = move |sql: String| {
-        let server = server.clone();
-        std::thread::spawn(move || {
-            let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
-            c.batch_execute(&sql).unwrap();
-        })
-        .join()
-        .unwrap()
-    };
+    feed_connected(&a, 1).await;
+    let db_name = database_name(&a);
     // Every session of A (its pool and its feed) cut, and no new one allowed.
-    admin(format!(
-        "ALTER DATABASE {db_name} ALLOW_CONNECTIONS false;
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}'"
+    admin(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS false"));
+    admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_name}'"
     ));
     eventually("A stops answering from its cache", || async {
         (a.get("/api/users/1", Some(&token)).await.status == StatusCode::SERVICE_UNAVAILABLE)
             .then_some(())
     })
     .await;
-    admin(format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"));
+    admin(&format!("ALTER DATABASE {db_name} ALLOW_CONNECTIONS true"));
     eventually(
         "the token works again once the database is back",
         || async {
@@ -250,6 +203,37 @@ async fn a_replica_cut_off_from_revocations_stops_trusting_its_cache() {
         },
     )
     .await;
+}
+
+/// Waits until `h`'s revocation feed has connected `n` times.
+async fn feed_connected(h: &Harness, n: u32) {
+    eventually("the revocation feed connects", || async {
+        h.metrics()
+            .await
+            .contains(&format!(
+                "portcullis_revocation_feed_total{{outcome=\"connected\"}} {n}"
+            ))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Runs one statement on the test server's own database (not `h`'s), as its administrator;
+/// returns the rows it produced.
+fn admin(sql: &str) -> usize {
+    let server = postgres_server().unwrap();
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+        c.query(&sql, &[]).unwrap().len()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The name of `h`'s database.
+fn database_name(h: &Harness) -> String {
+    database_url(h).rsplit('/').next().unwrap().to_owned()
 }
 
 /// The database URL a harness's config names.
