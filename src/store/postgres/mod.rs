@@ -1,69 +1,42 @@
 //! The shared store: one PostgreSQL database that several gateways (replicas) use at once.
-//! The synchronous `postgres` client runs on blocking threads, as rusqlite does for SQLite,
-//! from a small pool of connections opened on demand and replaced when they break. Every
-//! write is one transaction; the rules are `store::rules`, shared with SQLite, and the rows
-//! and their steps are in `tx`. The database URL is never logged or shown (it may hold a
-//! password).
+//! This module is the `Store` over it; the connections are `pool` (the synchronous `postgres`
+//! client on blocking threads, as rusqlite for SQLite), the schema `schema`, the rows and the
+//! rules' steps `tx`, the revocation feed `notify`. The rules themselves are `store::rules`,
+//! shared with SQLite. The database URL is never logged or shown (it may hold a password).
 
 pub mod notify;
+mod pool;
 mod schema;
 mod tx;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use async_trait::async_trait;
-use postgres::{Client, NoTls};
-use tokio::sync::Semaphore;
 
 use super::sql::client_params;
 use super::{
-    AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeRedemption, LiveTokens,
-    RefreshExchange, RefreshTokenRecord, Revoked, SessionRecord, Store, StoreError, Swept,
-    TokenFilter, TokenKind, TokenOwner, TokenSummary, UserRecord, rules,
+    AccessTokenRecord, ClientRecord, CodeRecord, CodeRedemption, LiveTokens, RefreshExchange,
+    RefreshTokenRecord, Revoked, SessionRecord, Store, StoreError, Swept, TokenFilter, TokenKind,
+    TokenOwner, TokenSummary, UserRecord, rules,
 };
 use crate::config::PostgresConfig;
 use crate::crypto::Digest;
 use crate::scope::ScopeSet;
+use pool::Pool;
 pub use schema::MigrateError;
 use tx::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, PgTx, Prepared, REFRESH_COLS, SESSION_COLS,
-    Statements, USER_COLS, access_row, backend, client_row, code_row, conflict, digest_col,
-    meta_row, refresh_row, session_row, table_of, user_row,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, USER_COLS,
+    access_row, backend, client_row, code_row, conflict, digest_col, meta_row, owner_condition,
+    refresh_row, session_row, table_of, user_row,
 };
 
-/// A pooled connection and the statements prepared on it.
-struct Conn {
-    client: Client,
-    statements: Statements,
-}
-
 pub struct PostgresStore {
-    config: postgres::Config,
-    idle: Arc<Mutex<Vec<Conn>>>,
-    permits: Semaphore,
-    timeout: Duration,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PostgresStore {
-    /// Closing a synchronous client blocks on its own runtime, which must not happen on an
-    /// async thread (the store is usually dropped on one): the idle connections close on a
-    /// thread of their own.
-    fn drop(&mut self) {
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        if !idle.is_empty() {
-            let _ = std::thread::Builder::new()
-                .name("postgres-close".into())
-                .spawn(move || drop(idle));
-        }
+            .field("pool", &self.pool)
+            .finish()
     }
 }
 
@@ -71,132 +44,9 @@ impl PostgresStore {
     /// Connects and brings the schema up to date (waiting for another replica that is doing
     /// it). Blocking: call it from a blocking thread.
     pub fn open(options: &PostgresConfig) -> Result<PostgresStore, StoreError> {
-        let mut config: postgres::Config = options
-            .url
-            .parse()
-            .map_err(|e| StoreError::Open(format!("the PostgreSQL URL is not valid: {e}")))?;
-        config.connect_timeout(options.connect_timeout);
-        config.options(&format!(
-            "-c statement_timeout={}",
-            options.statement_timeout.as_millis()
-        ));
-        let mut first = config
-            .connect(NoTls)
-            .map_err(|e| StoreError::Open(format!("PostgreSQL: {e}")))?;
-        schema::migrate(&mut first).map_err(|e| StoreError::Open(format!("PostgreSQL: {e}")))?;
-        let first = Conn {
-            client: first,
-            statements: Statements::default(),
-        };
         Ok(PostgresStore {
-            config,
-            idle: Arc::new(Mutex::new(vec![first])),
-            permits: Semaphore::new(options.pool_size.max(1)),
-            // The call as a whole: a connection, then its statements.
-            timeout: options.connect_timeout + options.statement_timeout,
+            pool: Pool::open(options)?,
         })
-    }
-
-    /// Runs `f` with a connection on a blocking thread.
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Prepared<'_, Client>) -> Result<T, StoreError> + Send + 'static,
-    {
-        let call = async {
-            let _permit = self.permits.acquire().await.expect("never closed");
-            let idle = Arc::clone(&self.idle);
-            let config = self.config.clone();
-            tokio::task::spawn_blocking(move || {
-                let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let mut conn = match reused.filter(|c| !c.client.is_closed()) {
-                    Some(c) => c,
-                    None => Conn {
-                        client: config.connect(NoTls).map_err(|e| {
-                            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
-                        })?,
-                        statements: Statements::default(),
-                    },
-                };
-                let out = f(&mut Prepared {
-                    client: &mut conn.client,
-                    statements: &mut conn.statements,
-                });
-                if !conn.client.is_closed() {
-                    idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                }
-                out
-            })
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))?
-        };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| StoreError::Unavailable("the database did not answer in time".into()))?
-    }
-
-    /// Runs `f` inside one transaction; resolves once the commit is durable.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut PgTx<'_, '_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.run(move |c| {
-            let mut tx = c.client.transaction().map_err(backend)?;
-            let out = f(&mut Prepared {
-                client: &mut tx,
-                statements: c.statements,
-            })?;
-            tx.commit().map_err(backend)?;
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Runs one of the store's rules in a transaction.
-    async fn write_rule<T, F>(&self, rule: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut PgTx<'_, '_>) -> Result<T, BackendError> + Send + 'static,
-    {
-        self.write(move |tx| rule(tx).map_err(StoreError::Backend))
-            .await
-    }
-
-    /// One row (or none) of a query, mapped.
-    async fn one<T, M>(
-        &self,
-        sql: String,
-        key: Vec<u8>,
-        extra: Option<i64>,
-        map: M,
-    ) -> Result<Option<T>, StoreError>
-    where
-        T: Send + 'static,
-        M: Fn(&postgres::Row) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.run(move |c| {
-            let row = match extra {
-                Some(x) => c.query_opt(&sql, &[&key, &x]),
-                None => c.query_opt(&sql, &[&key]),
-            }
-            .map_err(backend)?;
-            row.as_ref().map(map).transpose()
-        })
-        .await
-    }
-}
-
-/// An owner as an SQL condition over a token table, `$1` (and `$2`) bound to the keys.
-fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
-    match owner {
-        TokenOwner::User(name) => ("username = $1", vec![name.clone()]),
-        TokenOwner::Client(id) => ("client_id = $1", vec![id.clone()]),
-        TokenOwner::Grant { user, client } => (
-            "username = $1 AND client_id = $2",
-            vec![user.clone(), client.clone()],
-        ),
-        TokenOwner::All => ("true", Vec::new()),
     }
 }
 
@@ -212,62 +62,67 @@ impl Store for PostgresStore {
     /// Readiness is what issuance needs: a connection and a write transaction, within the
     /// timeout.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute("SELECT 1 FROM users LIMIT 1", &[])
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.pool
+            .write(|tx| {
+                tx.execute("SELECT 1 FROM users LIMIT 1", &[])
+                    .map_err(backend)?;
+                Ok(())
+            })
+            .await
     }
 
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            tx.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4)"),
-                &[
-                    &user.username,
-                    &user.password_hash,
-                    &user.created_at,
-                    &user.is_admin,
-                ],
-            )
-            .map_err(conflict(format!("user {:?}", user.username)))?;
-            Ok(())
-        })
-        .await
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4)"),
+                    &[
+                        &user.username,
+                        &user.password_hash,
+                        &user.created_at,
+                        &user.is_admin,
+                    ],
+                )
+                .map_err(conflict(format!("user {:?}", user.username)))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
         let username = username.to_owned();
-        self.run(move |c| {
-            c.query_opt(
-                &format!("SELECT {USER_COLS} FROM users WHERE username = $1"),
-                &[&username],
-            )
-            .map_err(backend)?
-            .as_ref()
-            .map(user_row)
-            .transpose()
-        })
-        .await
+        self.pool
+            .run(move |c| {
+                c.query_opt(
+                    &format!("SELECT {USER_COLS} FROM users WHERE username = $1"),
+                    &[&username],
+                )
+                .map_err(backend)?
+                .as_ref()
+                .map(user_row)
+                .transpose()
+            })
+            .await
     }
 
     async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        self.run(|c| {
-            let rows = c
-                .query(
-                    &format!("SELECT {USER_COLS} FROM users ORDER BY username"),
-                    &[],
-                )
-                .map_err(backend)?;
-            all(rows, user_row)
-        })
-        .await
+        self.pool
+            .run(|c| {
+                let rows = c
+                    .query(
+                        &format!("SELECT {USER_COLS} FROM users ORDER BY username"),
+                        &[],
+                    )
+                    .map_err(backend)?;
+                all(rows, user_row)
+            })
+            .await
     }
 
     async fn remove_user(&self, username: &str, now: i64) -> Result<bool, StoreError> {
         let owner = TokenOwner::User(username.to_owned());
-        self.write_rule(move |tx| rules::remove_owner(tx, &owner, now))
+        self.pool
+            .write_rule(move |tx| rules::remove_owner(tx, &owner, now))
             .await
     }
 
@@ -277,19 +132,20 @@ impl Store for PostgresStore {
         password_hash: String,
     ) -> Result<bool, StoreError> {
         let username = username.to_owned();
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE users SET password_hash = $2 WHERE username = $1",
-                &[&username, &password_hash],
-            )
-            .map(|n| n > 0)
-            .map_err(backend)
-        })
-        .await
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE users SET password_hash = $2 WHERE username = $1",
+                    &[&username, &password_hash],
+                )
+                .map(|n| n > 0)
+                .map_err(backend)
+            })
+            .await
     }
 
     async fn add_client(&self, client: ClientRecord) -> Result<(), StoreError> {
-        self.write(move |tx| {
+        self.pool.write(move |tx| {
             let (secret, grants, scopes, public, redirect_uris) = client_params(&client);
             tx.execute(
                 &format!(
@@ -316,35 +172,40 @@ impl Store for PostgresStore {
 
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let client_id = client_id.to_owned();
-        self.run(move |c| {
-            c.query_opt(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = $1"),
-                &[&client_id],
-            )
-            .map_err(backend)?
-            .as_ref()
-            .map(client_row)
-            .transpose()
-        })
-        .await
+        self.pool
+            .run(move |c| {
+                c.query_opt(
+                    &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = $1"),
+                    &[&client_id],
+                )
+                .map_err(backend)?
+                .as_ref()
+                .map(client_row)
+                .transpose()
+            })
+            .await
     }
 
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        self.run(|c| {
-            let rows = c
-                .query(
-                    &format!("SELECT {CLIENT_COLS} FROM clients ORDER BY created_at, client_id"),
-                    &[],
-                )
-                .map_err(backend)?;
-            all(rows, client_row)
-        })
-        .await
+        self.pool
+            .run(|c| {
+                let rows = c
+                    .query(
+                        &format!(
+                            "SELECT {CLIENT_COLS} FROM clients ORDER BY created_at, client_id"
+                        ),
+                        &[],
+                    )
+                    .map_err(backend)?;
+                all(rows, client_row)
+            })
+            .await
     }
 
     async fn remove_client(&self, client_id: &str, now: i64) -> Result<bool, StoreError> {
         let owner = TokenOwner::Client(client_id.to_owned());
-        self.write_rule(move |tx| rules::remove_owner(tx, &owner, now))
+        self.pool
+            .write_rule(move |tx| rules::remove_owner(tx, &owner, now))
             .await
     }
 
@@ -354,15 +215,16 @@ impl Store for PostgresStore {
         secret_digest: Digest,
     ) -> Result<bool, StoreError> {
         let client_id = client_id.to_owned();
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE clients SET secret_digest = $2 WHERE client_id = $1 AND NOT public",
-                &[&client_id, &&secret_digest.0[..]],
-            )
-            .map(|n| n > 0)
-            .map_err(backend)
-        })
-        .await
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE clients SET secret_digest = $2 WHERE client_id = $1 AND NOT public",
+                    &[&client_id, &&secret_digest.0[..]],
+                )
+                .map(|n| n > 0)
+                .map_err(backend)
+            })
+            .await
     }
 
     async fn insert_tokens(
@@ -370,13 +232,16 @@ impl Store for PostgresStore {
         access: AccessTokenRecord,
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<(), StoreError> {
-        self.write_rule(move |tx| rules::insert_tokens(tx, &access, refresh.as_ref()))
+        self.pool
+            .write_rule(move |tx| rules::insert_tokens(tx, &access, refresh.as_ref()))
             .await
     }
 
     async fn access_token(&self, digest: Digest) -> Result<Option<AccessTokenRecord>, StoreError> {
         let sql = format!("SELECT {ACCESS_COLS} FROM access_tokens WHERE digest = $1");
-        self.one(sql, digest.0.to_vec(), None, access_row).await
+        self.pool
+            .one(sql, digest.0.to_vec(), None, access_row)
+            .await
     }
 
     async fn refresh_token(
@@ -384,7 +249,9 @@ impl Store for PostgresStore {
         digest: Digest,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
         let sql = format!("SELECT {REFRESH_COLS} FROM refresh_tokens WHERE digest = $1");
-        self.one(sql, digest.0.to_vec(), None, refresh_row).await
+        self.pool
+            .one(sql, digest.0.to_vec(), None, refresh_row)
+            .await
     }
 
     async fn exchange_refresh_token(
@@ -395,17 +262,18 @@ impl Store for PostgresStore {
         access: AccessTokenRecord,
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<RefreshExchange, StoreError> {
-        self.write_rule(move |tx| {
-            rules::exchange_refresh_token(
-                tx,
-                &old,
-                now,
-                rotation_salt.as_ref(),
-                &access,
-                refresh.as_ref(),
-            )
-        })
-        .await
+        self.pool
+            .write_rule(move |tx| {
+                rules::exchange_refresh_token(
+                    tx,
+                    &old,
+                    now,
+                    rotation_salt.as_ref(),
+                    &access,
+                    refresh.as_ref(),
+                )
+            })
+            .await
     }
 
     async fn revoke_token(
@@ -416,17 +284,20 @@ impl Store for PostgresStore {
         refresh_first: bool,
     ) -> Result<Revoked, StoreError> {
         let client_id = client_id.to_owned();
-        self.write_rule(move |tx| rules::revoke_token(tx, &digest, &client_id, now, refresh_first))
+        self.pool
+            .write_rule(move |tx| rules::revoke_token(tx, &digest, &client_id, now, refresh_first))
             .await
     }
 
     async fn revoke_family(&self, family: Digest, now: i64) -> Result<Revoked, StoreError> {
-        self.write_rule(move |tx| rules::revoke_all(tx, TokenFilter::Family(&family), now))
+        self.pool
+            .write_rule(move |tx| rules::revoke_all(tx, TokenFilter::Family(&family), now))
             .await
     }
 
     async fn revoke_tokens_of(&self, owner: TokenOwner, now: i64) -> Result<Revoked, StoreError> {
-        self.write_rule(move |tx| rules::revoke_owner(tx, &owner, now))
+        self.pool
+            .write_rule(move |tx| rules::revoke_owner(tx, &owner, now))
             .await
     }
 
@@ -435,7 +306,7 @@ impl Store for PostgresStore {
         owner: TokenOwner,
         now: i64,
     ) -> Result<Vec<TokenSummary>, StoreError> {
-        self.run(move |c| {
+        self.pool.run(move |c| {
             let (condition, keys) = owner_condition(&owner);
             let params: Vec<&(dyn postgres::types::ToSql + Sync)> = keys
                 .iter()
@@ -468,9 +339,10 @@ impl Store for PostgresStore {
     }
 
     async fn live_tokens(&self, now: i64) -> Result<LiveTokens, StoreError> {
-        self.run(move |c| {
-            let mut count = |kind: TokenKind| -> Result<u64, StoreError> {
-                let n: i64 = c
+        self.pool
+            .run(move |c| {
+                let mut count = |kind: TokenKind| -> Result<u64, StoreError> {
+                    let n: i64 = c
                     .query_one(
                         &format!(
                             "SELECT count(*) FROM {} WHERE expires_at > $1 AND revoked_at IS NULL",
@@ -480,46 +352,48 @@ impl Store for PostgresStore {
                     )
                     .and_then(|r| r.try_get(0))
                     .map_err(backend)?;
-                Ok(n.max(0).unsigned_abs())
-            };
-            Ok(LiveTokens {
-                access: count(TokenKind::Access)?,
-                refresh: count(TokenKind::Refresh)?,
+                    Ok(n.max(0).unsigned_abs())
+                };
+                Ok(LiveTokens {
+                    access: count(TokenKind::Access)?,
+                    refresh: count(TokenKind::Refresh)?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn sweep(&self, now: i64, batch: usize) -> Result<Swept, StoreError> {
-        self.write_rule(move |tx| rules::sweep(tx, now, batch))
+        self.pool
+            .write_rule(move |tx| rules::sweep(tx, now, batch))
             .await
     }
 
     async fn update_client(&self, client: ClientRecord) -> Result<bool, StoreError> {
-        self.write(move |tx| {
-            let (_, grants, scopes, _, redirect_uris) = client_params(&client);
-            tx.execute(
-                "UPDATE clients SET name = $2, grants = $3, scopes = $4, redirect_uris = $5,
+        self.pool
+            .write(move |tx| {
+                let (_, grants, scopes, _, redirect_uris) = client_params(&client);
+                tx.execute(
+                    "UPDATE clients SET name = $2, grants = $3, scopes = $4, redirect_uris = $5,
                         skip_consent = $6, owner = $7
                  WHERE client_id = $1",
-                &[
-                    &client.client_id,
-                    &client.name,
-                    &grants,
-                    &scopes,
-                    &redirect_uris,
-                    &client.skip_consent,
-                    &client.owner,
-                ],
-            )
-            .map(|n| n > 0)
-            .map_err(backend)
-        })
-        .await
+                    &[
+                        &client.client_id,
+                        &client.name,
+                        &grants,
+                        &scopes,
+                        &redirect_uris,
+                        &client.skip_consent,
+                        &client.owner,
+                    ],
+                )
+                .map(|n| n > 0)
+                .map_err(backend)
+            })
+            .await
     }
 
     async fn insert_code(&self, code: CodeRecord) -> Result<(), StoreError> {
-        self.write(move |tx| {
+        self.pool.write(move |tx| {
             tx.execute(
                 &format!(
                     "INSERT INTO authorization_codes ({CODE_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -544,7 +418,7 @@ impl Store for PostgresStore {
 
     async fn code(&self, digest: Digest) -> Result<Option<CodeRecord>, StoreError> {
         let sql = format!("SELECT {CODE_COLS} FROM authorization_codes WHERE digest = $1");
-        self.one(sql, digest.0.to_vec(), None, code_row).await
+        self.pool.one(sql, digest.0.to_vec(), None, code_row).await
     }
 
     async fn redeem_code(
@@ -554,41 +428,45 @@ impl Store for PostgresStore {
         access: AccessTokenRecord,
         refresh: Option<RefreshTokenRecord>,
     ) -> Result<CodeRedemption, StoreError> {
-        self.write_rule(move |tx| rules::redeem_code(tx, &code, now, &access, refresh.as_ref()))
+        self.pool
+            .write_rule(move |tx| rules::redeem_code(tx, &code, now, &access, refresh.as_ref()))
             .await
     }
 
     async fn insert_session(&self, session: SessionRecord) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            tx.execute(
-                &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4)"),
-                &[
-                    &&session.digest.0[..],
-                    &session.username,
-                    &session.created_at,
-                    &session.expires_at,
-                ],
-            )
-            .map(|_| ())
-            .map_err(backend)
-        })
-        .await
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    &format!("INSERT INTO sessions ({SESSION_COLS}) VALUES ($1, $2, $3, $4)"),
+                    &[
+                        &&session.digest.0[..],
+                        &session.username,
+                        &session.created_at,
+                        &session.expires_at,
+                    ],
+                )
+                .map(|_| ())
+                .map_err(backend)
+            })
+            .await
     }
 
     async fn session(&self, digest: Digest, now: i64) -> Result<Option<SessionRecord>, StoreError> {
         let sql =
             format!("SELECT {SESSION_COLS} FROM sessions WHERE digest = $1 AND expires_at > $2");
-        self.one(sql, digest.0.to_vec(), Some(now), session_row)
+        self.pool
+            .one(sql, digest.0.to_vec(), Some(now), session_row)
             .await
     }
 
     async fn remove_session(&self, digest: Digest) -> Result<(), StoreError> {
-        self.write(move |tx| {
-            tx.execute("DELETE FROM sessions WHERE digest = $1", &[&&digest.0[..]])
-                .map(|_| ())
-                .map_err(backend)
-        })
-        .await
+        self.pool
+            .write(move |tx| {
+                tx.execute("DELETE FROM sessions WHERE digest = $1", &[&&digest.0[..]])
+                    .map(|_| ())
+                    .map_err(backend)
+            })
+            .await
     }
 
     async fn consent(
@@ -597,18 +475,19 @@ impl Store for PostgresStore {
         client_id: &str,
     ) -> Result<Option<ScopeSet>, StoreError> {
         let (username, client_id) = (username.to_owned(), client_id.to_owned());
-        self.run(move |c| {
-            let row = c
-                .query_opt(
-                    "SELECT scopes FROM consents WHERE username = $1 AND client_id = $2",
-                    &[&username, &client_id],
-                )
-                .map_err(backend)?;
-            row.map(|r| r.try_get::<_, String>(0).map(|s| ScopeSet::from_stored(&s)))
-                .transpose()
-                .map_err(backend)
-        })
-        .await
+        self.pool
+            .run(move |c| {
+                let row = c
+                    .query_opt(
+                        "SELECT scopes FROM consents WHERE username = $1 AND client_id = $2",
+                        &[&username, &client_id],
+                    )
+                    .map_err(backend)?;
+                row.map(|r| r.try_get::<_, String>(0).map(|s| ScopeSet::from_stored(&s)))
+                    .transpose()
+                    .map_err(backend)
+            })
+            .await
     }
 
     async fn grant_consent(
@@ -619,7 +498,7 @@ impl Store for PostgresStore {
         now: i64,
     ) -> Result<(), StoreError> {
         let (username, client_id) = (username.to_owned(), client_id.to_owned());
-        self.write(move |tx| {
+        self.pool.write(move |tx| {
             // The row's lock (when there is one) keeps a concurrent grant from being lost.
             let before: Option<String> = tx
                 .query_opt(
@@ -642,21 +521,22 @@ impl Store for PostgresStore {
     }
 
     async fn revocations_since(&self, after: i64) -> Result<(i64, Vec<Digest>), StoreError> {
-        self.run(move |c| {
-            let rows = c
+        self.pool
+            .run(move |c| {
+                let rows = c
                 .query(
                     "SELECT id, digest FROM revocation_log WHERE id > $1 ORDER BY id LIMIT 10000",
                     &[&after],
                 )
                 .map_err(backend)?;
-            let mut last = after;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                last = row.try_get(0).map_err(backend)?;
-                out.push(digest_col(row, 1)?);
-            }
-            Ok((last, out))
-        })
-        .await
+                let mut last = after;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    last = row.try_get(0).map_err(backend)?;
+                    out.push(digest_col(row, 1)?);
+                }
+                Ok((last, out))
+            })
+            .await
     }
 }

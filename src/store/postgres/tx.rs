@@ -30,6 +30,19 @@ pub fn conflict(what: String) -> impl FnOnce(postgres::Error) -> StoreError {
     }
 }
 
+/// An owner as an SQL condition over a token table, `$1` (and `$2`) bound to the keys.
+pub fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
+    match owner {
+        TokenOwner::User(name) => ("username = $1", vec![name.clone()]),
+        TokenOwner::Client(id) => ("client_id = $1", vec![id.clone()]),
+        TokenOwner::Grant { user, client } => (
+            "username = $1 AND client_id = $2",
+            vec![user.clone(), client.clone()],
+        ),
+        TokenOwner::All => ("true", Vec::new()),
+    }
+}
+
 /// The keys a [`condition`] binds.
 type Keys<'a> = Vec<Box<dyn ToSql + Sync + 'a>>;
 

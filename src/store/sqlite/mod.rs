@@ -26,8 +26,8 @@ use crate::scope::ScopeSet;
 use schema::{configure, migrate};
 use tx::{
     ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, SqliteTx,
-    USER_COLS, access_row, backend, client_row, code_row, digest_col, meta_row, refresh_row,
-    session_row, table_of, user_row,
+    USER_COLS, access_row, backend, client_row, code_row, conflict, digest_col, meta_row,
+    owner_condition, refresh_row, session_row, table_of, user_row,
 };
 use writer::Writer;
 
@@ -145,27 +145,6 @@ impl SqliteStore {
     {
         self.write(move |c| rule(&mut SqliteTx(c)).map_err(StoreError::Backend))
             .await
-    }
-}
-
-/// A constraint violation as a conflict over `what`; any other error as it is.
-fn conflict(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what),
-        _ => backend(e),
-    }
-}
-
-/// An owner as an SQL condition over a token table, `?1` bound to the returned key.
-fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
-    match owner {
-        TokenOwner::User(name) => ("username = ?1", vec![name.clone()]),
-        TokenOwner::Client(id) => ("client_id = ?1", vec![id.clone()]),
-        TokenOwner::Grant { user, client } => (
-            "username = ?1 AND client_id = ?2",
-            vec![user.clone(), client.clone()],
-        ),
-        TokenOwner::All => ("1 = 1", Vec::new()),
     }
 }
 

@@ -20,6 +20,27 @@ pub fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// A constraint violation as a conflict over `what`; any other error as it is.
+pub fn conflict(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what),
+        _ => backend(e),
+    }
+}
+
+/// An owner as an SQL condition over a token table, `?1` bound to the returned key.
+pub fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
+    match owner {
+        TokenOwner::User(name) => ("username = ?1", vec![name.clone()]),
+        TokenOwner::Client(id) => ("client_id = ?1", vec![id.clone()]),
+        TokenOwner::Grant { user, client } => (
+            "username = ?1 AND client_id = ?2",
+            vec![user.clone(), client.clone()],
+        ),
+        TokenOwner::All => ("1 = 1", Vec::new()),
+    }
+}
+
 /// The keys a [`condition`] binds: `?1`, and `?3` for a grant.
 type Keys<'a> = Vec<Box<dyn ToSql + 'a>>;
 
