@@ -2,7 +2,7 @@
 //! and columns, in each engine's types) and how a client's list-valued fields are kept in a
 //! column. The drivers keep what differs: parameter syntax, types and row access.
 
-use super::{ClientRecord, GrantType, TokenKind};
+use super::{BackendError, ClientRecord, GrantType, TokenFilter, TokenKind, TokenOwner};
 
 /// The table that holds tokens of `kind`.
 pub fn table_of(kind: TokenKind) -> &'static str {
@@ -51,4 +51,149 @@ pub fn redirect_uris_from(column: &str) -> Vec<String> {
         .filter(|u| !u.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// How one engine writes what the shared conditions leave open.
+pub struct Dialect {
+    /// Parameter `n` (1-based) as the engine writes it (`?1`, `$1`).
+    pub param: fn(u8) -> String,
+    /// A condition true for every row that still binds parameter 1, to [`Key::One`] (so that
+    /// every filter binds the same parameters in the same places).
+    pub all: &'static str,
+}
+
+/// A value a condition binds, for the driver to hand to its engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key<'a> {
+    Bytes(&'a [u8]),
+    Text(&'a str),
+    /// The integer 1, for [`Dialect::all`].
+    One,
+}
+
+/// A filter as an SQL condition over a token table of `kind`: parameter 1 and, for a grant,
+/// parameter 3 are bound to the returned keys in that order; parameter 2 is left to the
+/// caller (its `now`).
+pub fn condition<'a>(
+    dialect: &Dialect,
+    filter: TokenFilter<'a>,
+    kind: TokenKind,
+) -> Result<(String, Vec<Key<'a>>), BackendError> {
+    let p = dialect.param;
+    let on = |column: &str, key: Key<'a>| (format!("{column} = {}", p(1)), vec![key]);
+    Ok(match filter {
+        TokenFilter::Digest(d) => on("digest", Key::Bytes(&d.0)),
+        TokenFilter::IssuedFrom(d) if kind == TokenKind::Access => {
+            on("refresh_digest", Key::Bytes(&d.0))
+        }
+        TokenFilter::IssuedFrom(_) => {
+            return Err("refresh tokens are not issued from refresh tokens".into());
+        }
+        TokenFilter::Family(d) => on("family", Key::Bytes(&d.0)),
+        TokenFilter::User(u) => on("username", Key::Text(u)),
+        TokenFilter::Client(c) => on("client_id", Key::Text(c)),
+        TokenFilter::Grant { user, client } => (
+            format!("username = {} AND client_id = {}", p(1), p(3)),
+            vec![Key::Text(user), Key::Text(client)],
+        ),
+        TokenFilter::All => (dialect.all.to_owned(), vec![Key::One]),
+    })
+}
+
+/// An owner as an SQL condition over a token table, parameters 1 (and 2) bound to the
+/// returned keys; `All` binds none.
+pub fn owner_condition(dialect: &Dialect, owner: &TokenOwner) -> (String, Vec<String>) {
+    let p = dialect.param;
+    match owner {
+        TokenOwner::User(name) => (format!("username = {}", p(1)), vec![name.clone()]),
+        TokenOwner::Client(id) => (format!("client_id = {}", p(1)), vec![id.clone()]),
+        TokenOwner::Grant { user, client } => (
+            format!("username = {} AND client_id = {}", p(1), p(2)),
+            vec![user.clone(), client.clone()],
+        ),
+        TokenOwner::All => ("1 = 1".to_owned(), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Digest;
+
+    const QUESTION: Dialect = Dialect {
+        param: |n| format!("?{n}"),
+        all: "?1 IS NOT NULL",
+    };
+
+    #[test]
+    fn filters_bind_parameter_one_then_three() {
+        let d = Digest::of("x");
+        let cases: Vec<(TokenFilter<'_>, TokenKind, &str, Vec<Key<'_>>)> = vec![
+            (
+                TokenFilter::Digest(&d),
+                TokenKind::Refresh,
+                "digest = ?1",
+                vec![Key::Bytes(&d.0)],
+            ),
+            (
+                TokenFilter::IssuedFrom(&d),
+                TokenKind::Access,
+                "refresh_digest = ?1",
+                vec![Key::Bytes(&d.0)],
+            ),
+            (
+                TokenFilter::Family(&d),
+                TokenKind::Access,
+                "family = ?1",
+                vec![Key::Bytes(&d.0)],
+            ),
+            (
+                TokenFilter::User("u"),
+                TokenKind::Access,
+                "username = ?1",
+                vec![Key::Text("u")],
+            ),
+            (
+                TokenFilter::Client("c"),
+                TokenKind::Refresh,
+                "client_id = ?1",
+                vec![Key::Text("c")],
+            ),
+            (
+                TokenFilter::Grant {
+                    user: "u",
+                    client: "c",
+                },
+                TokenKind::Access,
+                "username = ?1 AND client_id = ?3",
+                vec![Key::Text("u"), Key::Text("c")],
+            ),
+            (
+                TokenFilter::All,
+                TokenKind::Refresh,
+                "?1 IS NOT NULL",
+                vec![Key::One],
+            ),
+        ];
+        for (filter, kind, sql, keys) in cases {
+            assert_eq!(
+                condition(&QUESTION, filter, kind).unwrap(),
+                (sql.to_owned(), keys)
+            );
+        }
+        assert!(condition(&QUESTION, TokenFilter::IssuedFrom(&d), TokenKind::Refresh).is_err());
+        assert_eq!(
+            owner_condition(
+                &QUESTION,
+                &TokenOwner::Grant {
+                    user: "u".into(),
+                    client: "c".into()
+                }
+            ),
+            (
+                "username = ?1 AND client_id = ?2".to_owned(),
+                vec!["u".to_owned(), "c".to_owned()]
+            )
+        );
+    }
 }

@@ -6,10 +6,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::crypto::Digest;
 use crate::scope::ScopeSet;
+use crate::store::sql::{self, Dialect, Key, grants_from, redirect_uris_from};
 pub use crate::store::sql::{
     ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, USER_COLS, table_of,
 };
-use crate::store::sql::{grants_from, redirect_uris_from};
 use crate::store::{
     AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, RefreshTokenRecord,
     SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner, TokenTx, UserRecord,
@@ -28,45 +28,37 @@ pub fn conflict(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
     }
 }
 
-/// An owner as an SQL condition over a token table, `?1` bound to the returned key.
-pub fn owner_condition(owner: &TokenOwner) -> (&'static str, Vec<String>) {
-    match owner {
-        TokenOwner::User(name) => ("username = ?1", vec![name.clone()]),
-        TokenOwner::Client(id) => ("client_id = ?1", vec![id.clone()]),
-        TokenOwner::Grant { user, client } => (
-            "username = ?1 AND client_id = ?2",
-            vec![user.clone(), client.clone()],
-        ),
-        TokenOwner::All => ("1 = 1", Vec::new()),
-    }
+/// How this engine writes the shared conditions (`store::sql`).
+const SQLITE: Dialect = Dialect {
+    param: |n| format!("?{n}"),
+    all: "?1 IS NOT NULL",
+};
+
+/// An owner as an SQL condition over a token table, parameters 1 (and 2) bound to the keys.
+pub fn owner_condition(owner: &TokenOwner) -> (String, Vec<String>) {
+    sql::owner_condition(&SQLITE, owner)
 }
 
-/// The keys a [`condition`] binds: `?1`, and `?3` for a grant.
+/// The keys a [`condition`] binds.
 type Keys<'a> = Vec<Box<dyn ToSql + 'a>>;
 
-/// A filter as an SQL condition over a token table: `?1` and `?3` are bound to the returned
-/// keys (the second only for a grant), `?2` is left to the caller (its `now`).
+/// [`sql::condition`] with its keys as this engine binds them.
 fn condition<'a>(
     filter: TokenFilter<'a>,
     kind: TokenKind,
-) -> Result<(&'static str, Keys<'a>), BackendError> {
-    Ok(match filter {
-        TokenFilter::Digest(d) => ("digest = ?1", vec![Box::new(&d.0[..])]),
-        TokenFilter::IssuedFrom(d) if kind == TokenKind::Access => {
-            ("refresh_digest = ?1", vec![Box::new(&d.0[..])])
-        }
-        TokenFilter::IssuedFrom(_) => {
-            return Err("refresh tokens are not issued from refresh tokens".into());
-        }
-        TokenFilter::Family(d) => ("family = ?1", vec![Box::new(&d.0[..])]),
-        TokenFilter::User(u) => ("username = ?1", vec![Box::new(u)]),
-        TokenFilter::Client(c) => ("client_id = ?1", vec![Box::new(c)]),
-        TokenFilter::Grant { user, client } => (
-            "username = ?1 AND client_id = ?3",
-            vec![Box::new(user), Box::new(client)],
-        ),
-        TokenFilter::All => ("?1 IS NOT NULL", vec![Box::new(1)]),
-    })
+) -> Result<(String, Keys<'a>), BackendError> {
+    let (sql, keys) = sql::condition(&SQLITE, filter, kind)?;
+    let keys = keys
+        .into_iter()
+        .map(|k| -> Box<dyn ToSql + 'a> {
+            match k {
+                Key::Bytes(b) => Box::new(b),
+                Key::Text(t) => Box::new(t),
+                Key::One => Box::new(1i64),
+            }
+        })
+        .collect();
+    Ok((sql, keys))
 }
 
 /// The parameters of a [`condition`] query: its first key, `now`, then any further key.
