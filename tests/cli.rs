@@ -724,7 +724,8 @@ async fn tokens_commands_reach_a_running_gateway() {
         "token values are never printed"
     );
     let json_list = portcullis(&config, &["tokens", "list", "--client", id, "--json"], None);
-    let rows: serde_json::Value = serde_json::from_str(&stdout(&json_list)).unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&json_list))
+        .unwrap_or_else(|e| panic!("{e}: {:?} {}", json_list.status, stderr(&json_list)));
     assert_eq!(rows.as_array().unwrap().len(), 2);
     assert_eq!(
         stdout(&portcullis(
