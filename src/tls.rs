@@ -112,8 +112,8 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsE
     Ok(Arc::new(config))
 }
 
-/// Client settings for HTTPS upstreams: the roots of `ca_file` when given, else the system's.
-pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
+/// The roots of `ca_file` when given, else the system's.
+pub fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -134,8 +134,13 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
             }
         }
     }
+    Ok(roots)
+}
+
+/// Client settings for HTTPS upstreams: the roots of `ca_file` when given, else the system's.
+pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, TlsError> {
     Ok(ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(ca_file)?)
         .with_no_client_auth())
 }

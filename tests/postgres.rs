@@ -6,13 +6,20 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use common::ca::Ca;
 
 use common::*;
 use http::StatusCode;
 use portcullis::config::PostgresConfig;
 use portcullis::store::Store as _;
 use portcullis::store::postgres::PostgresStore;
+use portcullis::store::postgres::notify::Listener;
 
 /// Replicas whose log poll is far too slow to matter (60 s): what reaches them within the
 /// test's patience came through the notification feed or the replay after a reconnect.
@@ -244,14 +251,18 @@ fn database_url(h: &Harness) -> String {
     }
 }
 
-fn open(url: &str) -> Result<PostgresStore, String> {
-    let config = PostgresConfig {
+fn config(url: &str, ca_file: Option<PathBuf>) -> PostgresConfig {
+    PostgresConfig {
         url: url.to_owned(),
         pool_size: 2,
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
-    };
-    PostgresStore::open(&config).map_err(|e| e.to_string())
+        ca_file,
+    }
+}
+
+fn open(url: &str) -> Result<PostgresStore, String> {
+    PostgresStore::open(&config(url, None)).map_err(|e| e.to_string())
 }
 
 /// Several replicas starting at once: one applies the migrations, the others wait for it and
@@ -289,22 +300,192 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
     );
 }
 
-/// A wrong address is a clear error that names no password; a URL that requires TLS is
-/// refused (connections are plaintext for now), never silently downgraded.
+/// A wrong address is a clear error that names no password.
 #[test]
 fn a_database_that_cannot_be_reached_is_a_clear_error() {
     let err = open("postgres://gw:s3cret-password@127.0.0.1:1/portcullis").expect_err("port 1");
     assert!(err.contains("PostgreSQL"), "{err}");
     assert!(!err.contains("s3cret-password"), "{err}");
+    let err =
+        open("postgres://gw:s3cret-password@127.0.0.1:1/portcullis?sslmode=verify-everything")
+            .expect_err("not an sslmode");
+    assert!(
+        err.contains("sslmode") && !err.contains("s3cret-password"),
+        "{err}"
+    );
+}
+
+/// TLS with a certificate `ca` signed for `names`.
+fn acceptor(ca: &Ca, names: &[&str], dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = (dir.join("db.crt"), dir.join("db.key"));
+    ca.leaf_for(names, &cert, &key);
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap(),
+        PrivateKeyDer::from_pem_file(&key).unwrap(),
+    )
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(tls))
+}
+
+/// A front for the test server that offers TLS with `tls` (as a managed PostgreSQL does) or,
+/// without it, refuses TLS: it answers the client's SSLRequest with `S` and completes the
+/// handshake (or answers `N`), then relays the protocol to the real server. A client that
+/// starts without the SSLRequest is dropped. Counts the TLS handshakes that completed.
+async fn database_front(
+    server: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&handshakes);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let (tls, counted) = (tls.clone(), Arc::clone(&counted));
+            tokio::spawn(async move {
+                // SSLRequest: length 8, then the code 80877103.
+                let mut request = [0u8; 8];
+                client.read_exact(&mut request).await.ok()?;
+                if request != [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+                    return None;
+                }
+                let mut upstream = tokio::net::TcpStream::connect(server).await.ok()?;
+                let Some(tls) = tls else {
+                    client.write_all(b"N").await.ok()?;
+                    return tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                        .await
+                        .ok();
+                };
+                client.write_all(b"S").await.ok()?;
+                let mut client = tls.accept(client).await.ok()?;
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                    .await
+                    .ok()
+            });
+        }
+    });
+    (addr, handshakes)
+}
+
+/// The parts of a `scheme://userinfo@host:port/rest` URL.
+fn url_parts(url: &str) -> (&str, &str, &str, &str) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, rest) = rest.split_once('@').unwrap();
+    let (host, rest) = rest.split_once('/').unwrap();
+    (scheme, userinfo, host, rest)
+}
+
+/// `url` with its host and port replaced by `addr`, and the `sslmode` given.
+fn through(url: &str, addr: SocketAddr, sslmode: Option<&str>) -> String {
+    let (scheme, userinfo, _, rest) = url_parts(url);
+    let mut out = format!("{scheme}://{userinfo}@{addr}/{rest}");
+    if let Some(mode) = sslmode {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(&format!("sslmode={mode}"));
+    }
+    out
+}
+
+/// A store opened on `url` (with `ca_file`) works: a write, a read back, and the revocation
+/// feed's connection.
+fn works_over(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    ca_file: Option<PathBuf>,
+) -> Result<(), String> {
+    let options = config(url, ca_file);
+    let store = PostgresStore::open(&options).map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let name = format!("user{}", std::process::id());
+        let user = portcullis::store::UserRecord {
+            username: name.clone(),
+            password_hash: "x".into(),
+            created_at: 1,
+            is_admin: false,
+        };
+        match store.add_user(user).await {
+            Ok(()) | Err(portcullis::store::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        assert!(store.user(&name).await.unwrap().is_some());
+        Listener::connect(&options).await.map(drop)
+    })
+}
+
+/// TLS to the database with libpq's `sslmode` meanings: by default TLS whenever the server
+/// offers it; `verify-full` checks the chain against `store.ca_file` (or the system roots)
+/// and the host name; `verify-ca` the chain only. The store and the revocation feed alike.
+#[test]
+fn tls_to_the_database_follows_sslmode() {
     let Some(server) = postgres_server() else {
         return;
     };
     let url = fresh_postgres_database(&server);
-    let tls = if url.contains('?') {
-        "&sslmode=require"
-    } else {
-        "?sslmode=require"
-    };
-    let err = open(&format!("{url}{tls}")).expect_err("TLS is required but not offered");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let real: SocketAddr = url_parts(&url)
+        .2
+        .parse()
+        .expect("the test server is at an IP address");
+    let named = dir.path().join("named");
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&named).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    let (trusted, handshakes) = rt.block_on(database_front(
+        real,
+        Some(acceptor(&ca, &["127.0.0.1"], &named)),
+    ));
+    let (elsewhere, _) = rt.block_on(database_front(
+        real,
+        Some(acceptor(&ca, &["db.internal"], &other)),
+    ));
+    let (plain, _) = rt.block_on(database_front(real, None));
+
+    // The default (`prefer`) uses the TLS the server offers.
+    works_over(&rt, &through(&url, trusted, None), None).expect("prefer");
+    assert!(
+        handshakes.load(Ordering::SeqCst) >= 2,
+        "the store and the feed used TLS"
+    );
+    let full = through(&url, trusted, Some("verify-full"));
+    works_over(&rt, &full, Some(ca_file.clone())).expect("verify-full with the CA");
+    let err = works_over(&rt, &full, None).expect_err("the test CA is not a system root");
+    assert!(err.contains("invalid peer certificate"), "{err}");
+
+    let other_name = through(&url, elsewhere, Some("verify-full"));
+    let err = works_over(&rt, &other_name, Some(ca_file.clone()))
+        .expect_err("the certificate names another host");
+    assert!(err.contains("not valid for name"), "{err}");
+    works_over(
+        &rt,
+        &through(&url, elsewhere, Some("verify-ca")),
+        Some(ca_file),
+    )
+    .expect("verify-ca checks the chain only");
+
+    // A server that offers no TLS: `prefer` goes on without it, `require` is refused, never
+    // silently downgraded.
+    works_over(&rt, &through(&url, plain, None), None).expect("prefer, no TLS offered");
+    let err = works_over(&rt, &through(&url, plain, Some("require")), None)
+        .expect_err("TLS is required but not offered");
     assert!(err.contains("PostgreSQL") && err.contains("TLS"), "{err}");
 }

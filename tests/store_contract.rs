@@ -16,6 +16,7 @@ use portcullis::scope::ScopeSet;
 use portcullis::store::postgres::PostgresStore;
 use portcullis::store::rules::REVOCATION_LOG_RETENTION_SECONDS;
 use portcullis::store::sqlite::SqliteStore;
+use portcullis::store::transfer::{Counts, Mismatch, verify};
 use portcullis::store::{
     AccessTokenRecord, ClientRecord, CodeRecord, CodeRedemption, GrantType, RefreshExchange,
     RefreshTokenRecord, SessionRecord, SharedStore, StoreError, TokenKind, TokenMeta, TokenOwner,
@@ -53,6 +54,7 @@ fn postgres(dir: &Path) -> SharedStore {
             pool_size: 4,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
+            ca_file: None,
         };
         Arc::new(PostgresStore::open(&options).unwrap()) as SharedStore
     })
@@ -766,6 +768,95 @@ fn client_registrations(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> 
     })
 }
 
+/// An export carries users, clients, consents and every unexpired token (rotated ones too)
+/// into a store of the same kind; an import run again adds nothing; a record already there
+/// under the same key is kept; the carried rotation still detects reuse.
+fn export_and_import(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let s = f.store;
+        let mut public = client("spa");
+        public.secret_digest = None;
+        public.redirect_uris = vec!["https://spa.example/cb".into()];
+        public.owner = Some("bob".into());
+        s.add_client(public).await.unwrap();
+        s.grant_consent("alice", "c1", ScopeSet::parse("read").unwrap(), NOW)
+            .await
+            .unwrap();
+        grant(&s, "a0", "r0", "c1", "alice").await;
+        let rotated = s
+            .exchange_refresh_token(
+                Digest::of("r0"),
+                NOW,
+                Some([7; 32]),
+                access("a1", "c1", Some("alice"), Some("r1")),
+                Some(refresh("r1", "c1", Some("alice"), "r0")),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(rotated, RefreshExchange::Exchanged { .. }));
+        let mut expired = access("old", "c2", None, None);
+        expired.meta.expires_at = NOW - 1;
+        s.insert_tokens(expired, None).await.unwrap();
+
+        let snapshot = s.export(NOW).await.unwrap();
+        let counts = snapshot.counts();
+        assert_eq!(
+            (counts.users, counts.clients, counts.consents),
+            (2, 3, 1),
+            "{counts}"
+        );
+        assert_eq!((counts.access, counts.refresh), (2, 2), "a0, a1; r0, r1");
+        assert!(
+            snapshot
+                .access
+                .iter()
+                .all(|t| t.digest != Digest::of("old"))
+        );
+
+        let other = tempfile::tempdir().unwrap();
+        let t = (f.open)(other.path());
+        // A user that exists there already, differently, is kept as it is.
+        let mut bob = s.user("bob").await.unwrap().unwrap();
+        bob.is_admin = true;
+        t.add_user(bob.clone()).await.unwrap();
+        let added = t.import(snapshot.clone()).await.unwrap();
+        assert_eq!(added, Counts { users: 1, ..counts });
+        let there = t.export(NOW).await.unwrap();
+        let mismatches = verify(&snapshot, &there);
+        assert_eq!(mismatches, vec![Mismatch::Differs("user \"bob\"".into())]);
+        assert_eq!(t.user("bob").await.unwrap(), Some(bob));
+        assert_eq!(
+            t.import(snapshot.clone()).await.unwrap(),
+            Counts::default(),
+            "a second import adds nothing"
+        );
+        assert_eq!(t.export(NOW).await.unwrap(), there);
+        assert_eq!(
+            t.access_token(Digest::of("a1")).await.unwrap(),
+            s.access_token(Digest::of("a1")).await.unwrap()
+        );
+        assert_eq!(
+            t.consent("alice", "c1").await.unwrap(),
+            Some(ScopeSet::parse("read").unwrap())
+        );
+        // r0 was rotated before the move: presenting it again is still stale, and its
+        // family can still be revoked whole.
+        let again = t
+            .exchange_refresh_token(
+                Digest::of("r0"),
+                NOW,
+                Some([8; 32]),
+                access("a2", "c1", Some("alice"), Some("r2")),
+                Some(refresh("r2", "c1", Some("alice"), "r0")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, RefreshExchange::Stale);
+        let revoked = t.revoke_family(Digest::of("r0"), NOW).await.unwrap();
+        assert_eq!(revoked.refresh, 1, "r1, r0's successor");
+    })
+}
+
 /// Instantiates every contract case for one backend: `contract!(module, opener, available)`;
 /// a case whose backend is not available (no server to test against) skips, saying so.
 macro_rules! contract {
@@ -831,6 +922,10 @@ macro_rules! contract {
             #[tokio::test]
             async fn client_registrations() {
                 run(super::client_registrations).await
+            }
+            #[tokio::test]
+            async fn export_and_import() {
+                run(super::export_and_import).await
             }
         }
     };

@@ -31,7 +31,7 @@ pub use limits::{CacheConfig, CleanupConfig, ConnectionLimits, Limits};
 pub use listeners::TlsConfig;
 pub use oauth::{OAuthConfig, RateLimits};
 use raw::RawConfig;
-pub use store::{PostgresConfig, StoreConfig};
+pub use store::{PostgresConfig, Sslmode, StoreConfig, split_sslmode};
 pub use upstreams::UpstreamConfig;
 
 /// A validated configuration. Every field holds a checked value.

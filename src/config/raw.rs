@@ -69,6 +69,8 @@ pub struct RawStore {
     pub connect_timeout_ms: Option<S<u64>>,
     #[serde(default)]
     pub statement_timeout_ms: Option<S<u64>>,
+    #[serde(default)]
+    pub ca_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,6 +36,9 @@ pub struct PostgresConfig {
     /// caller waits for a connection and its call as a whole: past it the store answers
     /// `Unavailable`.
     pub statement_timeout: Duration,
+    /// The roots that verify the server's certificate when the connection uses TLS; `None`:
+    /// the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +65,7 @@ impl Validator {
             raw.statement_timeout_ms
                 .as_ref()
                 .map(|s| (&s.referenced, "statement_timeout_ms")),
+            raw.ca_file.as_ref().map(|s| (&s.referenced, "ca_file")),
         ];
         let url = match (&raw.sqlite, &raw.postgres, &raw.postgres_url_env) {
             (Some(sqlite), None, None) => {
@@ -113,7 +118,21 @@ impl Validator {
                 "`store.busy_timeout_ms` applies to SQLite only (PostgreSQL: `statement_timeout_ms`)",
             );
         }
+        if let (Err(e), Some(at)) = (
+            split_sslmode(&url),
+            raw.postgres.as_ref().or(raw.postgres_url_env.as_ref()),
+        ) {
+            self.at(&at.referenced, format!("`store`: {e}"));
+        }
         let ms = |v: Option<u64>, default| Duration::from_millis(v.unwrap_or(default));
+        let ca_file = raw.ca_file.as_ref().map(|ca| {
+            let path = base_dir.join(&ca.value);
+            // Read now, so that a missing or unreadable file is reported where it is named.
+            if let Err(e) = crate::tls::client_config(Some(&path)) {
+                self.at(&ca.referenced, format!("`store.ca_file`: {e}"));
+            }
+            path
+        });
         StoreConfig::Postgres(PostgresConfig {
             url,
             pool_size: self
@@ -129,6 +148,7 @@ impl Validator {
                 self.positive(&raw.statement_timeout_ms, "store.statement_timeout_ms"),
                 POSTGRES_STATEMENT_TIMEOUT_MS,
             ),
+            ca_file,
         })
     }
 
@@ -142,6 +162,93 @@ impl Validator {
                 self.positive(&raw.busy_timeout_ms, "store.busy_timeout_ms")
                     .unwrap_or(STORE_BUSY_TIMEOUT_MS),
             ),
+        }
+    }
+}
+
+/// libpq's `sslmode` values that Portcullis accepts (`allow` is not one: it would try
+/// plaintext first). What each means: `store::postgres::tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sslmode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// A PostgreSQL URL without its `sslmode` parameter (the driver knows only some of libpq's
+/// values), and that parameter (`prefer` when absent, as in libpq).
+pub fn split_sslmode(url: &str) -> Result<(String, Sslmode), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), Sslmode::Prefer));
+    };
+    let mut mode = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        let Some(("sslmode", value)) = pair.split_once('=') else {
+            rest.push(pair);
+            continue;
+        };
+        let value = match value {
+            "disable" => Sslmode::Disable,
+            "prefer" => Sslmode::Prefer,
+            "require" => Sslmode::Require,
+            "verify-ca" => Sslmode::VerifyCa,
+            "verify-full" => Sslmode::VerifyFull,
+            other => {
+                return Err(format!(
+                    "the PostgreSQL URL's sslmode {other:?} is not one of disable, prefer, require, verify-ca, verify-full"
+                ));
+            }
+        };
+        if mode.replace(value).is_some() {
+            return Err("the PostgreSQL URL gives sslmode twice".into());
+        }
+    }
+    let url = match rest.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{}", rest.join("&")),
+    };
+    Ok((url, mode.unwrap_or(Sslmode::Prefer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_taken_out_of_the_url() {
+        // The URL, and what remains of it with the mode (`None`: refused).
+        type Case<'a> = (&'a str, Option<(&'a str, Sslmode)>);
+        let cases: &[Case<'_>] = &[
+            (
+                "postgres://h/db",
+                Some(("postgres://h/db", Sslmode::Prefer)),
+            ),
+            (
+                "postgres://h/db?sslmode=verify-full",
+                Some(("postgres://h/db", Sslmode::VerifyFull)),
+            ),
+            (
+                "postgres://h/db?application_name=gw&sslmode=verify-ca&connect_timeout=3",
+                Some((
+                    "postgres://h/db?application_name=gw&connect_timeout=3",
+                    Sslmode::VerifyCa,
+                )),
+            ),
+            (
+                "postgres://h/db?sslmode=disable",
+                Some(("postgres://h/db", Sslmode::Disable)),
+            ),
+            ("postgres://h/db?sslmode=require&sslmode=disable", None),
+            ("postgres://h/db?sslmode=allow", None),
+            ("postgres://h/db?sslmode=", None),
+        ];
+        for (url, want) in cases {
+            let got = split_sslmode(url).ok();
+            let got = got.as_ref().map(|(u, m)| (u.as_str(), *m));
+            assert_eq!(&got, want, "{url}");
         }
     }
 }

@@ -314,6 +314,18 @@ fn the_store_is_sqlite_or_postgres() {
             "store:\n  postgres: postgres://a/b\n  pool_size: 2000\n",
             "`store.pool_size` must be at most 1024",
         ),
+        (
+            "store:\n  postgres: postgres://a/b?sslmode=allow\n",
+            "sslmode \"allow\" is not one of disable, prefer, require, verify-ca, verify-full",
+        ),
+        (
+            "store:\n  postgres: postgres://a/b\n  ca_file: no-such-ca.pem\n",
+            "`store.ca_file`: ",
+        ),
+        (
+            "store:\n  sqlite: a.db\n  ca_file: ca.pem\n",
+            "`store.ca_file` applies to PostgreSQL only",
+        ),
     ];
     for (store, want) in cases {
         let p = problems(&with(store));

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod rules;
 mod sql;
 pub mod sqlite;
+pub mod transfer;
 
 use std::fmt;
 use std::str::FromStr;
@@ -525,6 +526,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Access tokens revoked since log entry `after` (by any process sharing this store), with
     /// the newest entry id, so that every gateway can drop them from its cache.
     async fn revocations_since(&self, after: i64) -> Result<(i64, Vec<Digest>), StoreError>;
+
+    /// What another store needs to carry on (see [`transfer`]): users, clients, consents,
+    /// and every token that has not expired at `now`, in one consistent read.
+    async fn export(&self, now: i64) -> Result<transfer::Snapshot, StoreError>;
+    /// Adds the records of `snapshot` that this store lacks, in one transaction; a record
+    /// whose key is here already is kept as it is (so an import run twice adds nothing).
+    /// Returns how many rows of each kind were added.
+    async fn import(&self, snapshot: transfer::Snapshot) -> Result<transfer::Counts, StoreError>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

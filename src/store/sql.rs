@@ -16,11 +16,31 @@ pub const USER_COLS: &str = "username, password_hash, created_at, is_admin";
 pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at, public, redirect_uris, skip_consent, owner";
 pub const CODE_COLS: &str = "digest, client_id, username, redirect_uri, scopes, code_challenge, issued_at, expires_at, used_at";
 pub const SESSION_COLS: &str = "digest, username, created_at, expires_at";
+pub const CONSENT_COLS: &str = "username, client_id, scopes, granted_at";
 /// The columns of `TokenMeta`, first in every token query.
 pub const META_COLS: &str =
     "digest, client_id, username, scopes, issued_at, expires_at, revoked_at";
 pub const ACCESS_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, refresh_digest, family";
 pub const REFRESH_COLS: &str = "digest, client_id, username, scopes, issued_at, expires_at, revoked_at, family, rotated_at, rotation_salt";
+
+/// What an insert does when the row's key is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Fail: the caller reports a conflict (adding a user or client that exists).
+    Fail,
+    /// Keep the row that is there and insert nothing (an import run again).
+    Keep,
+}
+
+impl OnConflict {
+    /// What follows the `VALUES` list.
+    pub fn clause(self) -> &'static str {
+        match self {
+            OnConflict::Fail => "",
+            OnConflict::Keep => " ON CONFLICT DO NOTHING",
+        }
+    }
+}
 
 /// A public client keeps a placeholder in the `secret_digest` column (it is `NOT NULL`); the
 /// `public` column says that it has none.

@@ -2,6 +2,8 @@
 //! upstream (the sample API, which echoes what it received), and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod ca;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -7,11 +7,14 @@
 pub mod notify;
 mod pool;
 mod schema;
+mod tls;
+mod transfer;
 mod tx;
 
 use async_trait::async_trait;
 
 use super::sql::client_params;
+use super::transfer::{Counts, Snapshot};
 use super::{
     AccessTokenRecord, ClientRecord, CodeRecord, CodeRedemption, LiveTokens, RefreshExchange,
     RefreshTokenRecord, Revoked, SessionRecord, Store, StoreError, Swept, TokenFilter, TokenKind,
@@ -23,9 +26,9 @@ use crate::scope::ScopeSet;
 use pool::Pool;
 pub use schema::MigrateError;
 use tx::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, USER_COLS,
-    access_row, backend, client_row, code_row, conflict, digest_col, meta_row, owner_condition,
-    refresh_row, session_row, table_of, user_row,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, OnConflict, REFRESH_COLS, SESSION_COLS,
+    USER_COLS, access_row, backend, client_row, code_row, conflict, digest_col, meta_row,
+    owner_condition, refresh_row, session_row, table_of, user_row,
 };
 
 pub struct PostgresStore {
@@ -74,16 +77,8 @@ impl Store for PostgresStore {
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError> {
         self.pool
             .write(move |tx| {
-                tx.execute(
-                    &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4)"),
-                    &[
-                        &user.username,
-                        &user.password_hash,
-                        &user.created_at,
-                        &user.is_admin,
-                    ],
-                )
-                .map_err(conflict(format!("user {:?}", user.username)))?;
+                tx.put_user(&user, OnConflict::Fail)
+                    .map_err(conflict(format!("user {:?}", user.username)))?;
                 Ok(())
             })
             .await
@@ -145,29 +140,13 @@ impl Store for PostgresStore {
     }
 
     async fn add_client(&self, client: ClientRecord) -> Result<(), StoreError> {
-        self.pool.write(move |tx| {
-            let (secret, grants, scopes, public, redirect_uris) = client_params(&client);
-            tx.execute(
-                &format!(
-                    "INSERT INTO clients ({CLIENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                ),
-                &[
-                    &client.client_id,
-                    &client.name,
-                    &secret,
-                    &grants,
-                    &scopes,
-                    &client.created_at,
-                    &public,
-                    &redirect_uris,
-                    &client.skip_consent,
-                    &client.owner,
-                ],
-            )
-            .map_err(conflict(format!("client {:?}", client.client_id)))?;
-            Ok(())
-        })
-        .await
+        self.pool
+            .write(move |tx| {
+                tx.put_client(&client, OnConflict::Fail)
+                    .map_err(conflict(format!("client {:?}", client.client_id)))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
@@ -537,6 +516,16 @@ impl Store for PostgresStore {
                 }
                 Ok((last, out))
             })
+            .await
+    }
+
+    async fn export(&self, now: i64) -> Result<Snapshot, StoreError> {
+        self.pool.write(move |tx| transfer::export(tx, now)).await
+    }
+
+    async fn import(&self, snapshot: Snapshot) -> Result<Counts, StoreError> {
+        self.pool
+            .write(move |tx| transfer::import(tx, &snapshot).map_err(backend))
             .await
     }
 }

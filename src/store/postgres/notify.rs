@@ -78,15 +78,13 @@ pub struct Listener {
 impl Listener {
     /// Connects and starts listening; errors name no part of the URL.
     pub async fn connect(config: &PostgresConfig) -> Result<Listener, String> {
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
-        pg.connect_timeout(config.connect_timeout);
-        let (client, mut connection) = pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+        let (pg, tls) = super::tls::connection(config)?;
+        let (client, mut connection) = pg.connect(tls).await.map_err(|e| {
+            format!(
+                "cannot connect to PostgreSQL: {}",
+                super::pool::describe(&e)
+            )
+        })?;
         let (tx, notices) = mpsc::unbounded_channel();
         // The connection's driver: forwards notifications; ends (closing the channel) when
         // the connection does.

@@ -6,8 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use tokio::sync::Semaphore;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::schema;
 use super::tx::{PgTx, Prepared, Statements, backend};
@@ -22,6 +23,7 @@ struct Conn {
 
 pub struct Pool {
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     idle: Arc<Mutex<Vec<Conn>>>,
     permits: Semaphore,
     timeout: Duration,
@@ -53,18 +55,15 @@ impl Pool {
     /// Connects and brings the schema up to date (waiting for another replica that is doing
     /// it). Blocking: call it from a blocking thread.
     pub fn open(options: &PostgresConfig) -> Result<Pool, StoreError> {
-        let mut config: postgres::Config = options
-            .url
-            .parse()
-            .map_err(|e| StoreError::Open(format!("the PostgreSQL URL is not valid: {e}")))?;
-        config.connect_timeout(options.connect_timeout);
+        let (config, tls) = super::tls::connection(options).map_err(StoreError::Open)?;
+        let mut config = postgres::Config::from(config);
         config.options(&format!(
             "-c statement_timeout={}",
             options.statement_timeout.as_millis()
         ));
         let mut first = config
-            .connect(NoTls)
-            .map_err(|e| StoreError::Open(format!("PostgreSQL: {e}")))?;
+            .connect(tls.clone())
+            .map_err(|e| StoreError::Open(format!("PostgreSQL: {}", describe(&e))))?;
         schema::migrate(&mut first).map_err(|e| StoreError::Open(format!("PostgreSQL: {e}")))?;
         let first = Conn {
             client: first,
@@ -72,6 +71,7 @@ impl Pool {
         };
         Ok(Pool {
             config,
+            tls,
             idle: Arc::new(Mutex::new(vec![first])),
             permits: Semaphore::new(options.pool_size.max(1)),
             // The call as a whole: a connection, then its statements.
@@ -88,14 +88,17 @@ impl Pool {
         let call = async {
             let _permit = self.permits.acquire().await.expect("never closed");
             let idle = Arc::clone(&self.idle);
-            let config = self.config.clone();
+            let (config, tls) = (self.config.clone(), self.tls.clone());
             tokio::task::spawn_blocking(move || {
                 let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
                 let mut conn = match reused.filter(|c| !c.client.is_closed()) {
                     Some(c) => c,
                     None => Conn {
-                        client: config.connect(NoTls).map_err(|e| {
-                            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}"))
+                        client: config.connect(tls).map_err(|e| {
+                            StoreError::Unavailable(format!(
+                                "cannot connect to PostgreSQL: {}",
+                                describe(&e)
+                            ))
                         })?,
                         statements: Statements::default(),
                     },
@@ -167,4 +170,20 @@ impl Pool {
         })
         .await
     }
+}
+
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate: …"):
+/// the driver's own message often stops short of what went wrong.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }

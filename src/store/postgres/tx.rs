@@ -11,8 +11,10 @@ use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 use crate::store::sql::{self, Dialect, Key, grants_from, redirect_uris_from};
 pub use crate::store::sql::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, USER_COLS, table_of,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, CONSENT_COLS, META_COLS, OnConflict, REFRESH_COLS,
+    SESSION_COLS, USER_COLS, table_of,
 };
+use crate::store::transfer::ConsentRecord;
 use crate::store::{
     AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, RefreshTokenRecord,
     SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner, TokenTx, UserRecord,
@@ -233,6 +235,127 @@ impl<C: GenericClient> Prepared<'_, C> {
     }
 }
 
+/// Inserts of whole records; each returns the rows added (0 when `on_conflict` kept a row
+/// that was there).
+impl<C: GenericClient> Prepared<'_, C> {
+    pub fn put_user(
+        &mut self,
+        u: &UserRecord,
+        on_conflict: OnConflict,
+    ) -> Result<u64, postgres::Error> {
+        self.execute(
+            &format!(
+                "INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4){}",
+                on_conflict.clause()
+            ),
+            &[&u.username, &u.password_hash, &u.created_at, &u.is_admin],
+        )
+    }
+
+    pub fn put_client(
+        &mut self,
+        client: &ClientRecord,
+        on_conflict: OnConflict,
+    ) -> Result<u64, postgres::Error> {
+        let (secret, grants, scopes, public, redirect_uris) = sql::client_params(client);
+        self.execute(
+            &format!(
+                "INSERT INTO clients ({CLIENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10){}",
+                on_conflict.clause()
+            ),
+            &[
+                &client.client_id,
+                &client.name,
+                &secret,
+                &grants,
+                &scopes,
+                &client.created_at,
+                &public,
+                &redirect_uris,
+                &client.skip_consent,
+                &client.owner,
+            ],
+        )
+    }
+
+    pub fn put_consent(
+        &mut self,
+        consent: &ConsentRecord,
+        on_conflict: OnConflict,
+    ) -> Result<u64, postgres::Error> {
+        self.execute(
+            &format!(
+                "INSERT INTO consents ({CONSENT_COLS}) VALUES ($1, $2, $3, $4){}",
+                on_conflict.clause()
+            ),
+            &[
+                &consent.username,
+                &consent.client_id,
+                &consent.scopes.to_string(),
+                &consent.granted_at,
+            ],
+        )
+    }
+
+    pub fn put_access(
+        &mut self,
+        a: &AccessTokenRecord,
+        on_conflict: OnConflict,
+    ) -> Result<u64, postgres::Error> {
+        self.execute(
+            &format!(
+                "INSERT INTO access_tokens ({ACCESS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9){}",
+                on_conflict.clause()
+            ),
+            &[
+                &&a.digest.0[..],
+                &a.client_id,
+                &a.username,
+                &a.scopes.to_string(),
+                &a.issued_at,
+                &a.expires_at,
+                &a.revoked_at,
+                &a.refresh.as_ref().map(|d| &d.0[..]),
+                &&a.family.0[..],
+            ],
+        )
+    }
+
+    pub fn put_refresh(
+        &mut self,
+        r: &RefreshTokenRecord,
+        on_conflict: OnConflict,
+    ) -> Result<u64, postgres::Error> {
+        self.execute(
+            &format!(
+                "INSERT INTO refresh_tokens ({REFRESH_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10){}",
+                on_conflict.clause()
+            ),
+            &[
+                &&r.digest.0[..],
+                &r.client_id,
+                &r.username,
+                &r.scopes.to_string(),
+                &r.issued_at,
+                &r.expires_at,
+                &r.revoked_at,
+                &&r.family.0[..],
+                &r.rotated_at,
+                &r.rotation_salt.as_ref().map(|s| &s[..]),
+            ],
+        )
+    }
+}
+
+pub fn consent_row(row: &Row) -> Result<ConsentRecord, StoreError> {
+    Ok(ConsentRecord {
+        username: get(row, 0)?,
+        client_id: get(row, 1)?,
+        scopes: scopes_col(row, 2)?,
+        granted_at: get(row, 3)?,
+    })
+}
+
 /// One transaction, as the rules' steps.
 pub type PgTx<'a, 'c> = Prepared<'a, Transaction<'c>>;
 
@@ -330,43 +453,12 @@ impl TokenTx for Prepared<'_, Transaction<'_>> {
     }
 
     fn insert_access(&mut self, a: &AccessTokenRecord) -> Result<(), BackendError> {
-        self.execute(
-            &format!(
-                "INSERT INTO access_tokens ({ACCESS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            ),
-            &[
-                &&a.digest.0[..],
-                &a.client_id,
-                &a.username,
-                &a.scopes.to_string(),
-                &a.issued_at,
-                &a.expires_at,
-                &a.revoked_at,
-                &a.refresh.as_ref().map(|d| &d.0[..]),
-                &&a.family.0[..],
-            ],
-        )?;
+        self.put_access(a, OnConflict::Fail)?;
         Ok(())
     }
 
     fn insert_refresh(&mut self, r: &RefreshTokenRecord) -> Result<(), BackendError> {
-        self.execute(
-            &format!(
-                "INSERT INTO refresh_tokens ({REFRESH_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            ),
-            &[
-                &&r.digest.0[..],
-                &r.client_id,
-                &r.username,
-                &r.scopes.to_string(),
-                &r.issued_at,
-                &r.expires_at,
-                &r.revoked_at,
-                &&r.family.0[..],
-                &r.rotated_at,
-                &r.rotation_salt.as_ref().map(|s| &s[..]),
-            ],
-        )?;
+        self.put_refresh(r, OnConflict::Fail)?;
         Ok(())
     }
 

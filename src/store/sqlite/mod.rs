@@ -5,6 +5,7 @@
 //! steps in `tx`; the rules themselves are `store::rules`, shared by every backend.
 
 mod schema;
+mod transfer;
 mod tx;
 mod writer;
 
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::Semaphore;
 
 use super::sql::client_params;
+use super::transfer::{Counts, Snapshot};
 use super::{
     AccessTokenRecord, ClientRecord, CodeRecord, CodeRedemption, LiveTokens, RefreshExchange,
     RefreshTokenRecord, Revoked, SessionRecord, Store, StoreError, Swept, TokenFilter, TokenKind,
@@ -25,9 +27,9 @@ use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 use schema::{configure, migrate};
 use tx::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, SqliteTx,
-    USER_COLS, access_row, backend, client_row, code_row, conflict, digest_col, meta_row,
-    owner_condition, refresh_row, session_row, table_of, user_row,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, OnConflict, REFRESH_COLS, SESSION_COLS,
+    SqliteTx, USER_COLS, access_row, backend, client_row, code_row, conflict, digest_col, meta_row,
+    owner_condition, put_client, put_user, refresh_row, session_row, table_of, user_row,
 };
 use writer::Writer;
 
@@ -165,16 +167,8 @@ impl Store for SqliteStore {
 
     async fn add_user(&self, user: UserRecord) -> Result<(), StoreError> {
         self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4)"),
-                params![
-                    user.username,
-                    user.password_hash,
-                    user.created_at,
-                    user.is_admin
-                ],
-            )
-            .map_err(conflict(format!("user {:?}", user.username)))?;
+            put_user(c, &user, OnConflict::Fail)
+                .map_err(conflict(format!("user {:?}", user.username)))?;
             Ok(())
         })
         .await
@@ -225,25 +219,8 @@ impl Store for SqliteStore {
 
     async fn add_client(&self, client: ClientRecord) -> Result<(), StoreError> {
         self.write(move |c| {
-            let (secret, grants, scopes, public, redirect_uris) = client_params(&client);
-            c.execute(
-                &format!(
-                    "INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                ),
-                params![
-                    client.client_id,
-                    client.name,
-                    secret,
-                    grants,
-                    scopes,
-                    client.created_at,
-                    public,
-                    redirect_uris,
-                    client.skip_consent,
-                    client.owner,
-                ],
-            )
-            .map_err(conflict(format!("client {:?}", client.client_id)))?;
+            put_client(c, &client, OnConflict::Fail)
+                .map_err(conflict(format!("client {:?}", client.client_id)))?;
             Ok(())
         })
         .await
@@ -593,5 +570,14 @@ impl Store for SqliteStore {
             Ok((last, out))
         })
         .await
+    }
+
+    async fn export(&self, now: i64) -> Result<Snapshot, StoreError> {
+        self.read(move |c| transfer::export(c, now)).await
+    }
+
+    async fn import(&self, snapshot: Snapshot) -> Result<Counts, StoreError> {
+        self.write(move |c| transfer::import(c, &snapshot).map_err(backend))
+            .await
     }
 }

@@ -8,8 +8,10 @@ use crate::crypto::Digest;
 use crate::scope::ScopeSet;
 use crate::store::sql::{self, Dialect, Key, grants_from, redirect_uris_from};
 pub use crate::store::sql::{
-    ACCESS_COLS, CLIENT_COLS, CODE_COLS, META_COLS, REFRESH_COLS, SESSION_COLS, USER_COLS, table_of,
+    ACCESS_COLS, CLIENT_COLS, CODE_COLS, CONSENT_COLS, META_COLS, OnConflict, REFRESH_COLS,
+    SESSION_COLS, USER_COLS, table_of,
 };
+use crate::store::transfer::ConsentRecord;
 use crate::store::{
     AccessTokenRecord, BackendError, ClientRecord, CodeRecord, CodeState, RefreshTokenRecord,
     SessionRecord, StoreError, TokenFilter, TokenKind, TokenMeta, TokenOwner, TokenTx, UserRecord,
@@ -178,6 +180,120 @@ pub fn refresh_row(row: &Row<'_>) -> rusqlite::Result<RefreshTokenRecord> {
 /// The writer's connection, inside its transaction, as the rules' steps.
 pub struct SqliteTx<'c>(pub &'c Connection);
 
+/// Inserts a user; the number of rows added (0 when `on_conflict` kept one that was there).
+pub fn put_user(
+    c: &Connection,
+    u: &UserRecord,
+    on_conflict: OnConflict,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(&format!(
+        "INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4){}",
+        on_conflict.clause()
+    ))?
+    .execute(params![
+        u.username,
+        u.password_hash,
+        u.created_at,
+        u.is_admin
+    ])
+}
+
+/// Inserts a client, as [`put_user`] does a user.
+pub fn put_client(
+    c: &Connection,
+    client: &ClientRecord,
+    on_conflict: OnConflict,
+) -> rusqlite::Result<usize> {
+    let (secret, grants, scopes, public, redirect_uris) = sql::client_params(client);
+    c.prepare_cached(&format!(
+        "INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10){}",
+        on_conflict.clause()
+    ))?
+    .execute(params![
+        client.client_id,
+        client.name,
+        secret,
+        grants,
+        scopes,
+        client.created_at,
+        public,
+        redirect_uris,
+        client.skip_consent,
+        client.owner,
+    ])
+}
+
+pub fn put_consent(
+    c: &Connection,
+    consent: &ConsentRecord,
+    on_conflict: OnConflict,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(&format!(
+        "INSERT INTO consents ({CONSENT_COLS}) VALUES (?1, ?2, ?3, ?4){}",
+        on_conflict.clause()
+    ))?
+    .execute(params![
+        consent.username,
+        consent.client_id,
+        consent.scopes.to_string(),
+        consent.granted_at
+    ])
+}
+
+pub fn put_access(
+    c: &Connection,
+    a: &AccessTokenRecord,
+    on_conflict: OnConflict,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(&format!(
+        "INSERT INTO access_tokens ({ACCESS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9){}",
+        on_conflict.clause()
+    ))?
+    .execute(params![
+        &a.digest.0[..],
+        a.client_id,
+        a.username,
+        a.scopes.to_string(),
+        a.issued_at,
+        a.expires_at,
+        a.revoked_at,
+        a.refresh.as_ref().map(|d| &d.0[..]),
+        &a.family.0[..],
+    ])
+}
+
+pub fn put_refresh(
+    c: &Connection,
+    r: &RefreshTokenRecord,
+    on_conflict: OnConflict,
+) -> rusqlite::Result<usize> {
+    c.prepare_cached(&format!(
+        "INSERT INTO refresh_tokens ({REFRESH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10){}",
+        on_conflict.clause()
+    ))?
+    .execute(params![
+        &r.digest.0[..],
+        r.client_id,
+        r.username,
+        r.scopes.to_string(),
+        r.issued_at,
+        r.expires_at,
+        r.revoked_at,
+        &r.family.0[..],
+        r.rotated_at,
+        r.rotation_salt.as_ref().map(|s| &s[..]),
+    ])
+}
+
+pub fn consent_row(row: &Row<'_>) -> rusqlite::Result<ConsentRecord> {
+    Ok(ConsentRecord {
+        username: row.get(0)?,
+        client_id: row.get(1)?,
+        scopes: scopes_col(row, 2)?,
+        granted_at: row.get(3)?,
+    })
+}
+
 impl SqliteTx<'_> {
     fn revoke(
         &mut self,
@@ -268,39 +384,12 @@ impl TokenTx for SqliteTx<'_> {
     }
 
     fn insert_access(&mut self, a: &AccessTokenRecord) -> Result<(), BackendError> {
-        self.0.prepare_cached(&format!(
-            "INSERT INTO access_tokens ({ACCESS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-        ))?
-        .execute(params![
-            &a.digest.0[..],
-            a.client_id,
-            a.username,
-            a.scopes.to_string(),
-            a.issued_at,
-            a.expires_at,
-            a.revoked_at,
-            a.refresh.as_ref().map(|d| &d.0[..]),
-            &a.family.0[..],
-        ])?;
+        put_access(self.0, a, OnConflict::Fail)?;
         Ok(())
     }
 
     fn insert_refresh(&mut self, r: &RefreshTokenRecord) -> Result<(), BackendError> {
-        self.0.prepare_cached(&format!(
-            "INSERT INTO refresh_tokens ({REFRESH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ))?
-        .execute(params![
-            &r.digest.0[..],
-            r.client_id,
-            r.username,
-            r.scopes.to_string(),
-            r.issued_at,
-            r.expires_at,
-            r.revoked_at,
-            &r.family.0[..],
-            r.rotated_at,
-            r.rotation_salt.as_ref().map(|s| &s[..]),
-        ])?;
+        put_refresh(self.0, r, OnConflict::Fail)?;
         Ok(())
     }
 
