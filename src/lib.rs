@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod manage;
 pub mod metrics;
+pub mod migrate;
 pub mod oauth;
 pub mod principal;
 pub mod proxy;

@@ -13,6 +13,7 @@ use portcullis::clock::SystemClock;
 use portcullis::config::{Config, ConfigError};
 use portcullis::crypto::PasswordHasher;
 use portcullis::manage;
+use portcullis::migrate::{self, Location};
 use portcullis::store::{GrantType, SharedStore, TokenOwner, TokenSummary};
 use serde_json::json;
 
@@ -52,8 +53,9 @@ enum Command {
     Demo,
     /// Validate the config file and exit.
     Check,
-    /// Create the configured store if it does not exist and bring its schema up to date.
-    Migrate,
+    /// Create the configured store if it does not exist and bring its schema up to date; or,
+    /// with --from and --to, copy one store's contents into another.
+    Migrate(MigrateArgs),
     /// Manage users (resource owners for the password grant).
     #[command(subcommand)]
     Users(UsersCommand),
@@ -63,6 +65,34 @@ enum Command {
     /// Inspect, revoke and clean up tokens (values are never shown: only their digests).
     #[command(subcommand)]
     Tokens(TokensCommand),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// Copy the contents of this store (`sqlite:FILE` or a postgres:// URL): users, clients,
+    /// consents and every unexpired token. The config file is not read.
+    #[arg(
+        long,
+        requires = "to",
+        env = "PORTCULLIS_MIGRATE_FROM",
+        hide_env_values = true
+    )]
+    from: Option<String>,
+    /// ...into this store (created if it is an SQLite file). Records it has already are kept,
+    /// so a second run adds only what is new; every record of the source is then checked.
+    #[arg(
+        long,
+        requires = "from",
+        env = "PORTCULLIS_MIGRATE_TO",
+        hide_env_values = true
+    )]
+    to: Option<String>,
+    /// The CA certificates (PEM) that verify a PostgreSQL server's TLS certificate.
+    #[arg(long, requires = "from")]
+    ca_file: Option<PathBuf>,
+    /// Report what would be copied; write nothing.
+    #[arg(long, requires = "from")]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -239,7 +269,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Migrate => {
+        Command::Migrate(MigrateArgs {
+            from: Some(from),
+            to: Some(to),
+            ca_file,
+            dry_run,
+        }) => move_store(from, to, ca_file, dry_run).await,
+        Command::Migrate(_) => {
             let config = Config::load(&cli.config)?;
             portcullis::app::open_store(&config).await?;
             println!("{}: the store is ready", cli.config.display());
@@ -266,6 +302,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tokens(cmd, &config, &store).await
         }
     }
+}
+
+/// `migrate --from --to`. The locations are parsed here, not by clap, whose errors would
+/// repeat a URL (and its password) to the terminal.
+async fn move_store(
+    from: String,
+    to: String,
+    ca_file: Option<PathBuf>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let from: Location = from.parse().map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+    let to: Location = to.parse().map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    let now = SystemClock.now();
+    let source = migrate::open(&from, false, ca_file.clone())
+        .await
+        .with_context(|| format!("cannot open {from}"))?;
+    if dry_run {
+        // A destination that does not exist yet is empty, not an error.
+        let destination = migrate::open(&to, false, ca_file).await.ok();
+        let (counts, missing) = migrate::plan(&source, destination.as_ref(), now).await?;
+        println!("{from} holds {counts}");
+        println!(
+            "{} records would be copied into {to}, or are there with other contents:",
+            missing.len()
+        );
+        for m in &missing {
+            println!("  {m}");
+        }
+        return Ok(());
+    }
+    let destination = migrate::open(&to, true, ca_file)
+        .await
+        .with_context(|| format!("cannot open {to}"))?;
+    let moved = migrate::copy(&source, &destination, now).await?;
+    println!("{from} holds {}", moved.source);
+    println!("added to {to}: {}", moved.added);
+    println!("verified: every record of {from} is in {to}, unchanged");
+    Ok(())
 }
 
 fn owner(user: Option<String>, client: Option<String>) -> TokenOwner {

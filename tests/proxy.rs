@@ -451,9 +451,7 @@ async fn a_token_deleted_behind_the_gateway_fails_after_the_cache_ttl() {
     .await;
     let access = h.access_token("read").await;
     h.get_ok("/api/users/1", Some(&access)).await;
-    let db = rusqlite::Connection::open(h.db_path()).unwrap();
-    let deleted = db.execute("DELETE FROM access_tokens", []).unwrap();
-    assert_eq!(deleted, 1);
+    assert_eq!(h.behind_its_back("DELETE FROM access_tokens"), 1);
     h.get_ok("/api/users/1", Some(&access)).await;
     common::eventually("the cached token outlives the TTL", || async {
         let status = h.get("/api/users/1", Some(&access)).await.status;

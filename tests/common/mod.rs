@@ -145,6 +145,16 @@ impl Options {
     }
 }
 
+/// Whether `PORTCULLIS_TEST_STORE=postgres` asks for the gateway suites to run on a fresh
+/// PostgreSQL database per gateway instead of an SQLite file.
+pub fn suites_on_postgres() -> bool {
+    match std::env::var("PORTCULLIS_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("PORTCULLIS_TEST_STORE is sqlite or postgres, not {other:?}"),
+    }
+}
+
 static NEXT_USER: AtomicUsize = AtomicUsize::new(0);
 
 impl Harness {
@@ -170,7 +180,18 @@ impl Harness {
             listen,
             &opts.extra_store,
         );
-        let yaml = match &opts.store {
+        // The gateway suites run on PostgreSQL too (`.ci/run`); a test that sets SQLite keys
+        // of its own stays on SQLite.
+        let store = match &opts.store {
+            Some(store) => Some(store.clone()),
+            None if opts.extra_store.is_empty() && suites_on_postgres() => {
+                let server = postgres_server()
+                    .expect("PORTCULLIS_TEST_STORE=postgres needs PORTCULLIS_TEST_DATABASE_URL");
+                Some(format!("postgres: {}", fresh_postgres_database(&server)))
+            }
+            None => None,
+        };
+        let yaml = match &store {
             Some(store) => replaced(&yaml, "sqlite: data/portcullis.db", store),
             None => yaml,
         };
@@ -236,6 +257,27 @@ impl Harness {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/portcullis.db")
+    }
+
+    /// Runs `sql` on the gateway's database behind its back, as another program would,
+    /// whichever the backend; returns the rows it changed.
+    pub fn behind_its_back(&self, sql: &str) -> u64 {
+        match &self.config.store {
+            portcullis::config::StoreConfig::Sqlite { path, .. } => {
+                let db = rusqlite::Connection::open(path).unwrap();
+                db.execute(sql, []).unwrap() as u64
+            }
+            portcullis::config::StoreConfig::Postgres(pg) => {
+                let (url, sql) = (pg.url.clone(), sql.to_owned());
+                // The synchronous client must not run on the test's runtime.
+                std::thread::spawn(move || {
+                    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    db.execute(&sql, &[]).unwrap()
+                })
+                .join()
+                .unwrap()
+            }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
