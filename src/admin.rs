@@ -1,14 +1,16 @@
-//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process serves),
+//! The admin listener: `/metrics` (the Prometheus text format, or OpenMetrics when the scraper
+//! asks for it: `exposition`), `/healthz` (the process serves),
 //! `/readyz` (the store answers). Kept off the proxy port so it is never exposed by accident.
 
 use std::sync::Arc;
 
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, VARY};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
+use crate::exposition::{self, Format};
 use crate::http::{Body, full, json_response};
 use crate::store::SharedStore;
 
@@ -27,13 +29,20 @@ impl Admin {
         }
         match req.uri().path() {
             "/metrics" => {
-                let mut resp = Response::new(full(crate::metrics::render(&self.registry)));
-                resp.headers_mut().insert(
+                let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+                let format = exposition::negotiate(accept);
+                let openmetrics = crate::metrics::render(&self.registry);
+                let body = match format {
+                    Format::OpenMetrics => openmetrics,
+                    Format::PrometheusText => exposition::to_prometheus_text(&openmetrics),
+                };
+                let mut resp = Response::new(full(body));
+                let headers = resp.headers_mut();
+                headers.insert(
                     CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
+                    HeaderValue::from_static(format.content_type()),
                 );
+                headers.insert(VARY, HeaderValue::from_static("accept"));
                 resp
             }
             "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod exposition;
 pub mod gateway;
 pub mod guard;
 pub mod http;

@@ -7,6 +7,11 @@
 #   PORTCULLIS_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 #     bash benches/load/postgres.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 10 s)
 #
+# Then revocation fan-out: two more replicas on the same database (log poll 60 s, so only the
+# LISTEN/NOTIFY feed counts), 300 tokens issued on the first and revoked there one after another,
+# and the p50/p99 of `portcullis_revocation_propagation_seconds` (notify to invalidation) from
+# the other two replicas' /metrics.
+#
 # The URL names a server where a database may be created (a fresh portcullis_bench_… one is
 # made and dropped). Needs wrk and psql. Loopback only; the gateways run on CPU 0 and wrk on
 # CPU 1; the PostgreSQL server runs wherever the system puts it (its CPU is not counted).
@@ -113,6 +118,14 @@ LUA
   } > "$WORK/miss-$b.lua"
 done
 
+# Two more replicas of the PostgreSQL gateway for the fan-out measurement.
+REPLICAS=(127.0.0.1:18201 127.0.0.1:18203)
+for a in "${REPLICAS[@]}"; do
+  conf "$WORK/replica-${a##*:}.yaml" "$a" "127.0.0.1:$(( ${a##*:} + 1 ))" "${STORE[postgres]}" "cache: { revocation_poll_ms: 60000 }"
+  RUST_LOG=warn $BIN --config "$WORK/replica-${a##*:}.yaml" serve 2>"$WORK/replica-${a##*:}.log" & PIDS+=($!)
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$(( ${a##*:} + 1 ))/readyz" >/dev/null && break; sleep 0.2; done
+done
+
 RESULTS="$WORK/results"; : > "$RESULTS"
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -139,6 +152,37 @@ for r in $(seq "$ROUNDS"); do
     run "guard_miss_$b" "http://${MISS[$b]}/api/x" "${PID[$b-miss]}" "$WORK/miss-$b.lua"
   done
 done
+echo "revocation fan-out: 300 tokens revoked on one replica" >&2
+for _ in $(seq 300); do
+  t=$(curl -s -H "Authorization: Basic $(basic postgres)" -d grant_type=client_credentials "http://${ADDR[postgres]}/o/token/" |
+    sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  for a in "${REPLICAS[@]}"; do curl -s -o /dev/null -H "Authorization: Bearer $t" "http://$a/api/x"; done
+  curl -s -o /dev/null -H "Authorization: Basic $(basic postgres)" -d "token=$t" "http://${ADDR[postgres]}/o/revoke_token/"
+done
+sleep 1 # the last notices' delivery; what is measured is in the histogram, not this wait
+quantiles() { # the histogram's p50 and p99 (linear within a bucket, as histogram_quantile)
+  awk '
+    /^portcullis_revocation_propagation_seconds_bucket/ {
+      match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+      n++; bound[n] = (le == "+Inf") ? -1 : le + 0; cum[n] = $NF + 0
+    }
+    function q(p,   i, want, lo, prev) {
+      want = p * cum[n]; prev = 0; lo = 0
+      for (i = 1; i <= n; i++) {
+        if (cum[i] >= want) {
+          if (bound[i] < 0) return lo
+          return lo + (bound[i] - lo) * (want - prev) / (cum[i] - prev > 0 ? cum[i] - prev : 1)
+        }
+        prev = cum[i]; lo = bound[i]
+      }
+    }
+    END { printf "%d notices, p50 %.2f ms, p99 %.2f ms", cum[n], q(0.5) * 1000, q(0.99) * 1000 }'
+}
+FANOUT=""
+for a in "${REPLICAS[@]}"; do
+  FANOUT+="  replica ${a##*:}: $(curl -s "http://127.0.0.1:$(( ${a##*:} + 1 ))/metrics" | quantiles)"$'\n'
+done
+
 {
   echo "$(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); PostgreSQL $(psql "$SERVER_URL" -qAtc 'SHOW server_version')"
   awk '
@@ -150,4 +194,7 @@ done
       printf "\nPostgreSQL / SQLite: issuance req/s %.2fx, cache-miss guard req/s %.2fx\n",
         rps["issue_postgres"]/rps["issue_sqlite"], rps["guard_miss_postgres"]/rps["guard_miss_sqlite"]
     }' "$RESULTS"
+  echo
+  echo "revocation propagation (notify to invalidation, portcullis_revocation_propagation_seconds):"
+  printf '%s' "$FANOUT"
 } | tee benches/load/last-run-postgres.txt
