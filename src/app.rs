@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,7 +22,9 @@ use crate::lifecycle;
 use crate::listener::{ConnectionLimits, Workers, serve};
 use crate::metrics::{HotMetrics, Metrics};
 use crate::oauth::AuthServer;
+use crate::oauth::throttle::Throttle;
 use crate::proxy::Upstreams;
+use crate::reload::{self, Reloader};
 use crate::store::cache::TokenCache;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -72,10 +75,18 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub store: SharedStore,
     shutdown: watch::Sender<bool>,
+    /// Asks for a config reload, as SIGHUP does (tests: a signal would reach every gateway
+    /// in the process).
+    reload_now: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
+    /// Reloads the config file now, as SIGHUP does.
+    pub fn reload(&self) {
+        self.reload_now.notify_one();
+    }
+
     /// Signals shutdown and waits until every connection has drained.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -96,23 +107,6 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {} (`listen` in {source})", config.listen))?;
     let addr = listener.local_addr()?;
-    let mut oauth = config.oauth.clone();
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    oauth
-        .issuer
-        .get_or_insert_with(|| format!("{scheme}://{addr}"));
-    let require_tls = config.tls.is_none() && !addr.ip().is_loopback() && !oauth.allow_plain_http;
-    if require_tls {
-        tracing::warn!(
-            %addr,
-            "plain HTTP on a non-loopback address: the /o/ endpoints refuse requests here; \
-             configure `tls` (or set `oauth.allow_plain_http` behind a TLS-terminating proxy)"
-        );
-    }
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -127,36 +121,17 @@ pub async fn start(
         move || PasswordHasher::new(n)
     })
     .await??;
-    let auth_server = AuthServer::new(
-        Arc::clone(&store),
-        cache.clone(),
-        hasher,
-        Arc::clone(&clock),
-        metrics.clone(),
-        Arc::new(oauth),
-        &config.limits,
-    )
-    .requiring_tls(require_tls);
-    let throttle = Arc::clone(&auth_server.throttle);
-    let upstreams = Upstreams::new(config.upstreams.values())?;
-    let hot_metrics = HotMetrics::new(
-        &metrics,
-        &config.routes,
-        upstreams.iter().map(|u| (u.id(), &u.name)),
-    );
-    let gateway = Arc::new(Gateway {
-        routes: config.routes.clone(),
-        upstreams,
+    let parts = Parts {
+        store: Arc::clone(&store),
         cache: cache.clone(),
-        pages: Pages::new(auth_server.clone()),
-        auth_server,
-        identity_headers: config.identity_headers.clone(),
+        hasher,
+        clock: Arc::clone(&clock),
         metrics: metrics.clone(),
-        realm: config.oauth.realm.clone(),
-        request_timeout: config.limits.request_timeout,
-        hot_metrics,
-    });
-
+        addr,
+        tls_listener: config.tls.is_some(),
+    };
+    let throttle = Arc::new(Throttle::new(config.oauth.rate_limits.clone()));
+    let gateway = Arc::new(ArcSwap::from_pointee(parts.gateway(&config, throttle)?));
     let limits = config.limits.connection.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -229,7 +204,7 @@ pub async fn start(
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(lifecycle::forget_idle_throttle_keys(
-        throttle,
+        Arc::clone(&gateway),
         shutdown_rx.clone(),
     )));
     if !certs.is_empty() {
@@ -243,6 +218,15 @@ pub async fn start(
             shutdown_rx.clone(),
         )));
     }
+    // The config reloads on SIGHUP (registered now, like the certificates' handler: with none,
+    // a SIGHUP would end the process) and when its file changes.
+    let reload_now = Arc::new(tokio::sync::Notify::new());
+    tasks.push(tokio::spawn(reload::follow(
+        Reloader::new(config.clone(), parts, Arc::clone(&gateway)),
+        crate::shutdown::hangups()?,
+        Arc::clone(&reload_now),
+        shutdown_rx.clone(),
+    )));
     let workers = Arc::new(
         Workers::start(config.workers, "portcullis-worker")
             .context("cannot start the proxy worker threads")?,
@@ -257,7 +241,9 @@ pub async fn start(
             move |conn| {
                 let gateway = Arc::clone(&gateway);
                 let session = Arc::new(Session::new(conn));
-                move |req| Arc::clone(&gateway).handle(req, Arc::clone(&session))
+                // The request path as configured when the request arrives; a reload meanwhile
+                // changes what later requests get, never this one.
+                move |req| gateway.load_full().handle(req, Arc::clone(&session))
             },
         )
         .await;
@@ -269,8 +255,81 @@ pub async fn start(
         admin_addr,
         store,
         shutdown,
+        reload_now,
         tasks,
     })
+}
+
+/// What every generation of the request path shares, built once at start: a reload changes
+/// none of it.
+pub(crate) struct Parts {
+    store: SharedStore,
+    cache: TokenCache,
+    hasher: PasswordHasher,
+    clock: SharedClock,
+    metrics: Metrics,
+    /// The proxy listener's address (the default issuer names it).
+    addr: SocketAddr,
+    tls_listener: bool,
+}
+
+impl Parts {
+    /// The request path for `config`: routes, upstreams, identity headers, limits, the
+    /// authorization server with its scopes and rate limits (on `throttle`), and the pages.
+    /// Built at start and again on every reload.
+    pub(crate) fn gateway(
+        &self,
+        config: &Config,
+        throttle: Arc<Throttle>,
+    ) -> anyhow::Result<Gateway> {
+        let mut oauth = config.oauth.clone();
+        let scheme = if self.tls_listener { "https" } else { "http" };
+        let addr = self.addr;
+        oauth
+            .issuer
+            .get_or_insert_with(|| format!("{scheme}://{addr}"));
+        let require_tls = !self.tls_listener && !addr.ip().is_loopback() && !oauth.allow_plain_http;
+        if require_tls {
+            tracing::warn!(
+                %addr,
+                "plain HTTP on a non-loopback address: the /o/ endpoints refuse requests here; \
+                 configure `tls` (or set `oauth.allow_plain_http` behind a TLS-terminating proxy)"
+            );
+        }
+        let auth_server = AuthServer::new(
+            Arc::clone(&self.store),
+            self.cache.clone(),
+            self.hasher.clone(),
+            Arc::clone(&self.clock),
+            self.metrics.clone(),
+            Arc::new(oauth),
+            &config.limits,
+        )
+        .with_throttle(throttle)
+        .requiring_tls(require_tls);
+        let upstreams = Upstreams::new(config.upstreams.values())?;
+        let hot_metrics = HotMetrics::new(
+            &self.metrics,
+            &config.routes,
+            upstreams.iter().map(|u| (u.id(), &u.name)),
+        );
+        Ok(Gateway {
+            routes: config.routes.clone(),
+            upstreams,
+            cache: self.cache.clone(),
+            pages: Pages::new(auth_server.clone()),
+            auth_server,
+            identity_headers: config.identity_headers.clone(),
+            metrics: self.metrics.clone(),
+            realm: config.oauth.realm.clone(),
+            request_timeout: config.limits.request_timeout,
+            hot_metrics,
+        })
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 /// A TLS acceptor for a listener; its certificate joins `certs`, the reloadable ones.

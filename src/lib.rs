@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod oauth;
 pub mod principal;
 pub mod proxy;
+pub mod reload;
 pub mod request;
 pub mod routes;
 pub mod scope;

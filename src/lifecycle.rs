@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::clock::SharedClock;
 use crate::config::{CleanupConfig, PostgresConfig};
+use crate::gateway::Gateway;
 use crate::metrics::{KindLabels, Metrics, OutcomeLabels};
-use crate::oauth::throttle::Throttle;
 use crate::shutdown::{Hangups, stopped};
 use crate::store::cache::TokenCache;
 use crate::store::postgres::notify::Listener;
@@ -231,7 +232,7 @@ pub async fn listen_for_revocations(
 /// Forgets rate-limit and back-off keys that have gone quiet, every minute, so that the
 /// tables stay bounded however many distinct clients, users and addresses are seen.
 pub async fn forget_idle_throttle_keys(
-    throttle: Arc<Throttle>,
+    gateway: Arc<ArcSwap<Gateway>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -239,7 +240,8 @@ pub async fn forget_idle_throttle_keys(
     loop {
         tokio::select! {
             _ = stopped(&mut shutdown) => return,
-            _ = tick.tick() => throttle.forget_idle(),
+            // The throttle in service now (a reload may have replaced its limits).
+            _ = tick.tick() => gateway.load().auth_server.throttle.forget_idle(),
         }
     }
 }

@@ -131,6 +131,7 @@ pub struct Metrics {
     pub live_tokens: Family<KindLabels, Gauge>,
     pub token_throttled: Family<ThrottledLabels, Counter>,
     pub certificate_reloads: Family<OutcomeLabels, Counter>,
+    pub config_reloads: Family<OutcomeLabels, Counter>,
     pub authorizations: Family<OutcomeLabels, Counter>,
     pub sign_ins: Family<OutcomeLabels, Counter>,
     pub revocation_propagation: Histogram,
@@ -156,6 +157,7 @@ impl Metrics {
             live_tokens: Family::default(),
             token_throttled: Family::default(),
             certificate_reloads: Family::default(),
+            config_reloads: Family::default(),
             authorizations: Family::default(),
             sign_ins: Family::default(),
             revocation_propagation: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -241,6 +243,11 @@ impl Metrics {
             "revocation_feed",
             "PostgreSQL replicas: the revocation feed's connection, by outcome (connected, lost, failed)",
             m.revocation_feed.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads (SIGHUP or a change of the file), by outcome (applied, invalid, failed)",
+            m.config_reloads.clone(),
         );
         r.register(
             "tls_certificate_reloads",

@@ -1005,3 +1005,74 @@ async fn migrate_moves_an_sqlite_store_into_postgres() {
     );
     assert!(!stderr(&stale).contains(&url));
 }
+
+/// SIGHUP reloads the config of a gateway with no TLS listener (it once ended such a process
+/// at once): a valid change applies; a listener change is reported as needing a restart and
+/// the process keeps its address; an invalid file is refused with its file and line, and the
+/// running config keeps serving; SIGTERM still drains and exits cleanly.
+#[tokio::test]
+async fn sighup_reloads_the_config_and_never_ends_the_process() {
+    let served = serve_with("pw", "", "").await;
+    let Served {
+        mut proc,
+        config,
+        addr,
+        client_id,
+        client_secret,
+        _dir,
+        _upstream,
+    } = served;
+    let hup = |proc: &Proc| {
+        Command::new("kill")
+            .arg("-HUP")
+            .arg(proc.child.id().to_string())
+            .status()
+            .unwrap();
+    };
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        common::replaced(
+            &yaml,
+            "path: /public, auth: none",
+            "path: /open, auth: none",
+        ),
+    )
+    .unwrap();
+    hup(&proc);
+    proc.wait_for("config reloaded");
+    let r = common::fetch(
+        &common::http_client(),
+        http::Request::get(format!("http://{addr}/open/x"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "the new route serves");
+
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        common::replaced(&yaml, "\nlisten: 127.0.0.1:0", "\nlisten: 127.0.0.1:1"),
+    )
+    .unwrap();
+    hup(&proc);
+    let line = proc.wait_for("takes effect only after a restart");
+    assert!(line.contains("\"setting\":\"listen\""), "{line}");
+
+    std::fs::write(&config, format!("{yaml}\nbogus_key: 1\n")).unwrap();
+    hup(&proc);
+    let line = proc.wait_for("config reload refused");
+    assert!(line.contains("unknown key `bogus_key`"), "{line}");
+    assert!(line.contains("\"line\":"), "{line}");
+    let auth = basic(&client_id, &client_secret);
+    let r = post_form(
+        &format!("http://{addr}/o/token/"),
+        Some(&auth),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "still serving: {}", r.text());
+    let (clean_exit, logs) = proc.stop();
+    assert!(clean_exit, "{logs}");
+}

@@ -12,7 +12,7 @@ use super::{Problem, Validator};
 use crate::scope::ScopeSet;
 
 /// Brute-force resistance of the token endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     /// Requests per minute per client id (authenticated or not) from one source address.
     pub per_client_per_minute: u32,

@@ -136,6 +136,12 @@ impl AuthServer {
         }
     }
 
+    /// Uses `throttle` (one that a reload carried over) instead of a fresh one.
+    pub fn with_throttle(mut self, throttle: Arc<Throttle>) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
     /// Refuses the POST endpoints' requests that did not arrive over TLS (a non-loopback
     /// listener without TLS, unless `oauth.allow_plain_http`).
     pub fn requiring_tls(mut self, require: bool) -> Self {

@@ -87,20 +87,28 @@ pub struct Throttle {
     clients: DefaultKeyedRateLimiter<(Arc<str>, IpAddr)>,
     users: DefaultKeyedRateLimiter<(Arc<str>, IpAddr)>,
     addresses: DefaultKeyedRateLimiter<IpAddr>,
+    /// Kept across a config reload that changes the limits: an attacker's back-off must not
+    /// end because an operator edited a route.
+    history: Arc<History>,
+    config: RateLimits,
+}
+
+/// What the throttle remembers of failures and successes.
+#[derive(Default)]
+struct History {
     /// Failures per identity and source address.
     failures: DashMap<(Key, IpAddr), Failures>,
     /// Failures per identity, from every address.
     identity_failures: DashMap<Key, Failures>,
     /// When each identity last succeeded from each address.
     known: DashMap<(Key, IpAddr), Instant>,
-    config: RateLimits,
 }
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttle")
-            .field("failing_keys", &self.failures.len())
-            .field("failing_identities", &self.identity_failures.len())
+            .field("failing_keys", &self.history.failures.len())
+            .field("failing_identities", &self.history.identity_failures.len())
             .finish()
     }
 }
@@ -111,15 +119,30 @@ fn per_minute(n: u32) -> Quota {
 
 impl Throttle {
     pub fn new(config: RateLimits) -> Throttle {
+        Throttle::with_history(config, Arc::default())
+    }
+
+    fn with_history(config: RateLimits, history: Arc<History>) -> Throttle {
         Throttle {
             clients: RateLimiter::keyed(per_minute(config.per_client_per_minute)),
             users: RateLimiter::keyed(per_minute(config.per_user_per_minute)),
             addresses: RateLimiter::keyed(per_minute(config.per_address_per_minute)),
-            failures: DashMap::new(),
-            identity_failures: DashMap::new(),
-            known: DashMap::new(),
+            history,
             config,
         }
+    }
+
+    /// The throttle for a reloaded config: this one when its limits are the same; otherwise
+    /// one with the new limits (their per-minute budgets start full) and this one's history
+    /// of failures, back-offs and known addresses.
+    pub fn reconfigured(self: &Arc<Self>, config: &RateLimits) -> Arc<Throttle> {
+        if self.config == *config {
+            return Arc::clone(self);
+        }
+        Arc::new(Throttle::with_history(
+            config.clone(),
+            Arc::clone(&self.history),
+        ))
     }
 
     /// Takes one attempt from the source address's budget. Needs nothing but the address, so
@@ -140,15 +163,19 @@ impl Throttle {
         let now = Instant::now();
         for key in keys {
             let pair = (key.clone(), address);
-            if let Some(wait) = self.failures.get(&pair).and_then(|f| f.held(now)) {
+            if let Some(wait) = self.history.failures.get(&pair).and_then(|f| f.held(now)) {
                 return Err(Throttled {
                     kind: key.kind(),
                     cause: "backoff",
                     retry_after: wait,
                 });
             }
-            if let Some(wait) = self.identity_failures.get(key).and_then(|f| f.held(now))
-                && !self.known.contains_key(&pair)
+            if let Some(wait) = self
+                .history
+                .identity_failures
+                .get(key)
+                .and_then(|f| f.held(now))
+                && !self.history.known.contains_key(&pair)
             {
                 return Err(Throttled {
                     kind: key.kind(),
@@ -185,11 +212,13 @@ impl Throttle {
         };
         let max = self.config.max_backoff;
         for key in keys {
-            self.failures
+            self.history
+                .failures
                 .entry((key.clone(), address))
                 .or_insert(fresh)
                 .add(now, self.config.failures_before_backoff, max, max * 2);
-            self.identity_failures
+            self.history
+                .identity_failures
                 .entry(key.clone())
                 .or_insert(fresh)
                 .add(
@@ -208,8 +237,8 @@ impl Throttle {
         let now = Instant::now();
         for key in keys {
             let pair = (key.clone(), address);
-            self.failures.remove(&pair);
-            self.known.insert(pair, now);
+            self.history.failures.remove(&pair);
+            self.history.known.insert(pair, now);
         }
     }
 
@@ -220,11 +249,14 @@ impl Throttle {
         self.addresses.retain_recent();
         let horizon = self.config.max_backoff * 2;
         let now = Instant::now();
-        self.failures
+        self.history
+            .failures
             .retain(|_, f| now.duration_since(f.last) < horizon);
-        self.identity_failures
+        self.history
+            .identity_failures
             .retain(|_, f| now.duration_since(f.last) < horizon.max(IDENTITY_WINDOW));
-        self.known
+        self.history
+            .known
             .retain(|_, at| now.duration_since(*at) < KNOWN_ADDRESS_FOR);
         self.clients.shrink_to_fit();
         self.users.shrink_to_fit();
