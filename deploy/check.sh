@@ -25,6 +25,11 @@ sed "s#/usr/local/bin/portcullis#$PWD/$BIN#g" deploy/systemd/portcullis.service 
 out=$(systemd-analyze verify "$WORK/portcullis.service" 2>&1) || { echo "$out"; exit 1; }
 if [ -n "$out" ]; then echo "$out"; exit 1; fi
 
-echo "-- Prometheus scrape config (promtool check config)"
+echo "-- Prometheus scrape config and alert rules (promtool check config, check rules, test rules)"
 promtool check config deploy/prometheus/prometheus.yml
+promtool check rules deploy/prometheus/alerts.yaml
+(cd deploy/prometheus && promtool test rules alerts.test.yaml)
+
+echo "-- Grafana dashboard (JSON; its queries and metric names: tests/operations.rs)"
+python3 -m json.tool deploy/grafana/portcullis.json >/dev/null
 echo "deployment files: ok"

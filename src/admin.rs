@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, VARY};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
@@ -17,6 +18,8 @@ use crate::store::SharedStore;
 pub struct Admin {
     pub registry: Registry,
     pub store: SharedStore,
+    /// `portcullis_ready`, set by every `/readyz` probe.
+    pub ready: Gauge,
 }
 
 impl Admin {
@@ -47,8 +50,12 @@ impl Admin {
             }
             "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
             "/readyz" => match self.store.ping().await {
-                Ok(()) => json_response(StatusCode::OK, &json!({"status": "ready"})),
+                Ok(()) => {
+                    self.ready.set(1);
+                    json_response(StatusCode::OK, &json!({"status": "ready"}))
+                }
                 Err(e) => {
+                    self.ready.set(0);
                     tracing::warn!(error = %e, "readiness check failed");
                     json_response(
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -151,9 +151,12 @@ pub async fn start(
                 Some(t) => Some(acceptor(t, &mut certs)?),
                 None => None,
             };
+            // The store opened: ready until a probe finds otherwise.
+            metrics.ready.set(1);
             let admin = Arc::new(Admin {
                 registry,
                 store: Arc::clone(&store),
+                ready: metrics.ready.clone(),
             });
             tasks.push(tokio::spawn(serve(
                 admin_listener,

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_entries: Gauge,
+    /// 1 while the store takes writes, as of the last `/readyz` probe.
+    pub ready: Gauge,
     pub upstream_duration: Family<UpstreamLabels, Histogram>,
     pub revocation_requests: Family<OutcomeLabels, Counter>,
     pub tokens_revoked: Family<RevokedLabels, Counter>,
@@ -146,6 +148,7 @@ impl Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             cache_entries: Gauge::default(),
+            ready: Gauge::default(),
             upstream_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0005, 2.0, 16))
             }),
@@ -243,6 +246,11 @@ impl Metrics {
             "revocation_feed",
             "PostgreSQL replicas: the revocation feed's connection, by outcome (connected, lost, failed)",
             m.revocation_feed.clone(),
+        );
+        r.register(
+            "ready",
+            "1 when the last /readyz probe found the store taking writes (1 from start, once the store opened), 0 when it did not",
+            m.ready.clone(),
         );
         r.register(
             "config_reloads",

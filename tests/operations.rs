@@ -6,7 +6,7 @@ mod common;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use common::Harness;
+use common::{Harness, Options};
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 
@@ -227,4 +227,152 @@ async fn an_invalid_config_is_refused_and_a_changed_file_is_picked_up() {
     })
     .await;
     assert_eq!(reloads(&h.metrics().await, "applied"), 1);
+}
+
+/// The `portcullis_…` metric names in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("portcullis_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The dashboard and the alert rules name only metrics a gateway exports, and every
+/// dashboard query is valid PromQL (promtool checks them as recording rules). A labelled
+/// family appears once it has a sample, so the gateway first sees a little of everything:
+/// issuance, a proxied request, a revocation, a failed sign-in, a throttled password grant,
+/// a reload and a sweep (on PostgreSQL where it runs, for the revocation feed's family).
+#[tokio::test]
+async fn every_metric_the_dashboard_and_alerts_name_exists() {
+    let on_postgres = Options::postgres();
+    let feed = on_postgres.is_some();
+    let h = Harness::with(Options {
+        extra_oauth: "  rate_limits: { per_user_per_minute: 2 }".into(),
+        ..on_postgres.unwrap_or_default()
+    })
+    .await;
+    let token = h.access_token("read").await;
+    h.get_ok("/api/users", Some(&token)).await;
+    let revoke = h
+        .send(
+            http::Method::POST,
+            "/o/revoke_token/",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                (
+                    "authorization",
+                    &common::basic(&h.client.id, &h.client.secret),
+                ),
+            ],
+            format!("token={token}").as_bytes(),
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.text());
+    let mut browser = common::CookieClient::new(&h);
+    browser.sign_in("alice", "wrong", "/o/applications/").await;
+    let form = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", common::PASSWORD),
+    ];
+    common::eventually("a throttled password grant", || async {
+        (h.token(&h.client, &form).await.status == StatusCode::TOO_MANY_REQUESTS).then_some(())
+    })
+    .await;
+    h.running.as_ref().unwrap().reload();
+    common::eventually("the sweep and the reload", || async {
+        let (_, text) = scrape(&h, None).await;
+        (text.contains("portcullis_store_live_tokens{")
+            && text.contains("portcullis_config_reloads_total{"))
+        .then_some(())
+    })
+    .await;
+    if feed {
+        common::eventually("the revocation feed connected", || async {
+            scrape(&h, None)
+                .await
+                .1
+                .contains("portcullis_revocation_feed_total{")
+                .then_some(())
+        })
+        .await;
+    }
+    let (_, text) = scrape(&h, None).await;
+    let mut exported = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        exported.insert(name.to_owned());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let dashboard = std::fs::read_to_string(root.join("grafana/portcullis.json")).unwrap();
+    let alerts = std::fs::read_to_string(root.join("prometheus/alerts.yaml")).unwrap();
+    for (file, text) in [
+        ("grafana/portcullis.json", &dashboard),
+        ("prometheus/alerts.yaml", &alerts),
+    ] {
+        let mut named = metric_names(text);
+        assert!(!named.is_empty(), "{file} names no metric");
+        if !feed {
+            named.remove("portcullis_revocation_feed_total");
+        }
+        let unknown: Vec<_> = named.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names metrics no gateway exports: {unknown:?}"
+        );
+    }
+
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        for t in targets {
+            exprs.push(t["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "5m")
+            .replace("$__range", "1h")
+            .replace("$job", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:panel{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let file = dir.path().join("dashboard-rules.yaml");
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    h.shutdown().await;
 }

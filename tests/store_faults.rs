@@ -67,11 +67,16 @@ async fn a_write_lock_held_elsewhere_is_a_bounded_503() {
         m.contains(r#"portcullis_token_issued_total{grant_type="client_credentials",outcome="server_error"}"#),
         "{m}"
     );
+    assert!(
+        m.contains("\nportcullis_ready 0\n"),
+        "the probe's finding is a metric"
+    );
 
     // Released: ready again, and tokens are issued.
     other.execute_batch("ROLLBACK").unwrap();
     drop(other);
     assert_eq!(readyz(&h).await, StatusCode::OK);
+    assert!(h.metrics().await.contains("\nportcullis_ready 1\n"));
     let raw = issue(&h).await;
     assert_eq!(raw_status(&raw), 200, "{raw}");
     // Store failures are not the client's: they never count toward its back-off.
