@@ -29,6 +29,7 @@ use crate::proxy::{
     Affinity, Forwarded, UpstreamBody, Upstreams, forwarded_for, rewrite_request_headers,
     strip_hop_by_hop, vary_on_authorization,
 };
+use crate::request_id::{self, X_REQUEST_ID};
 use crate::routes::{Resolved, Route, RouteAuth, RouteTable, resolve};
 use crate::store::cache::TokenCache;
 use crate::web::{Page, Pages};
@@ -79,6 +80,8 @@ struct RequestContext {
     principal: Option<Principal>,
     /// The canonical path, once known (logged without the query, which may hold anything).
     path: Option<String>,
+    /// `X-Request-Id`: the client's well-formed one, or generated.
+    request_id: HeaderValue,
 }
 
 impl Gateway {
@@ -94,6 +97,7 @@ impl Gateway {
             upstream: None,
             principal: None,
             path: None,
+            request_id: request_id::of(req.headers()),
         };
         let method = req.method().clone();
         // route: the head is checked and the target resolved once, for every endpoint, so
@@ -107,7 +111,20 @@ impl Gateway {
             });
         let result = match resolved {
             Ok((_, Resolved::Own(path))) => {
-                return self.serve_own(&path, req, &session).await;
+                let mut resp = self.serve_own(&path, req, &session).await;
+                resp.headers_mut()
+                    .insert(&X_REQUEST_ID, ctx.request_id.clone());
+                tracing::info!(
+                    target: "portcullis::access",
+                    method = %method,
+                    path,
+                    endpoint = "/o/",
+                    status = resp.status().as_u16(),
+                    duration_us = ctx.started.elapsed().as_micros() as u64,
+                    request_id = ctx.request_id.to_str().unwrap_or_default(),
+                    "request"
+                );
+                return resp;
             }
             Ok((authority, Resolved::Route(route, canonical))) => {
                 ctx.path = Some(canonical);
@@ -123,7 +140,7 @@ impl Gateway {
             Err(e) => denial(e).or(ctx.allowed),
         }
         .unwrap_or(Reason::Incomplete);
-        let resp = match result {
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 match e.source() {
@@ -136,6 +153,8 @@ impl Gateway {
                 e.into_response(&self.realm)
             }
         };
+        resp.headers_mut()
+            .insert(&X_REQUEST_ID, ctx.request_id.clone());
         self.log(&ctx, reason, &method, &resp);
         resp
     }
@@ -215,6 +234,7 @@ impl Gateway {
             &forwarded,
             identity,
         );
+        parts.headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
         let req = Request::from_parts(parts, body);
 
         // send
@@ -291,9 +311,11 @@ impl Gateway {
             status = resp.status().as_u16(),
             decision = reason.decision(),
             reason = reason.as_str(),
+            upstream = ctx.upstream.as_deref(),
             client_id = p.map(|p| &*p.client_id),
             user = p.and_then(|p| p.username.as_deref()),
-            elapsed_us = ctx.started.elapsed().as_micros() as u64,
+            duration_us = ctx.started.elapsed().as_micros() as u64,
+            request_id = ctx.request_id.to_str().unwrap_or_default(),
             "request"
         );
     }

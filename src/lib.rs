@@ -24,6 +24,7 @@ pub mod principal;
 pub mod proxy;
 pub mod reload;
 pub mod request;
+pub mod request_id;
 pub mod routes;
 pub mod scope;
 pub mod shutdown;

@@ -534,6 +534,39 @@ async fn serve_logs_never_contain_secrets() {
     let access2 = common::field(&refreshed.json(), "access_token");
     let api = get(&format!("http://{addr}/api/users/1?x=1"), &access2).await;
     assert_eq!(api.status, StatusCode::OK);
+    // The access log line of a request, by its request id: every documented field.
+    let traced = common::fetch(
+        &common::http_client(),
+        http::Request::get(format!("http://{addr}/api/users/2?q=secret-looking"))
+            .header("authorization", format!("Bearer {access2}"))
+            .header("x-request-id", "trace-4711")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(traced.status, StatusCode::OK);
+    let line = proc.wait_for("\"request_id\":\"trace-4711\"");
+    let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
+    for (key, want) in [
+        ("target", "portcullis::access"),
+        ("method", "GET"),
+        ("path", "/api/users/2"),
+        ("route", "GET,HEAD /api/users"),
+        ("decision", "allow"),
+        ("reason", "token"),
+        ("upstream", "legacy"),
+        ("client_id", id),
+        ("user", "alice"),
+        ("request_id", "trace-4711"),
+    ] {
+        assert_eq!(fields[key], want, "{key} in {line}");
+    }
+    assert_eq!(fields["status"], 200, "{line}");
+    assert!(fields["duration_us"].as_u64().is_some(), "{line}");
+    assert!(
+        !line.contains("secret-looking"),
+        "the query is not logged: {line}"
+    );
     // A token in the query string is refused, and neither it nor the query reaches the logs.
     let in_query = get(
         &format!("http://{addr}/api/users/1?access_token={access2}"),

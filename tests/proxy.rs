@@ -697,3 +697,70 @@ async fn an_ended_client_connection_leaves_its_upstream_connection_to_the_next()
     .await;
     h.shutdown().await;
 }
+
+/// `X-Request-Id`: a well-formed one from the client is kept, anything else (missing, two,
+/// malformed, or shaped like one of our credentials) replaced by a generated one; the same id
+/// goes upstream and comes back on the response, denials and `/o/` answers included.
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_sent_upstream() {
+    let h = Harness::start().await;
+    let token = h.access_token("read").await;
+    let bearer = format!("Bearer {token}");
+    let id_of = |r: &common::Resp| r.headers["x-request-id"].to_str().unwrap().to_owned();
+
+    let r = h
+        .send(
+            Method::GET,
+            "/api/users/1",
+            &[
+                ("authorization", &bearer),
+                ("x-request-id", "trace-abc-123"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(id_of(&r), "trace-abc-123");
+    assert_eq!(r.json()["headers"]["x-request-id"], "trace-abc-123");
+
+    for sent in [None, Some("has space"), Some("pcat_looks-like-a-token")] {
+        let mut headers = vec![("authorization", bearer.as_str())];
+        headers.extend(sent.map(|s| ("x-request-id", s)));
+        let r = h.send(Method::GET, "/api/users/1", &headers, b"").await;
+        let id = id_of(&r);
+        assert_eq!(id.len(), 32, "{sent:?}: generated, got {id}");
+        assert_eq!(
+            r.json()["headers"]["x-request-id"],
+            id.as_str(),
+            "the same id upstream"
+        );
+    }
+    let twice = h
+        .send(
+            Method::GET,
+            "/api/users/1",
+            &[
+                ("authorization", &bearer),
+                ("x-request-id", "a"),
+                ("x-request-id", "b"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(id_of(&twice).len(), 32);
+
+    let denied = h.get("/api/users/1", None).await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(id_of(&denied).len(), 32);
+    let own = h
+        .send(
+            Method::GET,
+            "/.well-known/oauth-authorization-server",
+            &[("x-request-id", "meta-1")],
+            b"",
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(id_of(&own), "meta-1");
+    h.shutdown().await;
+}
