@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod reload;
 pub mod request;
 pub mod request_id;
+pub mod route_tools;
 pub mod routes;
 pub mod scope;
 pub mod shutdown;

@@ -65,6 +65,21 @@ enum Command {
     /// Inspect, revoke and clean up tokens (values are never shown: only their digests).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// What the route table does with a request.
+    #[command(subcommand)]
+    Routes(RoutesCommand),
+}
+
+#[derive(Subcommand)]
+enum RoutesCommand {
+    /// The canonical path, the route it reaches (or why none), what that route needs and
+    /// where it forwards. Exits 1 when the request would be refused.
+    Explain {
+        /// The method, as sent (methods are case-sensitive: GET, not get).
+        method: String,
+        /// The request target: a path with an optional query (/api/users/7?x=1).
+        path: String,
+    },
 }
 
 #[derive(Args)]
@@ -260,13 +275,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => portcullis::demo::run(&cli.config).await,
         Command::Check => {
             let config = Config::load(&cli.config)?;
+            let warnings = portcullis::route_tools::warnings(&config);
+            for (line, warning) in &warnings {
+                println!("{}:{line}: warning: {warning}", cli.config.display());
+            }
             println!(
-                "{}: OK ({} routes, {} upstreams, {} scopes)",
+                "{}: OK ({} routes, {} upstreams, {} scopes; {} warnings)",
                 cli.config.display(),
                 config.routes.len(),
                 config.upstreams.len(),
-                config.oauth.scopes.len()
+                config.oauth.scopes.len(),
+                warnings.len()
             );
+            Ok(())
+        }
+        Command::Routes(RoutesCommand::Explain { method, path }) => {
+            let config = Config::load(&cli.config)?;
+            let method = match http::Method::from_bytes(method.as_bytes()) {
+                Ok(m) if method.bytes().all(|b| b.is_ascii_uppercase()) => m,
+                _ => bail!(
+                    "{method:?} is not an HTTP method as a client sends it (methods are case-sensitive: GET, not get)"
+                ),
+            };
+            let explained = portcullis::route_tools::explain(&config, &method, &path);
+            for line in &explained.lines {
+                println!("{line}");
+            }
+            if !explained.reaches {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Migrate(MigrateArgs {

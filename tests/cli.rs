@@ -1109,3 +1109,52 @@ async fn sighup_reloads_the_config_and_never_ends_the_process() {
     let (clean_exit, logs) = proc.stop();
     assert!(clean_exit, "{logs}");
 }
+
+/// `routes explain` on the real binary: a routed request (exit 0) and a refused one (exit 1);
+/// `check` warns, with file and line, about a route another one shadows, and still passes.
+#[test]
+fn routes_explain_and_check_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.yaml");
+    let yaml = common::config_yaml("http://127.0.0.1:9", "", "");
+    let yaml = common::replaced(
+        &yaml,
+        "  - { path: /public, auth: none, upstream: legacy }",
+        "  - { path: /PUBLIC, case_insensitive: true, auth: none, upstream: legacy }\n  - { path: /public, methods: [GET], auth: none, upstream: legacy }",
+    );
+    std::fs::write(&config, yaml).unwrap();
+
+    let routed = portcullis(
+        &config,
+        &["routes", "explain", "GET", "/api/./users//7?x=1"],
+        None,
+    );
+    assert!(routed.status.success(), "{}", stderr(&routed));
+    let said = stdout(&routed);
+    for line in [
+        "canonical path: /api/users/7",
+        "route: \"GET,HEAD /api/users\" (line 15)",
+        "needs: a bearer token with the scopes read",
+        "forwards to: upstream \"legacy\", http://127.0.0.1:9/api/users/7?x=1",
+    ] {
+        assert!(said.contains(line), "{line:?} in\n{said}");
+    }
+    let refused = portcullis(&config, &["routes", "explain", "PATCH", "/nowhere"], None);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("refused (404): no route's path covers it"));
+    let lower = portcullis(&config, &["routes", "explain", "get", "/api/users"], None);
+    assert_eq!(lower.status.code(), Some(1));
+    assert!(stderr(&lower).contains("methods are case-sensitive"));
+
+    let check = portcullis(&config, &["check"], None);
+    assert!(check.status.success(), "{}", stderr(&check));
+    let said = stdout(&check);
+    assert!(
+        said.contains(&format!(
+            "{}:19: warning: route \"GET /public\" (line 19) is never used: GET (route \"/PUBLIC\" (line 18) takes it)",
+            config.display()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("; 1 warnings)"), "{said}");
+}

@@ -144,6 +144,7 @@ impl Validator {
                     .positive(&r.max_body_bytes, &format!("routes[{i}].max_body_bytes"))
                     .unwrap_or(default_max_body_bytes),
                 index: 0,
+                line: loc.line(),
             };
             if let Some((_, first)) = routes.iter().find(|(other, _)| {
                 other.prefix == route.prefix

@@ -64,6 +64,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Position in the route table (set by [`RouteTable::new`]).
     pub index: usize,
+    /// The config line that defines it (0 when it comes from no file).
+    pub line: u64,
 }
 
 impl Route {
@@ -151,6 +153,7 @@ mod tests {
             case_insensitive: false,
             max_body_bytes: 1024,
             index: 0,
+            line: 0,
         }
     }
 

@@ -88,6 +88,7 @@ mod tests {
             case_insensitive: false,
             max_body_bytes: 1024,
             index: 0,
+            line: 0,
         }
     }
 
