@@ -52,6 +52,7 @@ async fn main() {
                 redirect_uris: Vec::new(),
                 skip_consent: false,
                 owner: None,
+                imported_secret: None,
             })
             .await
             .unwrap();

@@ -106,6 +106,7 @@ fn guard(c: &mut Criterion) {
                 redirect_uris: Vec::new(),
                 skip_consent: false,
                 owner: None,
+                imported_secret: None,
             })
             .await
             .unwrap();
@@ -152,7 +153,7 @@ fn guard(c: &mut Criterion) {
         "guard: bearer parse + digest + cache hit + scope check",
         |b| {
             b.to_async(&rt).iter(|| async {
-                let token = bearer_token(black_box(&headers)).unwrap();
+                let token = bearer_token(black_box(&headers), false).unwrap();
                 let principal = cache.principal(Digest::of(token)).await.unwrap().unwrap();
                 black_box(check_scopes(&principal, &required).is_ok());
             })

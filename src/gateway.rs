@@ -278,7 +278,8 @@ impl Gateway {
             }
             RouteAuth::Bearer { scopes } => scopes,
         };
-        let token = guard::bearer_token(req.headers())?;
+        let token =
+            guard::bearer_token(req.headers(), self.auth_server.oauth.accept_imported_tokens)?;
         let principal = self
             .cache
             .principal(Digest::of(token))

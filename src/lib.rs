@@ -14,6 +14,7 @@ pub mod exposition;
 pub mod gateway;
 pub mod guard;
 pub mod http;
+pub mod import_dot;
 pub mod lifecycle;
 pub mod listener;
 pub mod manage;

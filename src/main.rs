@@ -68,6 +68,27 @@ enum Command {
     /// What the route table does with a request.
     #[command(subcommand)]
     Routes(RoutesCommand),
+    /// Move users, applications and live tokens over from another OAuth server.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import a django-oauth-toolkit database (read-only) into the configured store: users
+    /// (their Django password hashes keep working), applications (hashed secrets keep
+    /// working) and live access and refresh tokens. Says what it cannot carry over and why.
+    Dot {
+        /// The Django database: `sqlite:FILE` or a postgres:// URL.
+        #[arg(long, env = "PORTCULLIS_IMPORT_DATABASE", hide_env_values = true)]
+        database: String,
+        /// Report what would be imported, and what cannot be; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The CA certificates (PEM) that verify a PostgreSQL server's TLS certificate.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -287,6 +308,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.oauth.scopes.len(),
                 warnings.len()
             );
+            Ok(())
+        }
+        Command::Import(ImportCommand::Dot {
+            database,
+            dry_run,
+            ca_file,
+        }) => {
+            let location: Location = database
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+            let config = Config::load(&cli.config)?;
+            let store = if dry_run {
+                portcullis::app::open_existing_store(&config).await
+            } else {
+                portcullis::app::open_store(&config).await
+            }?;
+            let report = portcullis::import_dot::run(
+                &store,
+                &config.oauth,
+                location,
+                ca_file,
+                SystemClock.now(),
+                dry_run,
+            )
+            .await?;
+            let [users, apps, access, refresh] = report.found;
+            println!(
+                "django-oauth-toolkit database: {users} users, {apps} applications, {access} access tokens, {refresh} refresh tokens"
+            );
+            println!("carried over: {}", report.planned);
+            for note in &report.notes {
+                println!("  - {note}");
+            }
+            match report.added {
+                Some(added) => println!("imported (new to this store): {added}"),
+                None => println!("dry run: nothing written"),
+            }
             Ok(())
         }
         Command::Routes(RoutesCommand::Explain { method, path }) => {

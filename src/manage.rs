@@ -190,6 +190,7 @@ pub async fn add_client(
         skip_consent: spec.skip_consent,
         owner: spec.owner,
         created_at: SystemClock.now(),
+        imported_secret: None,
     };
     store.add_client(client.clone()).await?;
     Ok(NewClient { client, secret })

@@ -1158,3 +1158,46 @@ fn routes_explain_and_check_warnings() {
     );
     assert!(said.contains("; 1 warnings)"), "{said}");
 }
+
+/// `import dot --dry-run` on the real binary: what a django-oauth-toolkit database holds,
+/// what would carry over, each record left behind with its reason, and nothing written.
+#[test]
+fn import_dot_dry_run_reports_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dot/dot.sqlite3");
+    let out = portcullis(
+        &config,
+        &[
+            "import",
+            "dot",
+            "--database",
+            &format!("sqlite:{}", fixture.display()),
+            "--dry-run",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    for line in [
+        "django-oauth-toolkit database: 6 users, 5 applications, 4 access tokens, 2 refresh tokens",
+        "carried over: 5 users, 3 clients, 0 consents, 2 access tokens, 1 refresh tokens",
+        "  - user \"dave\": not imported: inactive in Django",
+        "dry run: nothing written",
+    ] {
+        assert!(said.contains(line), "{line:?} in\n{said}");
+    }
+    let users = portcullis(&config, &["users", "list"], None);
+    assert!(!stdout(&users).contains("bob"), "{}", stdout(&users));
+    let missing = portcullis(
+        &config,
+        &["import", "dot", "--database", "sqlite:/nonexistent/dot.db"],
+        None,
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("cannot open /nonexistent/dot.db"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -105,6 +105,7 @@ fn client(id: &str) -> ClientRecord {
         redirect_uris: Vec::new(),
         skip_consent: false,
         owner: None,
+        imported_secret: None,
     }
 }
 
@@ -757,6 +758,19 @@ fn client_registrations(f: Fixture) -> Pin<Box<dyn Future<Output = ()> + Send>> 
         // The owner's removal leaves the application, owned by nobody.
         s.remove_user("bob", NOW).await.unwrap();
         assert_eq!(s.client("spa").await.unwrap().unwrap().owner, None);
+        // A secret imported in Django's format round-trips, and a new secret replaces it.
+        let mut imported = client("imported");
+        imported.imported_secret = Some("pbkdf2_sha256$1000000$salt$hash".into());
+        s.add_client(imported.clone()).await.unwrap();
+        assert_eq!(s.client("imported").await.unwrap(), Some(imported));
+        assert!(
+            s.set_client_secret("imported", Digest::of("new"))
+                .await
+                .unwrap()
+        );
+        let replaced = s.client("imported").await.unwrap().unwrap();
+        assert_eq!(replaced.imported_secret, None);
+        assert_eq!(replaced.secret_digest, Some(Digest::of("new")));
         let admin = UserRecord {
             username: "root".into(),
             password_hash: "x".into(),

@@ -58,6 +58,9 @@ pub struct OAuthConfig {
     /// Serve the `/o/` endpoints over plain HTTP on a non-loopback listener (behind a
     /// TLS-terminating proxy). Off: they refuse such requests.
     pub allow_plain_http: bool,
+    /// Look up bearer tokens of any shape (tokens imported from django-oauth-toolkit), not
+    /// only Portcullis' own `pcat_…` ones, which are recognised without a store read.
+    pub accept_imported_tokens: bool,
     pub rate_limits: RateLimits,
     /// The `realm` of `WWW-Authenticate: Bearer` challenges.
     pub realm: String,
@@ -196,6 +199,7 @@ impl Validator {
                 }
             },
             allow_plain_http: raw.allow_plain_http.unwrap_or(false),
+            accept_imported_tokens: raw.accept_imported_tokens.unwrap_or(false),
             rate_limits: self.rate_limits(raw.rate_limits.as_ref()),
             issuer,
             realm,

@@ -99,6 +99,8 @@ pub struct RawOAuth {
     #[serde(default)]
     pub allow_plain_http: Option<bool>,
     #[serde(default)]
+    pub accept_imported_tokens: Option<bool>,
+    #[serde(default)]
     pub rate_limits: Option<RawRateLimits>,
     #[serde(default)]
     pub realm: Option<S<String>>,

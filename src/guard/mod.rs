@@ -27,6 +27,10 @@ pub enum AuthError {
     InsufficientScope { required: ScopeSet },
 }
 
+/// The longest token looked up when imported tokens are accepted (django-oauth-toolkit keeps
+/// at most 255 characters).
+pub const IMPORTED_TOKEN_MAX_LEN: usize = 255;
+
 fn is_b64token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
 }
@@ -34,8 +38,11 @@ fn is_b64token_char(b: u8) -> bool {
 /// The bearer token of a request, taken from the `Authorization` header only.
 ///
 /// A request with another scheme (say `Basic`) carries no bearer token. A token that cannot
-/// be one of ours (wrong prefix or length) is rejected here, without a store lookup.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+/// be one of ours (wrong prefix or length) is rejected here, without a store lookup, unless
+/// `imported` (`oauth.accept_imported_tokens`: tokens imported from django-oauth-toolkit have
+/// their own shapes), when any token of RFC 6750 syntax up to [`IMPORTED_TOKEN_MAX_LEN`]
+/// bytes is looked up.
+pub fn bearer_token(headers: &HeaderMap, imported: bool) -> Result<&str, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(AuthError::MissingToken);
@@ -55,7 +62,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     if body.is_empty() || !body.bytes().all(is_b64token_char) {
         return Err(AuthError::InvalidToken("malformed"));
     }
-    if token.len() != ACCESS_TOKEN_LEN || !token.starts_with(ACCESS_TOKEN_PREFIX) {
+    let ours = token.len() == ACCESS_TOKEN_LEN && token.starts_with(ACCESS_TOKEN_PREFIX);
+    let looked_up = ours || (imported && token.len() <= IMPORTED_TOKEN_MAX_LEN);
+    if !looked_up {
         return Err(AuthError::InvalidToken("unknown"));
     }
     Ok(token)
@@ -135,8 +144,33 @@ mod tests {
             ),
         ];
         for (values, want) in cases {
-            assert_eq!(bearer_token(&headers(&values)), want, "{values:?}");
+            assert_eq!(bearer_token(&headers(&values), false), want, "{values:?}");
         }
+    }
+
+    #[test]
+    fn imported_tokens_are_looked_up_only_when_accepted() {
+        let dot = "Bearer dot-access-alice-live-token-0001";
+        let long = format!("Bearer {}", "a".repeat(IMPORTED_TOKEN_MAX_LEN + 1));
+        let cases: Vec<(&str, bool, Result<&str, AuthError>)> = vec![
+            (dot, false, Err(AuthError::InvalidToken("unknown"))),
+            (dot, true, Ok("dot-access-alice-live-token-0001")),
+            (&long, true, Err(AuthError::InvalidToken("unknown"))),
+            (
+                "Bearer a,b",
+                true,
+                Err(AuthError::InvalidToken("malformed")),
+            ),
+        ];
+        for (value, imported, want) in cases {
+            assert_eq!(
+                bearer_token(&headers(&[value]), imported),
+                want,
+                "{value} {imported}"
+            );
+        }
+        let ours = format!("Bearer {TOKEN}");
+        assert_eq!(bearer_token(&headers(&[&ours]), true), Ok(TOKEN));
     }
 
     #[test]

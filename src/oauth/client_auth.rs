@@ -61,6 +61,11 @@ impl AuthServer {
             },
         };
         let client = self.store.client(&client_id).await?;
+        if let (Some(c), Some(s)) = (&client, &secret)
+            && let Some(hash) = &c.imported_secret
+        {
+            return self.imported_secret(c.clone(), s, hash, used_basic).await;
+        }
         // Always one comparison, against a dummy digest when there is nothing real to compare
         // with: an unknown client, a wrong secret and a missing one take the same path.
         let presented = Digest::of(secret.as_deref().unwrap_or_default());
@@ -83,5 +88,50 @@ impl AuthServer {
             }
             .into()),
         }
+    }
+
+    /// A client imported from django-oauth-toolkit whose secret is still a Django hash: it is
+    /// verified on the password-hashing threads (it is slow by design), and on success
+    /// replaced by the native digest, so that every later request is a digest comparison.
+    async fn imported_secret(
+        &self,
+        client: ClientRecord,
+        secret: &str,
+        hash: &str,
+        used_basic: bool,
+    ) -> Result<ClientRecord, GatewayError> {
+        let ok = self
+            .hasher
+            .verify(secret.to_owned(), Some(hash.to_owned()))
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        if !ok {
+            return Err(OAuthError {
+                code: OAuthErrorCode::InvalidClient,
+                description: "client authentication failed",
+                challenge: used_basic.then_some(Challenge::Basic),
+            }
+            .into());
+        }
+        let digest = Digest::of(secret);
+        match self
+            .store
+            .set_client_secret(&client.client_id, digest)
+            .await
+        {
+            Ok(_) => tracing::info!(
+                client_id = %client.client_id,
+                from = crate::crypto::django::algorithm(hash),
+                "imported client secret replaced by its digest"
+            ),
+            Err(e) => {
+                tracing::warn!(client_id = %client.client_id, error = %e, "replacing an imported client secret failed; it stays in its Django format")
+            }
+        }
+        Ok(ClientRecord {
+            secret_digest: Some(digest),
+            imported_secret: None,
+            ..client
+        })
     }
 }

@@ -131,7 +131,8 @@ impl AuthServer {
             description: "the bearer token is invalid or lacks the introspection scope",
             challenge: Some(Challenge::Bearer),
         };
-        let token = guard::bearer_token(headers).map_err(|_| refused.clone())?;
+        let token = guard::bearer_token(headers, self.oauth.accept_imported_tokens)
+            .map_err(|_| refused.clone())?;
         let principal = self
             .cache
             .principal(Digest::of(token))

@@ -27,8 +27,8 @@ use crate::config::{Limits, OAuthConfig};
 use crate::crypto::{Digest, PasswordHasher, generate_secret};
 use crate::http::{Body, GatewayError};
 use crate::metrics::{Metrics, OutcomeLabels, ThrottledLabels};
-use crate::store::SharedStore;
 use crate::store::cache::TokenCache;
+use crate::store::{SharedStore, UserRecord};
 use error::{OAuthError, OAuthErrorCode};
 use form::{Form, parse_basic};
 use prometheus_client::metrics::counter::Counter;
@@ -133,6 +133,32 @@ impl AuthServer {
             body_read_timeout: limits.connection.header_read_timeout,
             require_tls: false,
             dummy_secret: Digest::of(&generate_secret("")),
+        }
+    }
+
+    /// After a successful sign-in or password grant: a password still held in an imported
+    /// Django format is replaced by its argon2id hash, so the slow legacy hash is verified
+    /// once. A failure here is logged, never the user's: they are signed in either way.
+    pub async fn upgrade_password(&self, user: &UserRecord, password: &str) {
+        if !crate::crypto::django::is_supported(&user.password_hash) {
+            return;
+        }
+        let upgraded = match self.hasher.hash(password.to_owned()).await {
+            Ok(hash) => self
+                .store
+                .set_password(&user.username, hash)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match upgraded {
+            Ok(()) => {
+                tracing::info!(user = %user.username, from = crate::crypto::django::algorithm(&user.password_hash), "imported password rehashed to argon2id")
+            }
+            Err(e) => {
+                tracing::warn!(user = %user.username, error = %e, "rehashing an imported password failed; it stays in its Django format")
+            }
         }
     }
 

@@ -152,6 +152,7 @@ impl AuthServer {
             tracing::info!(client_id = %client.client_id, "password grant refused: invalid credentials");
             return Err(OAuthError::invalid_grant("invalid credentials given").into());
         };
+        self.upgrade_password(&user, password).await;
         let with_refresh = client.grants.contains(&GrantType::RefreshToken);
         let minted = self.mint(Mint {
             client,

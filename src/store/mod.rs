@@ -91,6 +91,11 @@ pub struct ClientRecord {
     /// The user who registered it at `/o/applications/`; `None` for the command line.
     pub owner: Option<String>,
     pub created_at: i64,
+    /// A secret imported from django-oauth-toolkit in Django's hash format
+    /// (`pbkdf2_sha256$…`): verified as it is until its first successful use, which replaces
+    /// it with `secret_digest` (then `None`). `secret_digest` meanwhile holds a digest of
+    /// nothing anyone knows.
+    pub imported_secret: Option<String>,
 }
 
 impl ClientRecord {

@@ -13,7 +13,7 @@ pub fn table_of(kind: TokenKind) -> &'static str {
 }
 
 pub const USER_COLS: &str = "username, password_hash, created_at, is_admin";
-pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at, public, redirect_uris, skip_consent, owner";
+pub const CLIENT_COLS: &str = "client_id, name, secret_digest, grants, scopes, created_at, public, redirect_uris, skip_consent, owner, imported_secret";
 pub const CODE_COLS: &str = "digest, client_id, username, redirect_uri, scopes, code_challenge, issued_at, expires_at, used_at";
 pub const SESSION_COLS: &str = "digest, username, created_at, expires_at";
 pub const CONSENT_COLS: &str = "username, client_id, scopes, granted_at";

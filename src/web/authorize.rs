@@ -457,6 +457,7 @@ impl Pages {
             );
         };
         throttle.succeeded(&keys, origin.address);
+        self.auth.upgrade_password(&user, password).await;
         let now = self.auth.clock.now();
         let lifetime = self.auth.oauth.session_expire_seconds;
         let signed = match session::start(&self.auth.store, &user.username, now, lifetime).await {

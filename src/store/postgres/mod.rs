@@ -31,6 +31,15 @@ use tx::{
     owner_condition, refresh_row, session_row, table_of, user_row,
 };
 
+/// A connection of its own with the store's connection rules (TLS as `sslmode` says), for
+/// reading another database (`portcullis import dot`). Blocking.
+pub fn connect(options: &PostgresConfig) -> Result<postgres::Client, String> {
+    let (config, tls) = tls::connection(options)?;
+    postgres::Config::from(config)
+        .connect(tls)
+        .map_err(|e| format!("cannot connect to PostgreSQL: {}", pool::describe(&e)))
+}
+
 pub struct PostgresStore {
     pool: Pool,
 }
@@ -197,7 +206,7 @@ impl Store for PostgresStore {
         self.pool
             .write(move |tx| {
                 tx.execute(
-                    "UPDATE clients SET secret_digest = $2 WHERE client_id = $1 AND NOT public",
+                    "UPDATE clients SET secret_digest = $2, imported_secret = NULL WHERE client_id = $1 AND NOT public",
                     &[&client_id, &&secret_digest.0[..]],
                 )
                 .map(|n| n > 0)

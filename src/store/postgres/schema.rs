@@ -4,8 +4,10 @@
 use postgres::Client;
 
 /// Schema migrations, applied in order; `portcullis_schema.version` records how many ran.
-/// Migration 1 is SQLite's first two in one (PostgreSQL started with the person-facing flow).
-const MIGRATIONS: &[&str] = &[r#"
+/// Migration 1 is SQLite's first two in one (PostgreSQL started with the person-facing flow);
+/// migration 2 is SQLite's third.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     username      TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -95,7 +97,13 @@ CREATE TABLE consents (
     granted_at BIGINT NOT NULL,
     PRIMARY KEY (username, client_id)
 );
-"#];
+"#,
+    r#"
+-- A client secret imported from django-oauth-toolkit in Django's hash format, verified as it
+-- is until its first use replaces it with secret_digest.
+ALTER TABLE clients ADD COLUMN imported_secret TEXT;
+"#,
+];
 
 /// The advisory lock that serializes migrations across replicas ("portcull" in ASCII).
 const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;

@@ -127,6 +127,7 @@ pub fn client_row(row: &Row) -> Result<ClientRecord, StoreError> {
         redirect_uris: redirect_uris_from(&redirect_uris),
         skip_consent: get(row, 8)?,
         owner: get(row, 9)?,
+        imported_secret: get(row, 10)?,
     })
 }
 
@@ -260,7 +261,7 @@ impl<C: GenericClient> Prepared<'_, C> {
         let (secret, grants, scopes, public, redirect_uris) = sql::client_params(client);
         self.execute(
             &format!(
-                "INSERT INTO clients ({CLIENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10){}",
+                "INSERT INTO clients ({CLIENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11){}",
                 on_conflict.clause()
             ),
             &[
@@ -274,6 +275,7 @@ impl<C: GenericClient> Prepared<'_, C> {
                 &redirect_uris,
                 &client.skip_consent,
                 &client.owner,
+                &client.imported_secret,
             ],
         )
     }

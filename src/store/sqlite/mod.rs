@@ -262,7 +262,7 @@ impl Store for SqliteStore {
         let client_id = client_id.to_owned();
         self.write(move |c| {
             c.execute(
-                "UPDATE clients SET secret_digest = ?2 WHERE client_id = ?1 AND public = 0",
+                "UPDATE clients SET secret_digest = ?2, imported_secret = NULL WHERE client_id = ?1 AND public = 0",
                 params![client_id, &secret_digest.0[..]],
             )
             .map(|n| n > 0)

@@ -100,6 +100,11 @@ CREATE TABLE consents (
     PRIMARY KEY (username, client_id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- A client secret imported from django-oauth-toolkit in Django's hash format, verified as it
+-- is until its first use replaces it with secret_digest.
+ALTER TABLE clients ADD COLUMN imported_secret TEXT;
+"#,
 ];
 
 /// Settings of every connection: how long to wait on a lock another process holds, foreign

@@ -122,6 +122,7 @@ pub fn client_row(row: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         redirect_uris: redirect_uris_from(&redirect_uris),
         skip_consent: row.get(8)?,
         owner: row.get(9)?,
+        imported_secret: row.get(10)?,
     })
 }
 
@@ -206,7 +207,7 @@ pub fn put_client(
 ) -> rusqlite::Result<usize> {
     let (secret, grants, scopes, public, redirect_uris) = sql::client_params(client);
     c.prepare_cached(&format!(
-        "INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10){}",
+        "INSERT INTO clients ({CLIENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11){}",
         on_conflict.clause()
     ))?
     .execute(params![
@@ -220,6 +221,7 @@ pub fn put_client(
         redirect_uris,
         client.skip_consent,
         client.owner,
+        client.imported_secret,
     ])
 }
 

@@ -2,6 +2,8 @@
 //! passwords. The raw value of a token or secret never leaves the function that returns it to
 //! the client; everything else holds a [`Digest`].
 
+pub mod django;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -141,6 +143,16 @@ thread_local! {
     static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Verifies `password` against `stored`: Portcullis' own argon2id PHC string, or a hash in
+/// one of Django's formats (an imported user or client secret).
+fn verify_any(password: &[u8], stored: &str) -> bool {
+    if django::is_supported(stored) {
+        django::verify(password, stored)
+    } else {
+        verify_blocking(password, stored)
+    }
+}
+
 /// Verifies `password` against a PHC string with the parameters the string records, in this
 /// thread's reused argon2 memory, comparing outputs in constant time.
 fn verify_blocking(password: &[u8], phc: &str) -> bool {
@@ -243,8 +255,9 @@ impl PasswordHasher {
         self.run(move || hash_blocking(password.as_bytes())).await?
     }
 
-    /// Verifies `password` against `stored` (a PHC string). With `None` (no such user) a dummy
-    /// hash is verified instead and the answer is `false`.
+    /// Verifies `password` against `stored` (a PHC string, or a Django hash of an imported
+    /// user or client: see [`django`]). With `None` (no such user) a dummy hash is verified
+    /// instead and the answer is `false`.
     pub async fn verify(
         &self,
         password: String,
@@ -253,7 +266,7 @@ impl PasswordHasher {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let ok = self
-            .run(move || verify_blocking(password.as_bytes(), &phc))
+            .run(move || verify_any(password.as_bytes(), &phc))
             .await?;
         Ok(ok && known)
     }
