@@ -131,7 +131,9 @@ pub async fn start(
         tls_listener: config.tls.is_some(),
     };
     let throttle = Arc::new(Throttle::new(config.oauth.rate_limits.clone()));
-    let gateway = Arc::new(ArcSwap::from_pointee(parts.gateway(&config, throttle)?));
+    let gateway = Arc::new(ArcSwap::from_pointee(
+        parts.gateway(&config, throttle, None)?,
+    ));
     let limits = config.limits.connection.clone();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -279,11 +281,13 @@ pub(crate) struct Parts {
 impl Parts {
     /// The request path for `config`: routes, upstreams, identity headers, limits, the
     /// authorization server with its scopes and rate limits (on `throttle`), and the pages.
-    /// Built at start and again on every reload.
+    /// Built at start and again on every reload, when `previous` (the request path in
+    /// service) lends the upstreams that did not change, with their connections.
     pub(crate) fn gateway(
         &self,
         config: &Config,
         throttle: Arc<Throttle>,
+        previous: Option<&Gateway>,
     ) -> anyhow::Result<Gateway> {
         let mut oauth = config.oauth.clone();
         let scheme = if self.tls_listener { "https" } else { "http" };
@@ -310,7 +314,10 @@ impl Parts {
         )
         .with_throttle(throttle)
         .requiring_tls(require_tls);
-        let upstreams = Upstreams::new(config.upstreams.values())?;
+        let upstreams = match previous {
+            Some(p) => p.upstreams.reconfigured(config.upstreams.values())?,
+            None => Upstreams::new(config.upstreams.values())?,
+        };
         let hot_metrics = HotMetrics::new(
             &self.metrics,
             &config.routes,

@@ -77,6 +77,7 @@ impl Reloader {
 
     /// Reads, validates and (if valid) applies the config file.
     pub fn reload(&mut self) -> Outcome {
+        let started = std::time::Instant::now();
         let file = self.current.source.clone();
         let outcome = match Config::load(&file) {
             Err(e) => {
@@ -105,13 +106,14 @@ impl Reloader {
                     .auth_server
                     .throttle
                     .reconfigured(&new.oauth.rate_limits);
-                match self.parts.gateway(&new, throttle) {
+                match self.parts.gateway(&new, throttle, Some(&old)) {
                     Ok(gateway) => {
                         self.gateway.store(Arc::new(gateway));
                         tracing::info!(
                             file = %file.display(),
                             routes = new.routes.len(),
                             upstreams = new.upstreams.len(),
+                            took_us = started.elapsed().as_micros() as u64,
                             "config reloaded"
                         );
                         self.current = new;

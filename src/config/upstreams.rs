@@ -11,7 +11,7 @@ use super::Validator;
 use super::defaults::{CONNECT_TIMEOUT_MS, RESPONSE_TIMEOUT_MS};
 use super::raw::RawUpstream;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub scheme: Scheme,

@@ -389,25 +389,39 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// All upstreams by name.
 #[derive(Debug, Clone, Default)]
-pub struct Upstreams(HashMap<Arc<str>, Upstream>);
+pub struct Upstreams(HashMap<Arc<str>, Arc<Upstream>>);
 
 impl Upstreams {
     pub fn new<'a>(
         configs: impl IntoIterator<Item = &'a UpstreamConfig>,
     ) -> Result<Upstreams, UpstreamError> {
+        Upstreams::default().reconfigured(configs)
+    }
+
+    /// The upstreams of a reloaded config: an upstream whose settings (and place in the
+    /// list) did not change is this one's, kept with its connections, so that a reload costs
+    /// the client connections of the others only; any other is new.
+    pub fn reconfigured<'a>(
+        &self,
+        configs: impl IntoIterator<Item = &'a UpstreamConfig>,
+    ) -> Result<Upstreams, UpstreamError> {
         let mut map = HashMap::new();
         for (id, c) in configs.into_iter().enumerate() {
-            map.insert(Arc::from(c.name.as_str()), Upstream::new(id, c.clone())?);
+            let upstream = match self.0.get(c.name.as_str()) {
+                Some(old) if old.id == id && old.config == *c => Arc::clone(old),
+                _ => Arc::new(Upstream::new(id, c.clone())?),
+            };
+            map.insert(Arc::from(c.name.as_str()), upstream);
         }
         Ok(Upstreams(map))
     }
 
     pub fn get(&self, name: &str) -> Option<&Upstream> {
-        self.0.get(name)
+        self.0.get(name).map(|u| &**u)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
-        self.0.values()
+        self.0.values().map(|u| &**u)
     }
 }
 
@@ -429,6 +443,34 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&*self.1)
         }
+    }
+
+    fn config(name: &str, authority: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            scheme: Scheme::HTTP,
+            authority: authority.parse().unwrap(),
+            base_path: String::new(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            ca_file: None,
+        }
+    }
+
+    /// A reload keeps an unchanged upstream (its key, so its client connections' upstream
+    /// connections and its idle pool stay in use) and makes a new one for a changed one.
+    #[test]
+    fn a_reload_keeps_unchanged_upstreams() {
+        let a = config("a", "127.0.0.1:1");
+        let b = config("b", "127.0.0.1:2");
+        let old = Upstreams::new([&a, &b]).unwrap();
+        let moved = config("b", "127.0.0.1:3");
+        let new = old.reconfigured([&a, &moved]).unwrap();
+        assert_eq!(new.get("a").unwrap().key, old.get("a").unwrap().key);
+        assert_ne!(new.get("b").unwrap().key, old.get("b").unwrap().key);
+        // Another place in the list is another metrics slot: a new upstream.
+        let reordered = old.reconfigured([&b, &a]).unwrap();
+        assert_ne!(reordered.get("a").unwrap().key, old.get("a").unwrap().key);
     }
 
     #[test]
