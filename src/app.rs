@@ -19,7 +19,7 @@ use crate::config::{Config, StoreConfig, TlsConfig};
 use crate::crypto::PasswordHasher;
 use crate::gateway::{Gateway, Session};
 use crate::lifecycle;
-use crate::listener::{ConnectionLimits, Workers, serve};
+use crate::listener::{ConnectionLimits, Workers, serve, serve_on_workers};
 use crate::metrics::{HotMetrics, Metrics};
 use crate::oauth::AuthServer;
 use crate::oauth::throttle::Throttle;
@@ -103,10 +103,10 @@ pub async fn start(
     clock: SharedClock,
 ) -> anyhow::Result<Running> {
     let source = config.source.display().to_string();
-    let listener = TcpListener::bind(config.listen)
-        .await
+    // One socket per worker, each accepting on its worker's own event loop.
+    let listeners = crate::listener::bind_shared(config.listen, config.workers)
         .with_context(|| format!("cannot listen on {} (`listen` in {source})", config.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = listeners[0].local_addr()?;
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -165,7 +165,6 @@ pub async fn start(
                 admin_tls,
                 ConnectionLimits::internal(64),
                 shutdown_rx.clone(),
-                None,
                 move |_| {
                     let admin = Arc::clone(&admin);
                     move |req| Arc::clone(&admin).handle(req)
@@ -237,20 +236,13 @@ pub async fn start(
             .context("cannot start the proxy worker threads")?,
     );
     tasks.push(tokio::spawn(async move {
-        serve(
-            listener,
-            tls,
-            limits,
-            shutdown_rx,
-            Some(Arc::clone(&workers)),
-            move |conn| {
-                let gateway = Arc::clone(&gateway);
-                let session = Arc::new(Session::new(conn));
-                // The request path as configured when the request arrives; a reload meanwhile
-                // changes what later requests get, never this one.
-                move |req| gateway.load_full().handle(req, Arc::clone(&session))
-            },
-        )
+        serve_on_workers(listeners, tls, limits, shutdown_rx, &workers, move |conn| {
+            let gateway = Arc::clone(&gateway);
+            let session = Arc::new(Session::new(conn));
+            // The request path as configured when the request arrives; a reload meanwhile
+            // changes what later requests get, never this one.
+            move |req| gateway.load_full().handle(req, Arc::clone(&session))
+        })
         .await;
         workers.stop().await;
     }));

@@ -46,7 +46,6 @@ pub async fn sample_api_with_tls(
         tls,
         ConnectionLimits::internal(1024),
         shutdown,
-        None,
         |_| echo,
     )
     .await;
@@ -342,7 +341,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                     None,
                     ConnectionLimits::internal(1024),
                     shutdown,
-                    None,
                     move |_| {
                         let slot = Arc::clone(&slot);
                         move |req: Request<Incoming>| {

@@ -24,7 +24,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -42,23 +42,55 @@ pub struct ConnInfo {
     /// The request arrived over TLS.
     pub tls: bool,
 }
-/// Serves `listener` until `shutdown` turns true, then drains: open connections
-/// finish their in-flight requests (bounded by `drain_grace`) and the function returns.
-/// `make_handler` is called once per connection; the handler it returns serves that
-/// connection's requests (and may keep per-connection state). Connections run on `workers`
-/// when given, else on the caller's runtime.
-pub async fn serve<M, H, F>(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    limits: ConnectionLimits,
-    mut shutdown: watch::Receiver<bool>,
-    workers: Option<Arc<Workers>>,
-    make_handler: M,
-) where
-    M: Fn(ConnInfo) -> H + Clone + Send + Sync + 'static,
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
+/// Binds `addr` once per worker (`n`) with `SO_REUSEPORT`, so that each worker accepts its
+/// own connections and the kernel spreads new connections over them: a new connection costs
+/// no hand-off between threads. The first socket takes the port (the kernel picks one for
+/// port 0) and the others join it. A port that another program holds is refused as it would
+/// be without sharing, even if that program allows sharing it: a probe bound without
+/// `SO_REUSEPORT` checks first, so that a second gateway started by mistake cannot quietly
+/// take half the traffic.
+pub fn bind_shared(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = |addr: SocketAddr, shared: bool| -> std::io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        #[cfg(target_os = "linux")]
+        s.set_reuse_port(shared)?;
+        #[cfg(not(target_os = "linux"))]
+        let _ = shared;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        Ok(s)
+    };
+    if addr.port() != 0 {
+        drop(socket(addr, false)?);
+    }
+    let first = socket(addr, true)?;
+    first.listen(BACKLOG)?;
+    let bound = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
+    let mut out = vec![std::net::TcpListener::from(first)];
+    // Elsewhere SO_REUSEPORT does not spread connections: one socket, one accepting worker.
+    let n = if cfg!(target_os = "linux") {
+        n.max(1)
+    } else {
+        1
+    };
+    for _ in 1..n {
+        let s = socket(bound, true)?;
+        s.listen(BACKLOG)?;
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
+/// Connections waiting for `accept` per socket (the kernel caps it at `somaxconn`).
+const BACKLOG: i32 = 1024;
+
+/// The HTTP/1.1 and HTTP/2 settings every connection of a listener shares.
+fn http_builder(limits: &ConnectionLimits) -> Arc<auto::Builder<TokioExecutor>> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -78,14 +110,120 @@ pub async fn serve<M, H, F>(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
-    let builder = Arc::new(builder);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    Arc::new(builder)
+}
 
+/// Serves `listener` on the caller's runtime until `shutdown` turns true, then drains: open
+/// connections finish their in-flight requests (bounded by `drain_grace`) and the function
+/// returns. `make_handler` is called once per connection; the handler it returns serves that
+/// connection's requests (and may keep per-connection state).
+pub async fn serve<M, H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+    make_handler: M,
+) where
+    M: Fn(ConnInfo) -> H + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let builder = http_builder(&limits);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    accept(
+        listener,
+        Arc::clone(&builder),
+        Arc::clone(&permits),
+        tls,
+        limits.clone(),
+        shutdown.clone(),
+        make_handler,
+    )
+    .await;
+    stopped(&mut shutdown).await;
+    drain(&permits, &limits).await;
+}
+
+/// Serves `listeners` ([`bind_shared`]), one per worker, each accepting on its worker's event
+/// loop, where its connections then run: a connection never changes thread. The connection
+/// cap is shared. Returns once `shutdown` turned true and the connections drained.
+pub async fn serve_on_workers<M, H, F>(
+    listeners: Vec<std::net::TcpListener>,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+    workers: &Workers,
+    make_handler: M,
+) where
+    M: Fn(ConnInfo) -> H + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let builder = http_builder(&limits);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let accepting = accept_std(
+            listener,
+            Arc::clone(&builder),
+            Arc::clone(&permits),
+            tls.clone(),
+            limits.clone(),
+            shutdown.clone(),
+            make_handler.clone(),
+        );
+        workers.run_on(i, accepting);
+    }
+    stopped(&mut shutdown).await;
+    drain(&permits, &limits).await;
+}
+
+/// [`accept`] on a listener that is registered with the event loop it runs on.
+async fn accept_std<M, H, F>(
+    listener: std::net::TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    permits: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    shutdown: watch::Receiver<bool>,
+    make_handler: M,
+) where
+    M: Fn(ConnInfo) -> H + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    match TcpListener::from_std(listener) {
+        Ok(listener) => {
+            accept(
+                listener,
+                builder,
+                permits,
+                tls,
+                limits,
+                shutdown,
+                make_handler,
+            )
+            .await
+        }
+        Err(e) => tracing::error!(error = %e, "a worker cannot listen"),
+    }
+}
+
+/// Accepts until `shutdown`, each connection a task of its own on the current runtime, holding
+/// one of `permits` for its life.
+async fn accept<M, H, F>(
+    listener: TcpListener,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    permits: Arc<Semaphore>,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+    make_handler: M,
+) where
+    M: Fn(ConnInfo) -> H + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     loop {
-        let permit = tokio::select! {
-            _ = stopped(&mut shutdown) => break,
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore never closed"),
-        };
         let (stream, peer) = tokio::select! {
             _ = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
@@ -98,6 +236,15 @@ pub async fn serve<M, H, F>(
                 }
             },
         };
+        // The cap is shared by the workers' sockets, and the kernel decides which socket a
+        // connection waits on: so each loop accepts first, then waits for a place. A loop
+        // that waited for a place before accepting could hold the one free place while the
+        // next connection waits in another worker's backlog. At most one accepted
+        // connection per worker waits here, unserved, as it would in the backlog.
+        let permit = tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore never closed"),
+        };
         let _ = stream.set_nodelay(true);
         let task = Connection {
             builder: Arc::clone(&builder),
@@ -107,39 +254,53 @@ pub async fn serve<M, H, F>(
             peer,
         };
         let make_handler = make_handler.clone();
-        match &workers {
-            None => {
-                tokio::spawn(async move {
-                    task.run(stream, make_handler).await;
-                    drop(permit);
-                });
-            }
-            Some(workers) => {
-                // Moved to the worker's event loop: deregistered here, registered there.
-                let stream = match stream.into_std() {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot hand a connection to a worker");
-                        continue;
-                    }
-                };
-                workers.spawn(async move {
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => task.run(stream, make_handler).await,
-                        Err(e) => tracing::warn!(error = %e, "worker cannot take a connection"),
-                    }
-                    drop(permit);
-                });
-            }
-        }
+        tokio::spawn(async move {
+            task.run(stream, make_handler).await;
+            drop(permit);
+        });
     }
-    drop(listener);
-    // Every connection task holds a permit: all are back when the last connection is done.
+}
+
+/// Waits until every connection is done (each holds a permit), bounded by the grace period.
+async fn drain(permits: &Semaphore, limits: &ConnectionLimits) {
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     if tokio::time::timeout(limits.drain_grace, permits.acquire_many(all))
         .await
         .is_err()
     {
         tracing::warn!("drain grace period elapsed with connections still open");
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// One socket per worker on one port, and the kernel spreads connections over them; a
+    /// port another socket holds is refused, shared or not.
+    #[test]
+    fn shared_listeners_split_connections_and_refuse_a_taken_port() {
+        let listeners = bind_shared("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        assert_eq!(listeners[1].local_addr().unwrap(), addr);
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            clients.push(std::net::TcpStream::connect(addr).unwrap());
+        }
+        let accepted: Vec<usize> = listeners
+            .iter()
+            .map(|l| std::iter::from_fn(|| l.accept().ok()).count())
+            .collect();
+        assert_eq!(accepted.iter().sum::<usize>(), 32, "{accepted:?}");
+        assert!(
+            accepted.iter().all(|n| *n > 0),
+            "both sockets accept: {accepted:?}"
+        );
+
+        let err = bind_shared(addr, 2).expect_err("a port our own shared group holds");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = bind_shared(plain.local_addr().unwrap(), 2).expect_err("a port held plainly");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     }
 }

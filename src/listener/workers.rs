@@ -3,23 +3,21 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
 /// Threads that serve connections, each running a single-threaded tokio runtime: an event
-/// loop of its own, as nginx's workers have. A connection, its requests, its upstream
-/// connections and their timers all stay on one thread, with no work stealing and no
-/// cross-thread wake-ups on the request path. A new connection goes to the worker with the
-/// fewest open connections.
+/// loop of its own, as nginx's workers have. Each accepts its own connections (its own
+/// `SO_REUSEPORT` socket: `listener::bind_shared`), and a connection, its requests, its
+/// upstream connections and their timers all stay on that thread, with no work stealing and
+/// no cross-thread wake-ups on the request path, not even for a new connection.
 pub struct Workers {
     workers: Vec<Worker>,
 }
 
 struct Worker {
     handle: tokio::runtime::Handle,
-    open: Arc<AtomicUsize>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     stopped: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -46,7 +44,6 @@ impl Workers {
                 })?;
             workers.push(Worker {
                 handle,
-                open: Arc::new(AtomicUsize::new(0)),
                 stop: Mutex::new(Some(stop)),
                 stopped: Mutex::new(Some(stopped)),
             });
@@ -54,23 +51,22 @@ impl Workers {
         Ok(Workers { workers })
     }
 
-    /// Runs a connection's task on the least busy worker.
-    pub(super) fn spawn<F>(&self, task: F)
+    pub fn len(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// Runs `task` on worker `i` (modulo their number): its accept loop.
+    pub(super) fn run_on<F>(&self, i: usize, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Some(worker) = self
-            .workers
-            .iter()
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
-        else {
-            return;
-        };
-        let open = OpenConnection::enter(Arc::clone(&worker.open));
-        worker.handle.spawn(async move {
-            task.await;
-            drop(open);
-        });
+        if let Some(worker) = self.workers.get(i % self.workers.len().max(1)) {
+            worker.handle.spawn(task);
+        }
     }
 
     /// Stops every worker (tasks still running there are dropped) and waits for the threads
@@ -90,64 +86,23 @@ impl Workers {
     }
 }
 
-/// Counts a connection against its worker until its task ends or is dropped.
-struct OpenConnection(Arc<AtomicUsize>);
-
-impl OpenConnection {
-    fn enter(open: Arc<AtomicUsize>) -> OpenConnection {
-        open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(open)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    /// Connections go to the worker with the fewest open ones, each worker is a thread of its
-    /// own, and a connection that ends frees its place.
+    /// Each worker is a thread of its own, and runs what it is given there.
     #[tokio::test]
-    async fn connections_go_to_the_least_busy_worker() {
+    async fn each_worker_is_a_thread_of_its_own() {
         let workers = Workers::start(2, "test-worker").unwrap();
-        let thread_of = |hold: oneshot::Receiver<()>| {
+        let mut names = Vec::new();
+        for i in 0..2 {
             let (tx, rx) = oneshot::channel();
-            workers.spawn(async move {
+            workers.run_on(i, async move {
                 let _ = tx.send(std::thread::current().name().map(str::to_owned));
-                let _ = hold.await;
             });
-            rx
-        };
-        let (release_a, hold_a) = oneshot::channel();
-        let (_release_b, hold_b) = oneshot::channel();
-        let a = thread_of(hold_a).await.unwrap().unwrap();
-        let b = thread_of(hold_b).await.unwrap().unwrap();
-        assert!(a.starts_with("test-worker-") && b.starts_with("test-worker-"));
-        assert_ne!(a, b, "the second connection goes to the idle worker");
-        // End the first; the next connection takes its worker, the one now idle.
-        release_a.send(()).unwrap();
-        let open = || {
-            workers
-                .workers
-                .iter()
-                .map(|w| w.open.load(Ordering::Relaxed))
-                .sum::<usize>()
-        };
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while open() > 1 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the ended connection is no longer counted");
-        let (_release_c, hold_c) = oneshot::channel();
-        assert_eq!(thread_of(hold_c).await.unwrap().unwrap(), a);
+            names.push(rx.await.unwrap().unwrap());
+        }
+        assert_eq!(names, ["test-worker-0", "test-worker-1"]);
         workers.stop().await;
     }
 }
