@@ -1,7 +1,7 @@
 //! Config reload without a dropped request: on SIGHUP, and when the config file's contents
 //! change (checked every second), the file is read and validated whole. If it is valid, a
 //! new request path (routes, upstreams, scopes, identity headers, request limits, rate
-//! limits: `app::Parts::gateway`) replaces the running one in one atomic swap; a request
+//! limits: `gateway::Parts::gateway`) replaces the running one in one atomic swap; a request
 //! already in flight finishes on the one it started with. If it is not, the running config
 //! stays and every problem is logged with its file and line. Settings that the running
 //! process cannot change (listeners, workers, TLS files, the store, the cache, connection
@@ -14,9 +14,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 use tokio::time::MissedTickBehavior;
 
-use crate::app::Parts;
 use crate::config::{Config, StoreConfig};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Parts};
 use crate::metrics::OutcomeLabels;
 use crate::shutdown::{Hangups, stopped};
 
