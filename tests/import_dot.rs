@@ -47,20 +47,27 @@ async fn gateway(imported_tokens: bool) -> Harness {
     h
 }
 
+/// Imports `location` into the harness's store as of its clock.
+async fn import(
+    h: &Harness,
+    location: Location,
+    dry_run: bool,
+) -> Result<import_dot::Report, import_dot::ImportError> {
+    import_dot::run(
+        &h.store,
+        &h.config.oauth,
+        location,
+        None,
+        h.clock_now(),
+        dry_run,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn django_users_clients_and_tokens_keep_working() {
     let h = gateway(true).await;
-    let now = h.clock_now();
-    let dry = import_dot::run(
-        &h.store,
-        &h.config.oauth,
-        Location::Sqlite(fixture()),
-        None,
-        now,
-        true,
-    )
-    .await
-    .unwrap();
+    let dry = import(&h, Location::Sqlite(fixture()), true).await.unwrap();
     assert_eq!(dry.found, [6, 5, 4, 2]);
     assert!(dry.added.is_none());
     assert!(
@@ -68,16 +75,9 @@ async fn django_users_clients_and_tokens_keep_working() {
         "a dry run writes nothing"
     );
 
-    let report = import_dot::run(
-        &h.store,
-        &h.config.oauth,
-        Location::Sqlite(fixture()),
-        None,
-        now,
-        false,
-    )
-    .await
-    .unwrap();
+    let report = import(&h, Location::Sqlite(fixture()), false)
+        .await
+        .unwrap();
     let p = report.planned;
     assert_eq!(
         (p.users, p.clients, p.access, p.refresh),
@@ -202,16 +202,9 @@ async fn django_users_clients_and_tokens_keep_working() {
 
     // Run again: nothing new; what changed since in Portcullis (rehashed passwords, the
     // secret replaced) is reported, and kept.
-    let again = import_dot::run(
-        &h.store,
-        &h.config.oauth,
-        Location::Sqlite(fixture()),
-        None,
-        now,
-        false,
-    )
-    .await
-    .expect_err("changed since the first run");
+    let again = import(&h, Location::Sqlite(fixture()), false)
+        .await
+        .expect_err("changed since the first run");
     assert!(
         again.to_string().contains("user \"alice\" already existed"),
         "{again}"
@@ -233,7 +226,6 @@ async fn a_django_database_on_postgresql_reads_the_same() {
         .join()
         .unwrap();
     let h = gateway(false).await;
-    let now = h.clock_now();
     let from_sqlite = read::sqlite(&fixture()).unwrap();
     let pg = url.clone();
     let from_postgres = std::thread::spawn(move || {
@@ -243,16 +235,7 @@ async fn a_django_database_on_postgresql_reads_the_same() {
     .join()
     .unwrap();
     assert_eq!(format!("{from_sqlite:?}"), format!("{from_postgres:?}"));
-    let report = import_dot::run(
-        &h.store,
-        &h.config.oauth,
-        Location::Postgres(url),
-        None,
-        now,
-        false,
-    )
-    .await
-    .unwrap();
+    let report = import(&h, Location::Postgres(url), false).await.unwrap();
     let p = report.planned;
     assert_eq!((p.users, p.clients, p.access, p.refresh), (5, 3, 2, 1));
     assert!(

@@ -52,19 +52,7 @@ async fn scrape(h: &Harness, accept: Option<&str>) -> (String, String) {
 async fn metrics_pass_promtool_in_the_format_asked_for() {
     let h = Harness::start().await;
     let access = h.access_token("read").await;
-    h.get("/api/users", Some(&access)).await;
-    h.get("/api/users", None).await;
-    h.get("/api/groups", Some(&access)).await;
-    h.get("/nowhere", None).await;
-    h.token(
-        &h.client,
-        &[
-            ("grant_type", "password"),
-            ("username", "alice"),
-            ("password", "bad"),
-        ],
-    )
-    .await;
+    h.mixed_traffic(&access).await;
 
     let prometheus_scraper = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
     let (kind, openmetrics) = scrape(&h, Some(prometheus_scraper)).await;

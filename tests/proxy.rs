@@ -368,19 +368,7 @@ async fn metrics_and_health() {
     let h = Harness::start().await;
     let access = h.access_token("read").await;
     h.get("/api/users", Some(&access)).await;
-    h.get("/api/users", Some(&access)).await;
-    h.get("/api/users", None).await;
-    h.get("/api/groups", Some(&access)).await;
-    h.get("/nowhere", None).await;
-    h.token(
-        &h.client,
-        &[
-            ("grant_type", "password"),
-            ("username", "alice"),
-            ("password", "bad"),
-        ],
-    )
-    .await;
+    h.mixed_traffic(&access).await;
 
     let m = h.metrics().await;
     for line in [

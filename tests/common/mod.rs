@@ -384,6 +384,21 @@ impl Harness {
         field(&self.password_token(scope).await, "access_token")
     }
 
+    /// A little of every kind of decision the metrics count: allowed, missing token, lacking
+    /// scope, no route, a failed password grant.
+    pub async fn mixed_traffic(&self, access: &str) {
+        self.get("/api/users", Some(access)).await;
+        self.get("/api/users", None).await;
+        self.get("/api/groups", Some(access)).await;
+        self.get("/nowhere", None).await;
+        let bad = [
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "bad"),
+        ];
+        self.token(&self.client, &bad).await;
+    }
+
     /// GETs `path` with `token`, which must be let through: the upstream's JSON echo.
     pub async fn get_ok(&self, path: &str, token: Option<&str>) -> Value {
         let r = self.get(path, token).await;
