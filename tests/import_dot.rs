@@ -112,6 +112,32 @@ async fn django_users_clients_and_tokens_keep_working() {
         .await;
     assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
 
+    // A Django user signs in at the sign-in page with their Django password (argon2 here);
+    // a wrong one is refused.
+    let mut browser = common::CookieClient::new(&h);
+    let refused = browser.sign_in("bob", "not-bobs", "/o/applications/").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
+    let signed_in = browser
+        .sign_in("bob", "bob-dot-password", "/o/applications/")
+        .await;
+    assert_eq!(
+        signed_in.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        signed_in.text()
+    );
+    assert_eq!(signed_in.headers["location"], "/o/applications/");
+    let stored = h.store.user("bob").await.unwrap().unwrap().password_hash;
+    assert!(
+        stored.starts_with("$argon2id$"),
+        "rehashed at sign-in: {stored}"
+    );
+
     // Each Django hasher's password works, through the client's hashed secret; the first
     // success replaces both with the native forms.
     for (user, password) in [
