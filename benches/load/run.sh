@@ -16,11 +16,11 @@ SECONDS_PER=${2:-10}
 CONNS=64
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx and wrk (apt)" >&2
+if ! need nginx || ! need wrk || ! need strace; then
+  echo "installing nginx, wrk and strace (apt)" >&2
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null 2>&1 \
-    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk strace >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk strace >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -146,7 +146,12 @@ nginx_worker() { pgrep -P "$(cat "$1/nginx.pid")" | head -1; }
 UP_W=$(nginx_worker "$WORK/up"); PX_W=$(nginx_worker "$WORK/px")
 HZ=$(getconf CLK_TCK)
 
-# run NAME URL PID [wrk args…] -> appends "NAME rps p50_ms p99_ms cpu_us_per_req" to results
+context_switches() { # voluntary + involuntary, over every thread of a process
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'
+}
+
+# run NAME URL PID [wrk args…] -> appends "NAME rps p50_ms p99_ms cpu_us_per_req non2xx
+# context_switches_per_req" to results
 RESULTS="$WORK/results"
 : > "$RESULTS"
 ms() { # wrk latency value (e.g. 812.00us, 1.20ms, 2.01s) -> milliseconds
@@ -154,10 +159,10 @@ ms() { # wrk latency value (e.g. 812.00us, 1.20ms, 2.01s) -> milliseconds
 }
 run() {
   local name=$1 url=$2 pid=$3; shift 3
-  local before after out rps p50 p99 reqs
-  before=$(cpu_ticks "$pid")
+  local before after out rps p50 p99 reqs cs_before cs_after
+  before=$(cpu_ticks "$pid"); cs_before=$(context_switches "$pid")
   out=$($LOAD wrk -t1 -c"$CONNS" -d"${SECONDS_PER}s" --latency "$@" "$url")
-  after=$(cpu_ticks "$pid")
+  after=$(cpu_ticks "$pid"); cs_after=$(context_switches "$pid")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   p50=$(ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
@@ -166,8 +171,34 @@ run() {
   cpu_us=$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
   local non2xx
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
-  echo "$name $rps $p50 $p99 $cpu_us ${non2xx:-0}" >> "$RESULTS"
-  printf '  %-28s %10s req/s  p50 %7s ms  p99 %7s ms  %6s us CPU/req  non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "${non2xx:-0}" >&2
+  local cs
+  cs=$(awk -v d=$((cs_after - cs_before)) -v n="$reqs" 'BEGIN { printf "%.3f", d / n }')
+  echo "$name $rps $p50 $p99 $cpu_us ${non2xx:-0} $cs" >> "$RESULTS"
+  printf '  %-28s %10s req/s  p50 %7s ms  p99 %7s ms  %6s us CPU/req  %s cs/req  non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "$cs" "${non2xx:-0}" >&2
+}
+
+# syscalls NAME URL PID [wrk args…] -> system calls per request of PID's threads under
+# `strace -f -c` over 3 s of wrk (strace slows the process: only the counts mean anything),
+# with the commonest calls named.
+SYSCALLS="$WORK/syscalls"
+: > "$SYSCALLS"
+syscalls() {
+  local name=$1 url=$2 pid=$3; shift 3
+  local trace="$WORK/strace-$name.txt" tracer out reqs
+  strace -f -c -q -p "$pid" -o "$trace" & tracer=$!
+  sleep 0.5
+  out=$($LOAD wrk -t1 -c32 -d3s "$@" "$url")
+  kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  awk -v name="$name" -v n="$reqs" '
+    # % time, seconds, usecs/call, calls, [errors,] syscall
+    $1 ~ /^[0-9.]+$/ && NF >= 5 { if ($NF == "total") total = $4; else per[$NF] = $4 / n }
+    END {
+      line = sprintf("%-18s %6.2f syscalls/req:", name, total / n)
+      for (k in per) if (per[k] >= 0.01) line = line sprintf(" %s %.2f", k, per[k])
+      print line
+    }' "$trace" >> "$SYSCALLS"
+  tail -1 "$SYSCALLS" >&2
 }
 
 echo "proxy rounds: $ROUNDS x ${SECONDS_PER}s per target, $CONNS connections, servers on CPU 0, wrk on CPU 1" >&2
@@ -193,17 +224,23 @@ for r in $(seq "$ROUNDS"); do
   wait "$HASHING"
 done
 
+echo "system calls per keep-alive request (strace -f -c, 3 s of wrk -c32 each)" >&2
+syscalls nginx "http://$NGX/public/x" "$PX_W"
+syscalls hyper_floor "http://$FLOOR/public/x" "$FLOOR_PID"
+syscalls portcullis_none "http://$PC/public/x" "$PC_PID"
+syscalls portcullis_token "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
+
 # Last: the sockets these leave in TIME_WAIT would slow the loopback measurements after them.
 echo "a new connection per request (Connection: close)" >&2
 run nginx_close "http://$NGX/public/x" "$PX_W" -H "Connection: close"
 run portcullis_close "http://$PC/public/x" "$PC_PID" -H "Connection: close"
 summary=$(awk '
-  { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5 }
+  { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5; cs[$1] += $7 }
   END {
-    printf "%-28s %12s %9s %9s %12s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req"
+    printf "%-28s %12s %9s %9s %12s %10s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "cs/req"
     order = "direct nginx hyper_floor portcullis_none portcullis_token nginx_close portcullis_close issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
     split(order, names, " ")
-    for (i = 1; i <= 12; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k] }
+    for (i = 1; i <= 12; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f %10.3f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k], cs[k]/n[k] }
     g = rps["nginx"] / n["nginx"]
     printf "\nratios to nginx (same run): portcullis_none req/s %.2fx, portcullis_token req/s %.2fx, p99 %.2fx; direct upstream %.2fx\n",
       rps["portcullis_none"]/n["portcullis_none"]/g, rps["portcullis_token"]/n["portcullis_token"]/g,
@@ -217,4 +254,7 @@ summary=$(awk '
 {
   echo "$(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "$summary"
+  echo
+  echo "system calls per keep-alive request (strace -f -c over 3 s of wrk -c32; cs/req above: context switches of all threads, from /proc, unperturbed):"
+  cat "$SYSCALLS"
 } | tee benches/load/last-run.txt
