@@ -170,7 +170,7 @@ pub fn plan(dot: &DotData, oauth: &OAuthConfig, now: i64) -> Plan {
     // scopes the config defines.
     let known: BTreeSet<&str> = oauth.scopes.keys().map(String::as_str).collect();
     let mut expired = 0usize;
-    let mut access_scopes: HashMap<i64, (ScopeSet, Digest)> = HashMap::new();
+    // Django's access token id -> its place in `snapshot.access`.
     let mut access_by_id: HashMap<i64, usize> = HashMap::new();
     for t in &dot.access {
         let name = format!("access token #{}", t.id);
@@ -207,7 +207,6 @@ pub fn plan(dot: &DotData, oauth: &OAuthConfig, now: i64) -> Plan {
         }
         let digest = Digest::of(&t.token);
         let scopes = ScopeSet::from_stored(&t.scope);
-        access_scopes.insert(t.id, (scopes.clone(), digest));
         access_by_id.insert(t.id, snapshot.access.len());
         snapshot.access.push(AccessTokenRecord {
             meta: TokenMeta {
@@ -244,22 +243,17 @@ pub fn plan(dot: &DotData, oauth: &OAuthConfig, now: i64) -> Plan {
             ));
             continue;
         };
-        let Some((scopes, access_digest)) = r
-            .access_token_id
-            .and_then(|id| access_scopes.get(&id).cloned())
-        else {
+        let Some(&i) = r.access_token_id.and_then(|id| access_by_id.get(&id)) else {
             notes.push(format!(
                 "{name}: not imported: no imported access token to take its scopes from"
             ));
             continue;
         };
         let digest = Digest::of(&r.token);
-        if let Some(i) = r.access_token_id.and_then(|id| access_by_id.get(&id)) {
-            let access = &mut snapshot.access[*i];
-            debug_assert_eq!(access.digest, access_digest);
-            access.refresh = Some(digest);
-            access.family = digest;
-        }
+        let access = &mut snapshot.access[i];
+        access.refresh = Some(digest);
+        access.family = digest;
+        let scopes = access.scopes.clone();
         snapshot.refresh.push(RefreshTokenRecord {
             meta: TokenMeta {
                 digest,

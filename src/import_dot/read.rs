@@ -62,10 +62,29 @@ pub struct DotData {
     pub refresh: Vec<DotRefresh>,
 }
 
-const USERS: &str = "SELECT id, username, password, is_active, is_superuser, date_joined FROM auth_user ORDER BY id";
-const APPS: &str = "SELECT id, client_id, name, client_type, authorization_grant_type, client_secret, redirect_uris, skip_authorization, user_id, created FROM oauth2_provider_application ORDER BY id";
-const ACCESS: &str = "SELECT id, token, expires, scope, application_id, user_id, created FROM oauth2_provider_accesstoken ORDER BY id";
-const REFRESH: &str = "SELECT id, token, access_token_id, application_id, user_id, created, revoked FROM oauth2_provider_refreshtoken ORDER BY id";
+/// The four queries, with `time(column)` as the engine reads a time column: Django's text on
+/// SQLite (parsed here), epoch seconds from PostgreSQL.
+fn queries(time: impl Fn(&str) -> String) -> [String; 4] {
+    [
+        format!(
+            "SELECT id, username, password, is_active, is_superuser, {} FROM auth_user ORDER BY id",
+            time("date_joined")
+        ),
+        format!(
+            "SELECT id, client_id, name, client_type, authorization_grant_type, client_secret, redirect_uris, skip_authorization, user_id, {} FROM oauth2_provider_application ORDER BY id",
+            time("created")
+        ),
+        format!(
+            "SELECT id, token, {}, scope, application_id, user_id, {} FROM oauth2_provider_accesstoken ORDER BY id",
+            time("expires"),
+            time("created")
+        ),
+        format!(
+            "SELECT id, token, access_token_id, application_id, user_id, {}, revoked IS NOT NULL FROM oauth2_provider_refreshtoken ORDER BY id",
+            time("created")
+        ),
+    ]
+}
 
 /// Django's SQLite datetimes (`2036-11-27 11:54:47.674651`, UTC under `USE_TZ = True`).
 fn sqlite_time(text: &str) -> rusqlite::Result<i64> {
@@ -80,10 +99,11 @@ pub fn sqlite(path: &Path) -> Result<DotData, String> {
     use rusqlite::{Connection, OpenFlags};
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let [users_sql, apps_sql, access_sql, refresh_sql] = queries(str::to_owned);
     let read = || -> rusqlite::Result<DotData> {
         let tx = db.unchecked_transaction()?;
         let users = tx
-            .prepare(USERS)?
+            .prepare(&users_sql)?
             .query_map([], |r| {
                 Ok(DotUser {
                     id: r.get(0)?,
@@ -96,7 +116,7 @@ pub fn sqlite(path: &Path) -> Result<DotData, String> {
             })?
             .collect::<Result<_, _>>()?;
         let apps = tx
-            .prepare(APPS)?
+            .prepare(&apps_sql)?
             .query_map([], |r| {
                 Ok(DotApp {
                     id: r.get(0)?,
@@ -113,7 +133,7 @@ pub fn sqlite(path: &Path) -> Result<DotData, String> {
             })?
             .collect::<Result<_, _>>()?;
         let access = tx
-            .prepare(ACCESS)?
+            .prepare(&access_sql)?
             .query_map([], |r| {
                 Ok(DotAccess {
                     id: r.get(0)?,
@@ -127,7 +147,7 @@ pub fn sqlite(path: &Path) -> Result<DotData, String> {
             })?
             .collect::<Result<_, _>>()?;
         let refresh = tx
-            .prepare(REFRESH)?
+            .prepare(&refresh_sql)?
             .query_map([], |r| {
                 Ok(DotRefresh {
                     id: r.get(0)?,
@@ -136,7 +156,7 @@ pub fn sqlite(path: &Path) -> Result<DotData, String> {
                     application_id: r.get(3)?,
                     user_id: r.get(4)?,
                     created: sqlite_time(&r.get::<_, String>(5)?)?,
-                    revoked: r.get::<_, Option<String>>(6)?.is_some(),
+                    revoked: r.get(6)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -158,7 +178,8 @@ pub fn sqlite(path: &Path) -> Result<DotData, String> {
 /// The same queries with PostgreSQL's types: times as epoch seconds, flags as booleans.
 pub fn postgres(client: &mut postgres::Client) -> Result<DotData, String> {
     // Whole seconds, cut as SQLite's are (not rounded).
-    let epoch = |col: &str| format!("FLOOR(EXTRACT(EPOCH FROM {col}))::BIGINT");
+    let [users_sql, apps_sql, access_sql, refresh_sql] =
+        queries(|col| format!("FLOOR(EXTRACT(EPOCH FROM {col}))::BIGINT"));
     let fail = |e: postgres::Error| {
         format!("the PostgreSQL database is not a django-oauth-toolkit database this can read: {e}")
     };
@@ -179,13 +200,7 @@ pub fn postgres(client: &mut postgres::Client) -> Result<DotData, String> {
         .start()
         .map_err(fail)?;
     let users = tx
-        .query(
-            &USERS.replace(
-                "date_joined FROM",
-                &format!("{} FROM", epoch("date_joined")),
-            ),
-            &[],
-        )
+        .query(&users_sql, &[])
         .map_err(fail)?
         .iter()
         .map(|r| DotUser {
@@ -198,10 +213,7 @@ pub fn postgres(client: &mut postgres::Client) -> Result<DotData, String> {
         })
         .collect();
     let apps = tx
-        .query(
-            &APPS.replace(", created FROM", &format!(", {} FROM", epoch("created"))),
-            &[],
-        )
+        .query(&apps_sql, &[])
         .map_err(fail)?
         .iter()
         .map(|r| DotApp {
@@ -218,12 +230,7 @@ pub fn postgres(client: &mut postgres::Client) -> Result<DotData, String> {
         })
         .collect();
     let access = tx
-        .query(
-            &ACCESS
-                .replace("token, expires,", &format!("token, {},", epoch("expires")))
-                .replace(", created FROM", &format!(", {} FROM", epoch("created"))),
-            &[],
-        )
+        .query(&access_sql, &[])
         .map_err(fail)?
         .iter()
         .map(|r| DotAccess {
@@ -237,13 +244,7 @@ pub fn postgres(client: &mut postgres::Client) -> Result<DotData, String> {
         })
         .collect();
     let refresh = tx
-        .query(
-            &REFRESH.replace(
-                ", created, revoked FROM",
-                &format!(", {}, revoked IS NOT NULL FROM", epoch("created")),
-            ),
-            &[],
-        )
+        .query(&refresh_sql, &[])
         .map_err(fail)?
         .iter()
         .map(|r| DotRefresh {
