@@ -162,8 +162,7 @@ pub async fn serve_on_workers<M, H, F>(
     let builder = http_builder(&limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     for (i, listener) in listeners.into_iter().enumerate() {
-        let accepting = accept_std(
-            listener,
+        let (builder, permits, tls, limits, shutdown, make_handler) = (
             Arc::clone(&builder),
             Arc::clone(&permits),
             tls.clone(),
@@ -171,41 +170,27 @@ pub async fn serve_on_workers<M, H, F>(
             shutdown.clone(),
             make_handler.clone(),
         );
-        workers.run_on(i, accepting);
+        // Registered with the event loop of the worker it runs on.
+        workers.run_on(i, async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    accept(
+                        listener,
+                        builder,
+                        permits,
+                        tls,
+                        limits,
+                        shutdown,
+                        make_handler,
+                    )
+                    .await
+                }
+                Err(e) => tracing::error!(error = %e, "a worker cannot listen"),
+            }
+        });
     }
     stopped(&mut shutdown).await;
     drain(&permits, &limits).await;
-}
-
-/// [`accept`] on a listener that is registered with the event loop it runs on.
-async fn accept_std<M, H, F>(
-    listener: std::net::TcpListener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    permits: Arc<Semaphore>,
-    tls: Option<TlsAcceptor>,
-    limits: ConnectionLimits,
-    shutdown: watch::Receiver<bool>,
-    make_handler: M,
-) where
-    M: Fn(ConnInfo) -> H + Clone + Send + Sync + 'static,
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    match TcpListener::from_std(listener) {
-        Ok(listener) => {
-            accept(
-                listener,
-                builder,
-                permits,
-                tls,
-                limits,
-                shutdown,
-                make_handler,
-            )
-            .await
-        }
-        Err(e) => tracing::error!(error = %e, "a worker cannot listen"),
-    }
 }
 
 /// Accepts until `shutdown`, each connection a task of its own on the current runtime, holding
