@@ -56,15 +56,15 @@ pub struct Gateway {
 
 /// What every generation of the request path shares, built once at start: a reload changes
 /// none of it.
-pub struct Parts {
-    pub store: SharedStore,
-    pub cache: TokenCache,
-    pub hasher: PasswordHasher,
-    pub clock: SharedClock,
-    pub metrics: Metrics,
+pub(crate) struct Parts {
+    pub(crate) store: SharedStore,
+    pub(crate) cache: TokenCache,
+    pub(crate) hasher: PasswordHasher,
+    pub(crate) clock: SharedClock,
+    pub(crate) metrics: Metrics,
     /// The proxy listener's address (the default issuer names it).
-    pub addr: std::net::SocketAddr,
-    pub tls_listener: bool,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) tls_listener: bool,
 }
 
 impl Parts {
@@ -72,7 +72,7 @@ impl Parts {
     /// authorization server with its scopes and rate limits (on `throttle`), and the pages.
     /// Built at start and again on every reload, when `previous` (the request path in
     /// service) lends the upstreams that did not change, with their connections.
-    pub fn gateway(
+    pub(crate) fn gateway(
         &self,
         config: &Config,
         throttle: Arc<Throttle>,
@@ -124,10 +124,6 @@ impl Parts {
             request_timeout: config.limits.request_timeout,
             hot_metrics,
         })
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 }
 

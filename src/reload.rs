@@ -126,7 +126,7 @@ impl Reloader {
             }
         };
         self.parts
-            .metrics()
+            .metrics
             .config_reloads
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
