@@ -17,7 +17,7 @@ use crate::config::OAuthConfig;
 use crate::crypto::{Digest, django};
 use crate::migrate::Location;
 use crate::scope::ScopeSet;
-use crate::store::transfer::{Counts, Mismatch, Snapshot, verify};
+use crate::store::transfer::{Counts, Snapshot, verify};
 use crate::store::{
     AccessTokenRecord, ClientRecord, GrantType, RefreshTokenRecord, SharedStore, StoreError,
     TokenMeta, UserRecord,
@@ -333,7 +333,7 @@ pub async fn run(
         dot.refresh.len(),
     ];
     let Plan {
-        snapshot,
+        mut snapshot,
         mut notes,
     } = plan(&dot, oauth, now);
     let planned = snapshot.counts();
@@ -353,11 +353,19 @@ pub async fn run(
     }
     let added = store.import(snapshot.clone()).await?;
     let there = store.export(now).await?;
-    let mut mismatches = verify(&snapshot, &there);
     // A refresh token's expiry is counted from the run that imported it: one imported by an
-    // earlier run keeps its own.
-    mismatches
-        .retain(|m| !matches!(m, Mismatch::Differs(what) if what.starts_with("refresh token")));
+    // earlier run keeps its own, and is checked with it.
+    let kept: HashMap<Digest, i64> = there
+        .refresh
+        .iter()
+        .map(|r| (r.digest, r.expires_at))
+        .collect();
+    for r in &mut snapshot.refresh {
+        if let Some(&expires_at) = kept.get(&r.digest) {
+            r.meta.expires_at = expires_at;
+        }
+    }
+    let mismatches = verify(&snapshot, &there);
     if !mismatches.is_empty() {
         return Err(crate::migrate::MigrateError::Mismatch(mismatches).into());
     }
