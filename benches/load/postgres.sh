@@ -20,24 +20,11 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 SECONDS_PER=${2:-10}
 SERVER_URL=${PORTCULLIS_BENCH_DATABASE_URL:?set PORTCULLIS_BENCH_DATABASE_URL to a PostgreSQL server URL}
-for tool in wrk psql curl; do
-  command -v $tool >/dev/null || { echo "postgres.sh needs $tool" >&2; exit 1; }
-done
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then SERVER="taskset -c 0"; LOAD="taskset -c 1"; else SERVER=""; LOAD=""; fi
-
-cargo build --release --quiet --bin portcullis
-BIN=$PWD/target/release/portcullis
-WORK=$(mktemp -d)
+NEED="wrk psql curl"
+source benches/load/common.sh
 DB=portcullis_bench_$(date +%s)
 PG_URL="${SERVER_URL%/*}/$DB"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  psql "$SERVER_URL" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+extra_cleanup() { psql "$SERVER_URL" -qc "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true; }
 psql "$SERVER_URL" -qc "CREATE DATABASE $DB" >/dev/null
 
 UP=127.0.0.1:18190
@@ -129,7 +116,6 @@ done
 RESULTS="$WORK/results"; : > "$RESULTS"
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 run() { # NAME URL PID SCRIPT
   local before after out
   before=$(cpu_ticks "$3")

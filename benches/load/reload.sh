@@ -14,21 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
 SECONDS_PER=${2:-10}
-for tool in wrk nginx curl; do
-  command -v $tool >/dev/null || { echo "reload.sh needs $tool" >&2; exit 1; }
-done
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then SERVER="taskset -c 0"; LOAD="taskset -c 1"; else SERVER=""; LOAD=""; fi
-
-cargo build --release --quiet --bin portcullis
-BIN=$PWD/target/release/portcullis
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+NEED="wrk nginx curl"
+source benches/load/common.sh
 
 UP=127.0.0.1:18290
 mkdir -p "$WORK/up/logs"
@@ -68,7 +55,6 @@ reloading() { # $1 file, $2 signal: flips /api/r1 between read and write and sig
     sleep 0.05
   done
 }
-ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 RESULTS="$WORK/results"; : > "$RESULTS"
 run() { # NAME
   local out rps p99 errors
