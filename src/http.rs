@@ -8,16 +8,55 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::guard::AuthError;
 use crate::oauth::error::{Challenge, OAuthError, OAuthErrorCode};
+use crate::proxy::h1;
 use crate::request::RequestError;
 use crate::routes::{PathError, ResolveError};
 use crate::store::StoreError;
 
 /// Body of every response: our own bytes, or an upstream's body streamed through.
-pub type Body = Either<Full<Bytes>, Incoming>;
+pub type Body = Either<Full<Bytes>, Relayed>;
+
+/// An upstream's response body, streamed through: read by the lean HTTP/1.1 client for
+/// HTTP/1.1 client connections, by hyper's pooled client for HTTP/2 ones.
+pub enum Relayed {
+    Own(h1::ResponseBody),
+    Pooled(Incoming),
+}
+
+impl hyper::body::Body for Relayed {
+    type Data = Bytes;
+    type Error = h1::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Relayed::Own(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Relayed::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Relayed::Own(b) => b.is_end_stream(),
+            Relayed::Pooled(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Relayed::Own(b) => b.size_hint(),
+            Relayed::Pooled(b) => b.size_hint(),
+        }
+    }
+}
 
 /// A complete in-memory response body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

@@ -4,16 +4,19 @@
 //!
 //! Each HTTP/1.1 client connection gets upstream connections of its own ([`Affinity`]): the
 //! first request to an upstream opens one, later requests on the same client connection reuse
-//! it, and it closes with the client connection. Requests never wait on a shared pool, and a
-//! desynchronised upstream connection could only ever affect the client that owns it. HTTP/2
-//! client connections multiplex many requests at once and share a pooled client per upstream.
+//! it, and it goes to the worker's idle pool when the client connection ends. Requests never
+//! wait on a shared pool, and a desynchronised upstream connection could only ever affect the
+//! client that owns it. These exchanges run on the lean HTTP/1.1 client ([`h1`]) inside the
+//! client connection's task. HTTP/2 client connections multiplex many requests at once and
+//! share a pooled hyper client per upstream.
 
+mod connect;
+pub mod h1;
 mod headers;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,21 +24,19 @@ use http::header::{HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::time::Instant;
-use tower_service::Service;
 
 pub use headers::{
     Forwarded, forwarded_for, rewrite_request_headers, strip_hop_by_hop, vary_on_authorization,
 };
 
+use self::connect::Dialer;
+use self::h1::{Held, Home};
 use crate::config::UpstreamConfig;
-use crate::http::GatewayError;
+use crate::http::{GatewayError, Relayed};
 use crate::tls::TlsError;
 
 /// Why an upstream could not be set up.
@@ -49,10 +50,11 @@ pub enum UpstreamError {
     Header(#[from] http::header::InvalidHeaderValue),
     #[error("upstream address: {0}")]
     Uri(#[from] http::Error),
+    #[error("upstream host name: {0}")]
+    HostName(#[from] rustls::pki_types::InvalidDnsNameError),
 }
 
-/// Boxed error of request bodies sent upstream.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use self::h1::BoxError;
 
 /// The body of a request sent upstream: the client's, streamed (and size-limited), or one the
 /// gateway had to read first.
@@ -71,22 +73,22 @@ pub struct Upstream {
     key: u64,
     /// `Host` for requests to it: the host, and the port unless it is the scheme's default.
     host: HeaderValue,
-    /// `scheme://authority`, what the connector is asked for.
+    /// `scheme://authority`, for the pooled client.
     origin: Uri,
-    connector: Connector,
+    /// New connections for the lean HTTP/1.1 client.
+    dialer: Dialer,
+    /// The pooled client HTTP/2 client connections share.
     pooled: Client<Connector, UpstreamBody>,
 }
 
 /// The upstream connections one HTTP/1.1 client connection holds, at most one per upstream.
-/// A connection is taken out while a request uses it and put back once the response head has
-/// arrived (the client connection sends its next request only after this response's body has
-/// been relayed, by then the upstream connection is free again). One that is dropped while in
-/// use (a timeout, a client gone) is closed, never reused in an unknown state. When the client
-/// connection ends, the idle ones go to its worker's idle pool (see [`IDLE`]), so that a
-/// client that opens a connection per request does not cost an upstream connection each.
+/// A connection is taken out while a request uses it and goes back once the response body has
+/// been read whole (the client connection sends its next request only after that); one whose
+/// exchange ended any other way is closed, never reused in an unknown state. When the client
+/// connection ends, the idle ones go to its worker's idle pool.
 #[derive(Default)]
 pub struct Affinity {
-    held: Mutex<Vec<(u64, http1::SendRequest<UpstreamBody>)>>,
+    held: Arc<Held>,
 }
 
 impl Affinity {
@@ -96,71 +98,10 @@ impl Affinity {
     pub fn for_version(&self, version: Version) -> Option<&Affinity> {
         (version < Version::HTTP_2).then_some(self)
     }
-
-    fn take(&self, key: u64) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let i = held.iter().position(|(held_key, _)| *held_key == key)?;
-        Some(held.swap_remove(i).1)
-    }
-
-    fn put(&self, key: u64, sender: http1::SendRequest<UpstreamBody>) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if !held.iter().any(|(held_key, _)| *held_key == key) {
-            held.push((key, sender));
-        }
-    }
 }
-
-impl Drop for Affinity {
-    fn drop(&mut self) {
-        let held = std::mem::take(self.held.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for (key, sender) in held {
-            // Only a connection with no exchange in progress is reusable.
-            if sender.is_ready() {
-                idle_put(key, sender);
-            }
-        }
-    }
-}
-
-/// Most idle upstream connections a worker keeps per upstream.
-const MAX_IDLE_PER_WORKER: usize = 64;
-/// An idle upstream connection unused for this long is closed rather than reused.
-const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
 
 /// A distinct key per [`Upstream`] value, for [`Affinity`] slots and idle pools.
 static NEXT_UPSTREAM_KEY: AtomicU64 = AtomicU64::new(0);
-
-type IdleConnections = Vec<(http1::SendRequest<UpstreamBody>, Instant)>;
-
-thread_local! {
-    /// Idle upstream connections left by the client connections that ended on this thread,
-    /// by upstream key, most recently used last. A worker's upstream connections are driven
-    /// by its own event loop, so they are reused only there.
-    static IDLE: RefCell<HashMap<u64, IdleConnections>> = RefCell::new(HashMap::new());
-}
-
-fn idle_put(key: u64, sender: http1::SendRequest<UpstreamBody>) {
-    IDLE.with_borrow_mut(|idle| {
-        let pool = idle.entry(key).or_default();
-        pool.retain(|(s, since)| !s.is_closed() && since.elapsed() < MAX_IDLE_TIME);
-        if pool.len() < MAX_IDLE_PER_WORKER {
-            pool.push((sender, Instant::now()));
-        }
-    });
-}
-
-fn idle_take(key: u64) -> Option<http1::SendRequest<UpstreamBody>> {
-    IDLE.with_borrow_mut(|idle| {
-        let pool = idle.get_mut(&key)?;
-        while let Some((sender, since)) = pool.pop() {
-            if sender.is_ready() && since.elapsed() < MAX_IDLE_TIME {
-                return Some(sender);
-            }
-        }
-        None
-    })
-}
 
 impl Upstream {
     fn new(id: usize, config: UpstreamConfig) -> Result<Upstream, UpstreamError> {
@@ -168,7 +109,8 @@ impl Upstream {
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let tls = if config.scheme == Scheme::HTTPS {
+        let https = config.scheme == Scheme::HTTPS;
+        let tls = if https {
             crate::tls::client_config(config.ca_file.as_deref())?
         } else {
             // Never used for an http:// upstream; no roots needed.
@@ -177,6 +119,13 @@ impl Upstream {
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
         };
+        let default_port = if https { 443 } else { 80 };
+        let dialer = Dialer::new(
+            config.authority.host(),
+            config.authority.port_u16().unwrap_or(default_port),
+            config.connect_timeout,
+            https.then(|| tls.clone()),
+        )?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -186,12 +135,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build(connector.clone());
-        let default_port = if config.scheme == Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
+            .build(connector);
         let host = match config.authority.port_u16() {
             Some(port) if port != default_port => config.authority.as_str(),
             _ => config.authority.host(),
@@ -209,7 +153,7 @@ impl Upstream {
             key: NEXT_UPSTREAM_KEY.fetch_add(1, Ordering::Relaxed),
             host,
             origin,
-            connector,
+            dialer,
             pooled,
         })
     }
@@ -247,25 +191,23 @@ impl Upstream {
         path: PathAndQuery,
         affinity: Option<&Affinity>,
         request_deadline: tokio::time::Instant,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        *req.version_mut() = Version::HTTP_11;
+    ) -> Result<Response<Relayed>, GatewayError> {
         req.headers_mut().insert(HOST, self.host.clone());
         let sent = async {
             match affinity {
                 Some(affinity) => {
-                    *req.uri_mut() = Uri::from(path);
-                    self.send_on(affinity, req).await
+                    let mut out = h1::Outgoing::new(req, path.as_str());
+                    let resp = self.send_on(affinity, &mut out).await?;
+                    refuse_upgrade(resp.map(Relayed::Own))
                 }
                 None => {
+                    *req.version_mut() = Version::HTTP_11;
                     let mut parts = self.origin.clone().into_parts();
                     parts.path_and_query = Some(path);
                     *req.uri_mut() = Uri::from_parts(parts)
                         .map_err(|e| GatewayError::Internal(e.to_string()))?;
-                    self.pooled
-                        .request(req)
-                        .await
-                        .map_err(classify)
-                        .and_then(refuse_upgrade)
+                    let resp = self.pooled.request(req).await.map_err(classify)?;
+                    refuse_upgrade(resp.map(Relayed::Pooled))
                 }
             }
         };
@@ -284,63 +226,44 @@ impl Upstream {
     }
 
     /// Sends on the connection `affinity` holds for this upstream, else on an idle one of
-    /// this worker's, else on a new one. A connection the upstream has closed in the meantime
-    /// hands the request back unsent, and it goes out once more on a new connection.
+    /// this worker's, else on a new one. A reused connection that the upstream turns out to
+    /// have closed meanwhile (not a byte of response) is replaced, and the request sent again
+    /// when that is safe ([`h1::Outgoing::may_retry`]).
     async fn send_on(
         &self,
         affinity: &Affinity,
-        mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        if let Some(mut sender) = affinity.take(self.key).or_else(|| idle_take(self.key))
-            && sender.ready().await.is_ok()
+        out: &mut h1::Outgoing<UpstreamBody>,
+    ) -> Result<Response<h1::ResponseBody>, GatewayError> {
+        let home = || Home::new(Arc::clone(&affinity.held), self.key);
+        if let Some(mut conn) = affinity.held.take(self.key)
+            && conn.is_usable()
         {
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    // An upgraded connection is no longer HTTP: it is dropped, not kept.
-                    let resp = refuse_upgrade(resp)?;
-                    affinity.put(self.key, sender);
-                    return Ok(resp);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(classify(e.into_error())),
-                },
+            match h1::send(conn, out, home()).await {
+                Ok(resp) => return Ok(resp),
+                Err(failed) if failed.nothing_received && out.may_retry() => {}
+                Err(failed) => return Err(classify(failed.error)),
             }
         }
         // Boxed: connecting is rare and its future large; inline it would enlarge (and be
         // copied with) every request's future.
-        let mut sender = Box::pin(self.connect()).await?;
-        let resp = refuse_upgrade(sender.send_request(req).await.map_err(classify)?)?;
-        affinity.put(self.key, sender);
-        Ok(resp)
-    }
-
-    /// A new HTTP/1.1 connection to the upstream, driven by a task of its own.
-    async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, GatewayError> {
-        let io = self
-            .connector
-            .clone()
-            .call(self.origin.clone())
+        let conn = Box::pin(self.dialer.connect())
             .await
-            .map_err(|e| classify_boxed(&*e))?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
+            .map_err(|e| classify(ConnectError(e)))?;
+        h1::send(conn, out, home())
             .await
-            .map_err(classify)?;
-        let name = Arc::clone(&self.name);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(upstream = %name, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+            .map_err(|failed| classify(failed.error))
     }
 }
+
+/// A failure to open an upstream connection.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting: {0}")]
+struct ConnectError(#[source] std::io::Error);
 
 /// A `101 Switching Protocols` from an upstream is always unsolicited: the gateway removes
 /// `Upgrade` from every request. What follows it on the connection is not HTTP, so it is a
 /// failed exchange (502), and the connection is not reused.
-fn refuse_upgrade(resp: Response<Incoming>) -> Result<Response<Incoming>, GatewayError> {
+fn refuse_upgrade<B>(resp: Response<B>) -> Result<Response<B>, GatewayError> {
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         return Err(GatewayError::UpstreamUnavailable(
             "the upstream switched protocols unasked (101)".into(),

@@ -1,0 +1,642 @@
+//! HTTP/1.1 toward an upstream, without I/O: the request head written, the response head
+//! parsed (by `httparse`, the parser hyper itself uses) and its body's framing decided
+//! (RFC 9112 §6.3), chunked bodies decoded. Everything here is a function of bytes, so the
+//! table tests below and the `upstream_response` fuzz target drive it directly.
+//!
+//! The rule throughout: whatever leaves the framing in doubt either fails the exchange (502)
+//! or, where the response can still be read safely, marks the connection not reusable.
+
+use std::fmt::Write as _;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, StatusCode, Version};
+
+/// Most header fields in a response head or trailer section (hyper's client default).
+pub const MAX_HEADERS: usize = 100;
+/// Largest response head, interim responses included (hyper's client default buffer limit).
+pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// Longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Largest trailer section.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Why a response cannot be read; the exchange fails and the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("malformed response head: {0}")]
+    Head(httparse::Error),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("response header field not representable")]
+    BadHeaderValue,
+    #[error("invalid or conflicting Content-Length")]
+    BadContentLength,
+    #[error("Transfer-Encoding in an HTTP/1.0 response")]
+    TransferEncodingInHttp10,
+    #[error("malformed chunk-size line")]
+    BadChunkSize,
+    #[error("chunk data not followed by CRLF")]
+    BadChunkEnd,
+    #[error("malformed or oversized trailer section")]
+    BadTrailers,
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a response to HEAD, 204, 304 (and the refused 101).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// A final (non-1xx, or 101) response head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection may carry another request once this body has been read whole.
+    pub reusable: bool,
+}
+
+/// Appends the request head: `path` is origin-form; `Content-Length` and `Transfer-Encoding`
+/// in `headers` are ignored and the framing written is `body_length`'s: `Some(n)` a length
+/// (none written for 0 on methods that do not define a body), `None` chunked.
+pub fn encode_head(
+    out: &mut BytesMut,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body_length: Option<u64>,
+) {
+    let size = method.as_str().len()
+        + path.len()
+        + 40
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    out.reserve(size);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match body_length {
+        Some(0) if !defines_body(method) => {}
+        Some(n) => {
+            // Writing into a `BytesMut` cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Methods whose requests carry a body by definition, so an empty one is said (RFC 9110 §8.6).
+fn defines_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// Parses the response head at the start of `buf`, skipping interim (1xx) responses other
+/// than 101, and removes what it consumed. `Ok(None)`: more bytes are needed.
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, FramingError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(FramingError::HeadTooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(FramingError::Head(e)),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(FramingError::HeadTooLarge);
+        }
+        let code = response.code.unwrap_or_default();
+        if (100..200).contains(&code) && code != 101 {
+            buf.advance(len);
+            continue;
+        }
+        let status =
+            StatusCode::from_u16(code).map_err(|_| FramingError::Head(httparse::Error::Status))?;
+        let version = if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // Header values are slices of the head's bytes, not copies.
+        let base = buf.as_ptr() as usize;
+        let spans: Vec<(HeaderName, usize, usize)> = response
+            .headers
+            .iter()
+            .map(|h| {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| FramingError::BadHeaderValue)?;
+                Ok((name, h.value.as_ptr() as usize - base, h.value.len()))
+            })
+            .collect::<Result<_, FramingError>>()?;
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, start, len) in spans {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
+                .map_err(|_| FramingError::BadHeaderValue)?;
+            headers.append(name, value);
+        }
+        let (framing, reusable) = framing(method, status, version, &headers)?;
+        return Ok(Some(Head {
+            status,
+            version,
+            headers,
+            framing,
+            reusable,
+        }));
+    }
+}
+
+/// The body's framing and whether the connection may be reused after it (RFC 9112 §6.3, §9.3).
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+) -> Result<(Framing, bool), FramingError> {
+    let persistent = if version == Version::HTTP_11 {
+        !has_token(headers, &CONNECTION, "close")
+    } else {
+        has_token(headers, &CONNECTION, "keep-alive")
+    };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok((Framing::Empty, false));
+    }
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, persistent));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(FramingError::TransferEncodingInHttp10);
+        }
+        let chunked_last = last_token(headers, &TRANSFER_ENCODING)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        if !chunked_last {
+            return Ok((Framing::UntilClose, false));
+        }
+        // A stale Content-Length beside it: read as chunked, then close (framing in doubt).
+        let stale_length = headers.contains_key(CONTENT_LENGTH);
+        return Ok((Framing::Chunked, persistent && !stale_length));
+    }
+    if headers.contains_key(CONTENT_LENGTH) {
+        return Ok((Framing::Length(content_length(headers)?), persistent));
+    }
+    Ok((Framing::UntilClose, false))
+}
+
+/// The one length every `Content-Length` field and list member gives.
+fn content_length(headers: &HeaderMap) -> Result<u64, FramingError> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for member in value.as_bytes().split(|&b| b == b',') {
+            let member = member.trim_ascii();
+            if member.is_empty() || member.len() > 19 || !member.iter().all(u8::is_ascii_digit) {
+                return Err(FramingError::BadContentLength);
+            }
+            let n = member
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return Err(FramingError::BadContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    length.ok_or(FramingError::BadContentLength)
+}
+
+/// Comma-separated members of every `name` field.
+fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn last_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    tokens(headers, name).last()
+}
+
+/// What the chunked decoder produced.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body is complete; whatever follows in the buffer is not this response's.
+    End,
+    /// More bytes are needed.
+    NeedMore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1) from the front of a buffer, consuming it.
+#[derive(Debug)]
+pub struct ChunkedDecoder(Chunk);
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder(Chunk::Size)
+    }
+}
+
+impl ChunkedDecoder {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, FramingError> {
+        loop {
+            match self.0 {
+                Chunk::Size => match chunk_size(buf)? {
+                    None => return Ok(Decoded::NeedMore),
+                    Some((len, 0)) => {
+                        buf.advance(len);
+                        self.0 = Chunk::Trailers;
+                    }
+                    Some((len, size)) => {
+                        buf.advance(len);
+                        self.0 = Chunk::Data(size);
+                    }
+                },
+                Chunk::Data(remaining) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
+                    let left = remaining - take as u64;
+                    self.0 = if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(FramingError::BadChunkEnd);
+                    }
+                    buf.advance(2);
+                    self.0 = Chunk::Size;
+                }
+                Chunk::Trailers => {
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(buf, &mut fields) {
+                        Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILER_BYTES => {
+                            return Err(FramingError::BadTrailers);
+                        }
+                        Ok(httparse::Status::Complete((len, fields))) => {
+                            let mut trailers = HeaderMap::new();
+                            for f in fields {
+                                let name = HeaderName::from_bytes(f.name.as_bytes())
+                                    .map_err(|_| FramingError::BadTrailers)?;
+                                let value = HeaderValue::from_bytes(f.value)
+                                    .map_err(|_| FramingError::BadTrailers)?;
+                                trailers.append(name, value);
+                            }
+                            buf.advance(len);
+                            self.0 = Chunk::Done;
+                            if !trailers.is_empty() {
+                                return Ok(Decoded::Trailers(trailers));
+                            }
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILER_BYTES => {
+                            return Err(FramingError::BadTrailers);
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+                        Err(_) => return Err(FramingError::BadTrailers),
+                    }
+                }
+                Chunk::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.0 == Chunk::Done
+    }
+}
+
+/// A chunk-size line: 1 to 16 hex digits, optional whitespace, optional extensions (ignored;
+/// no CR, LF or other control character), CRLF. `Ok(None)`: incomplete.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, FramingError> {
+    let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits > 16 || (digits == 0 && !buf.is_empty()) {
+        return Err(FramingError::BadChunkSize);
+    }
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > MAX_CHUNK_LINE {
+            return Err(FramingError::BadChunkSize);
+        }
+        return Ok(None);
+    };
+    if !(1..=MAX_CHUNK_LINE).contains(&end) || buf[end - 1] != b'\r' || digits == 0 {
+        return Err(FramingError::BadChunkSize);
+    }
+    let rest = &buf[digits..end - 1];
+    let ws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest = &rest[ws..];
+    let extensions_ok = rest.is_empty()
+        || (rest[0] == b';' && rest.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)));
+    if !extensions_ok {
+        return Err(FramingError::BadChunkSize);
+    }
+    let size = buf[..digits].iter().fold(0u64, |n, &d| {
+        n << 4 | u64::from((d as char).to_digit(16).unwrap_or_default())
+    });
+    Ok(Some((end + 1, size)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, method: Method) -> Result<Option<Head>, FramingError> {
+        parse_head(&mut BytesMut::from(raw), &method)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        use Framing::*;
+        type Case = (
+            &'static str,
+            Method,
+            Result<(u16, Framing, bool), FramingError>,
+        );
+        let cases: &[Case] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::GET,
+                Ok((200, Length(5), true)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+                Method::GET,
+                Ok((200, Length(5), true)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                Method::GET,
+                Err(FramingError::BadContentLength),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+                Method::GET,
+                Err(FramingError::BadContentLength),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                Method::GET,
+                Err(FramingError::BadContentLength),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+                Method::GET,
+                Err(FramingError::BadContentLength),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::GET,
+                Ok((200, Chunked, true)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Method::GET,
+                Ok((200, Chunked, true)),
+            ),
+            // Both: chunked wins, and the connection is not reused.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::GET,
+                Ok((200, Chunked, false)),
+            ),
+            // Not chunked last: until close.
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Method::GET,
+                Ok((200, UntilClose, false)),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::GET,
+                Err(FramingError::TransferEncodingInHttp10),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\n\r\n",
+                Method::GET,
+                Ok((200, UntilClose, false)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: Close\r\n\r\n",
+                Method::GET,
+                Ok((200, Length(5), false)),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::GET,
+                Ok((200, Length(5), false)),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+                Method::GET,
+                Ok((200, Length(5), true)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Method::HEAD,
+                Ok((200, Empty, true)),
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                Method::GET,
+                Ok((204, Empty, true)),
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::GET,
+                Ok((304, Empty, true)),
+            ),
+            // Interim responses are skipped; 101 is final (and refused by the caller).
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+                Method::POST,
+                Ok((201, Length(0), true)),
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+                Method::GET,
+                Ok((101, Empty, false)),
+            ),
+            // Malformed heads.
+            (
+                "HTTP/1.1 200 OK\r\nFoo : bar\r\n\r\n",
+                Method::GET,
+                Err(FramingError::Head(httparse::Error::HeaderName)),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nFoo: bar\r\n baz\r\n\r\n",
+                Method::GET,
+                Err(FramingError::Head(httparse::Error::HeaderName)),
+            ),
+            (
+                "HTTP/2 200 OK\r\n\r\n",
+                Method::GET,
+                Err(FramingError::Head(httparse::Error::Version)),
+            ),
+        ];
+        for (raw, method, want) in cases {
+            let got = head(raw, method.clone())
+                .map(|h| h.expect(raw))
+                .map(|h| (h.status.as_u16(), h.framing, h.reusable));
+            assert_eq!(&got, want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn heads_are_bounded_and_may_arrive_in_pieces() {
+        let full = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok";
+        for cut in 0..full.len() - 2 {
+            assert!(head(&full[..cut], Method::GET).unwrap().is_none(), "{cut}");
+        }
+        let mut buf = BytesMut::from(full);
+        let h = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(h.headers["x-a"], "b");
+        assert_eq!(&buf[..], b"ok", "the body stays in the buffer");
+
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert_eq!(
+            head(&raw, Method::GET).unwrap_err(),
+            FramingError::Head(httparse::Error::TooManyHeaders)
+        );
+        let endless = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(
+            head(&endless, Method::GET).unwrap_err(),
+            FramingError::HeadTooLarge
+        );
+    }
+
+    fn decode_all(raw: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>, usize), FramingError> {
+        // Fed one byte at a time: every split point is exercised.
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let (mut body, mut trailers) = (Vec::new(), None);
+        let mut fed = 0;
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Data(d) => body.extend_from_slice(&d),
+                Decoded::Trailers(t) => trailers = Some(t),
+                Decoded::End => return Ok((body, trailers, buf.len() + raw.len() - fed)),
+                Decoded::NeedMore if fed == raw.len() => return Err(FramingError::BadChunkEnd),
+                Decoded::NeedMore => {
+                    buf.extend_from_slice(&raw[fed..=fed]);
+                    fed += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_strictly() {
+        type Case = (
+            &'static [u8],
+            &'static [u8],
+            Option<(&'static str, &'static str)>,
+        );
+        let ok: &[Case] = &[
+            (b"5\r\nhello\r\n0\r\n\r\n", b"hello", None),
+            (
+                b"5;ext=1\r\nhello\r\n6 ; a\r\n world\r\n0\r\n\r\n",
+                b"hello world",
+                None,
+            ),
+            (
+                b"A\r\n0123456789\r\n0\r\nX-Sum: 1\r\n\r\n",
+                b"0123456789",
+                Some(("x-sum", "1")),
+            ),
+            (b"0\r\n\r\n", b"", None),
+        ];
+        for (raw, body, trailer) in ok {
+            let (got, trailers, left) = decode_all(raw).unwrap();
+            assert_eq!(&got[..], *body, "{raw:?}");
+            assert_eq!(left, 0);
+            match trailer {
+                Some((k, v)) => assert_eq!(trailers.unwrap()[*k], *v),
+                None => assert!(trailers.is_none()),
+            }
+        }
+        let bad: &[(&[u8], FramingError)] = &[
+            (b"\r\nhello\r\n0\r\n\r\n", FramingError::BadChunkSize),
+            (b"5\nhello\r\n0\r\n\r\n", FramingError::BadChunkSize),
+            (b"x\r\n", FramingError::BadChunkSize),
+            (b"11111111111111111\r\n", FramingError::BadChunkSize),
+            (b"5;a\nb\r\nhello\r\n", FramingError::BadChunkSize),
+            (b"5\r\nhelloXX0\r\n\r\n", FramingError::BadChunkEnd),
+            (b"0\r\nbad trailer\r\n\r\n", FramingError::BadTrailers),
+        ];
+        for (raw, want) in bad {
+            assert_eq!(decode_all(raw).unwrap_err(), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn request_heads_carry_the_framing_they_are_given() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("up"));
+        headers.insert("content-length", HeaderValue::from_static("999"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("gzip"));
+        let cases: &[(Method, Option<u64>, &str)] = &[
+            (Method::GET, Some(0), ""),
+            (Method::POST, Some(0), "content-length: 0\r\n"),
+            (Method::PUT, Some(7), "content-length: 7\r\n"),
+            (Method::POST, None, "transfer-encoding: chunked\r\n"),
+        ];
+        for (method, length, framing) in cases {
+            let mut out = BytesMut::new();
+            encode_head(&mut out, method, "/a?b", &headers, *length);
+            let want = format!("{method} /a?b HTTP/1.1\r\nhost: up\r\n{framing}\r\n");
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Where idle upstream connections wait: the client connection's own slots ([`Held`], one
+//! connection per upstream), and once the client connection ends, its worker's idle pool, so
+//! that a client that opens a connection per request does not cost an upstream connection
+//! each.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Connection;
+
+/// Most idle upstream connections a worker keeps per upstream.
+const MAX_IDLE_PER_WORKER: usize = 64;
+/// An idle upstream connection unused for this long is closed rather than reused.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+
+type IdleConnections = Vec<(Connection, Instant)>;
+
+thread_local! {
+    /// Idle upstream connections left by the client connections that ended on this thread,
+    /// by upstream key, most recently used last. A worker's upstream connections are
+    /// registered with its own event loop, so they are reused only there.
+    static IDLE: RefCell<HashMap<u64, IdleConnections>> = RefCell::new(HashMap::new());
+}
+
+/// The upstream connections one client connection holds, at most one per upstream key, each
+/// taken out while a request uses it. When the last reference goes (the client connection
+/// and any response body still streaming), they go to the worker's idle pool.
+#[derive(Default)]
+pub struct Held(Mutex<Vec<(u64, Connection)>>);
+
+impl Held {
+    /// The connection held for `key`, else one from this worker's idle pool.
+    pub fn take(&self, key: u64) -> Option<Connection> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match held.iter().position(|(k, _)| *k == key) {
+            Some(i) => Some(held.swap_remove(i).1),
+            None => idle_take(key),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let held = std::mem::take(self.0.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (key, conn) in held {
+            idle_put(key, conn);
+        }
+    }
+}
+
+/// Where a connection goes back once a response has been read whole: its client
+/// connection's slot for its upstream.
+pub struct Home {
+    held: Arc<Held>,
+    key: u64,
+}
+
+impl Home {
+    pub fn new(held: Arc<Held>, key: u64) -> Home {
+        Home { held, key }
+    }
+
+    pub(super) fn put(self, conn: Connection) {
+        let mut held = self.held.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.iter().any(|(key, _)| *key == self.key) {
+            held.push((self.key, conn));
+        }
+    }
+}
+
+fn idle_put(key: u64, conn: Connection) {
+    IDLE.with_borrow_mut(|idle| {
+        let pool = idle.entry(key).or_default();
+        pool.retain_mut(|(c, since)| since.elapsed() < MAX_IDLE_TIME && c.is_usable());
+        if pool.len() < MAX_IDLE_PER_WORKER {
+            pool.push((conn, Instant::now()));
+        }
+    });
+}
+
+fn idle_take(key: u64) -> Option<Connection> {
+    IDLE.with_borrow_mut(|idle| {
+        let pool = idle.get_mut(&key)?;
+        // Checked by the caller (`Connection::is_usable`) before use.
+        while let Some((conn, since)) = pool.pop() {
+            if since.elapsed() < MAX_IDLE_TIME {
+                return Some(conn);
+            }
+        }
+        None
+    })
+}
