@@ -47,6 +47,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers
             .get_all(header::CONNECTION)
             .iter()
+            // The common value whole, before any splitting.
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)

@@ -7,6 +7,7 @@
 //! or, where the response can still be read safely, marks the connection not reusable.
 
 use std::fmt::Write as _;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
@@ -115,9 +116,16 @@ fn defines_body(method: &Method) -> bool {
 /// than 101, and removes what it consumed. `Ok(None)`: more bytes are needed.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, FramingError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let len = match response.parse(buf) {
+        // Uninitialised slots: httparse writes what it parses, and 100 empty headers would
+        // be 3.2 KB to fill on every response.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
                 return Err(FramingError::HeadTooLarge);
@@ -140,25 +148,24 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, F
         } else {
             Version::HTTP_11
         };
-        // Header values are slices of the head's bytes, not copies.
+        // The head is copied out (a few hundred bytes), so that the read buffer stays the
+        // connection's alone and is reused as it is; header values are slices of the copy.
+        let head = Bytes::copy_from_slice(&buf[..len]);
         let base = buf.as_ptr() as usize;
-        let spans: Vec<(HeaderName, usize, usize)> = response
-            .headers
-            .iter()
-            .map(|h| {
-                let name = HeaderName::from_bytes(h.name.as_bytes())
-                    .map_err(|_| FramingError::BadHeaderValue)?;
-                Ok((name, h.value.as_ptr() as usize - base, h.value.len()))
-            })
-            .collect::<Result<_, FramingError>>()?;
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, start, len) in spans {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
+        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        let mut facts = Facts::default();
+        for field in response.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| FramingError::BadHeaderValue)?;
+            facts.note(&name, field.value);
+            let start = field.value.as_ptr() as usize - base;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
+                    .map_err(|_| FramingError::BadHeaderValue)?;
             headers.append(name, value);
         }
-        let (framing, reusable) = framing(method, status, version, &headers)?;
+        buf.advance(len);
+        let (framing, reusable) = framing(method, status, version, &facts)?;
         return Ok(Some(Head {
             status,
             version,
@@ -169,17 +176,83 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, F
     }
 }
 
+/// What the framing headers of a response say, gathered in the one pass that builds its
+/// header map.
+#[derive(Default)]
+struct Facts {
+    close: bool,
+    keep_alive: bool,
+    transfer_encoding: bool,
+    /// Whether the last member of the `Transfer-Encoding` fields is `chunked`.
+    chunked_last: bool,
+    /// `Content-Length` fields: none, one agreed length, or something else.
+    length: Length,
+}
+
+#[derive(Default, Clone, Copy)]
+enum Length {
+    #[default]
+    Absent,
+    Agreed(u64),
+    Invalid,
+}
+
+impl Facts {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == CONNECTION {
+            for t in members(value) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            if let Some(last) = members(value).last() {
+                self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == CONTENT_LENGTH {
+            for member in value.split(|&b| b == b',') {
+                self.length = match (self.length, decimal(member.trim_ascii())) {
+                    (_, None) | (Length::Invalid, _) => Length::Invalid,
+                    (Length::Absent, Some(n)) => Length::Agreed(n),
+                    (Length::Agreed(l), Some(n)) if l == n => Length::Agreed(n),
+                    (Length::Agreed(_), Some(_)) => Length::Invalid,
+                };
+            }
+        }
+    }
+}
+
+/// 1 to 19 ASCII digits (no sign, no space), as a number.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// The non-empty comma-separated members of a field value.
+fn members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// The body's framing and whether the connection may be reused after it (RFC 9112 §6.3, §9.3).
 fn framing(
     method: &Method,
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    facts: &Facts,
 ) -> Result<(Framing, bool), FramingError> {
     let persistent = if version == Version::HTTP_11 {
-        !has_token(headers, &CONNECTION, "close")
+        !facts.close
     } else {
-        has_token(headers, &CONNECTION, "keep-alive")
+        facts.keep_alive
     };
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Ok((Framing::Empty, false));
@@ -190,62 +263,22 @@ fn framing(
     {
         return Ok((Framing::Empty, persistent));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if facts.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(FramingError::TransferEncodingInHttp10);
         }
-        let chunked_last = last_token(headers, &TRANSFER_ENCODING)
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        if !chunked_last {
+        if !facts.chunked_last {
             return Ok((Framing::UntilClose, false));
         }
         // A stale Content-Length beside it: read as chunked, then close (framing in doubt).
-        let stale_length = headers.contains_key(CONTENT_LENGTH);
+        let stale_length = !matches!(facts.length, Length::Absent);
         return Ok((Framing::Chunked, persistent && !stale_length));
     }
-    if headers.contains_key(CONTENT_LENGTH) {
-        return Ok((Framing::Length(content_length(headers)?), persistent));
+    match facts.length {
+        Length::Agreed(n) => Ok((Framing::Length(n), persistent)),
+        Length::Invalid => Err(FramingError::BadContentLength),
+        Length::Absent => Ok((Framing::UntilClose, false)),
     }
-    Ok((Framing::UntilClose, false))
-}
-
-/// The one length every `Content-Length` field and list member gives.
-fn content_length(headers: &HeaderMap) -> Result<u64, FramingError> {
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for member in value.as_bytes().split(|&b| b == b',') {
-            let member = member.trim_ascii();
-            if member.is_empty() || member.len() > 19 || !member.iter().all(u8::is_ascii_digit) {
-                return Err(FramingError::BadContentLength);
-            }
-            let n = member
-                .iter()
-                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return Err(FramingError::BadContentLength);
-            }
-            length = Some(n);
-        }
-    }
-    length.ok_or(FramingError::BadContentLength)
-}
-
-/// Comma-separated members of every `name` field.
-fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-}
-
-fn last_token<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
-    tokens(headers, name).last()
 }
 
 /// What the chunked decoder produced.
