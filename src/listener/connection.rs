@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::deadline::WriteDeadline;
+use super::quiet::Quiet;
 use super::{ConnInfo, ConnectionLimits};
 use crate::http::Body;
 use crate::shutdown::stopped;
@@ -94,14 +95,28 @@ impl Connection {
         // Once the connection is asked to close for idleness, it gets this long to do so.
         let mut close_by: Option<Instant> = None;
         loop {
-            tokio::select! {
+            // The rare events, behind `Quiet`: the task's many wake-ups for the connection
+            // itself do not poll them.
+            let event = Quiet::new(async {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(first_request_by), if awaiting_first => Event::FirstRequestDue,
+                    _ = stopped(&mut self.shutdown), if !draining => Event::Stop,
+                    _ = activity.idle_for(self.limits.idle_timeout), if !draining => Event::Idle,
+                    _ = sleep_until_some(close_by) => Event::CloseDue,
+                }
+            });
+            let event = tokio::select! {
+                biased;
                 result = conn.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, peer = %info.peer, "connection ended with an error");
                     }
                     return;
                 }
-                _ = tokio::time::sleep_until(first_request_by), if awaiting_first => {
+                event = event => event,
+            };
+            match event {
+                Event::FirstRequestDue => {
                     awaiting_first = false;
                     if !activity.any_request() {
                         // Nothing (or only a protocol preface, or a trickle) by the deadline.
@@ -109,22 +124,34 @@ impl Connection {
                         return;
                     }
                 }
-                _ = stopped(&mut self.shutdown), if !draining => {
+                Event::Stop => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = activity.idle_for(self.limits.idle_timeout), if !draining => {
+                Event::Idle => {
                     draining = true;
                     close_by = Some(Instant::now() + self.limits.header_read_timeout);
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = sleep_until_some(close_by) => {
+                Event::CloseDue => {
                     tracing::debug!(peer = %info.peer, "idle connection did not close in time");
                     return;
                 }
             }
         }
     }
+}
+
+/// What a connection's task waits for beside the connection itself.
+enum Event {
+    /// The deadline for the first request head.
+    FirstRequestDue,
+    /// The listener is draining.
+    Stop,
+    /// No request open for the idle timeout.
+    Idle,
+    /// The close after an idle shutdown is overdue.
+    CloseDue,
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

@@ -13,6 +13,7 @@
 
 mod connection;
 mod deadline;
+mod quiet;
 mod workers;
 
 use std::future::Future;
