@@ -34,7 +34,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // `Connection: keep-alive`) instead of a lookup per hop-by-hop name.
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
         }
     }
@@ -73,6 +73,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Position of `Transfer-Encoding` in [`HOP_BY_HOP`].
 const TRANSFER_ENCODING_INDEX: usize = 7;
+
+/// The position of `name` in [`HOP_BY_HOP`]: one match on the name's text (by length, then
+/// bytes) instead of nine comparisons for every header of every message.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "transfer-encoding" => 7,
+        "upgrade" => 8,
+        _ => return None,
+    })
+}
 
 /// Joins several `Cookie` fields into one, separated by `; ` (RFC 9113 §8.2.3: HTTP/2 clients
 /// may split cookies into fields of their own; an HTTP/1.1 upstream expects one).
@@ -447,6 +464,26 @@ mod tests {
                 "{sent:?}"
             );
             assert!(h.get("transfer-encoding").is_none());
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_found_where_the_list_has_them() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        for other in [
+            "content-length",
+            "host",
+            "x-connection",
+            "trailers",
+            "upgrade-insecure-requests",
+        ] {
+            assert_eq!(
+                hop_by_hop_index(&HeaderName::from_static(other)),
+                None,
+                "{other}"
+            );
         }
     }
 

@@ -75,14 +75,8 @@ pub fn encode_head(
     headers: &HeaderMap,
     body_length: Option<u64>,
 ) {
-    let size = method.as_str().len()
-        + path.len()
-        + 40
-        + headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>();
-    out.reserve(size);
+    // Most heads fit; a larger one grows the buffer (no second pass over the headers).
+    out.reserve(512 + path.len());
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(path.as_bytes());
