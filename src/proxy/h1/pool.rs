@@ -4,7 +4,7 @@
 //! each.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ const MAX_IDLE_PER_WORKER: usize = 64;
 /// An idle upstream connection unused for this long is closed rather than reused.
 const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
 
-type IdleConnections = Vec<(Connection, Instant)>;
+type IdleConnections = VecDeque<(Connection, Instant)>;
 
 thread_local! {
     /// Idle upstream connections left by the client connections that ended on this thread,
@@ -72,25 +72,36 @@ impl Home {
     }
 }
 
+/// Most recently used last. Constant work per call, whatever the pool holds: a client that
+/// opens a connection per request puts and takes once per request.
 fn idle_put(key: u64, conn: Connection) {
+    let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
         let pool = idle.entry(key).or_default();
-        pool.retain_mut(|(c, since)| since.elapsed() < MAX_IDLE_TIME && c.is_usable());
-        if pool.len() < MAX_IDLE_PER_WORKER {
-            pool.push((conn, Instant::now()));
+        // The oldest goes when the pool is full or it has idled too long; it is closed on drop.
+        if pool.len() >= MAX_IDLE_PER_WORKER
+            || pool
+                .front()
+                .is_some_and(|(_, since)| now.duration_since(*since) >= MAX_IDLE_TIME)
+        {
+            pool.pop_front();
         }
+        pool.push_back((conn, now));
     });
 }
 
 fn idle_take(key: u64) -> Option<Connection> {
+    let now = Instant::now();
     IDLE.with_borrow_mut(|idle| {
         let pool = idle.get_mut(&key)?;
-        // Checked by the caller (`Connection::is_usable`) before use.
-        while let Some((conn, since)) = pool.pop() {
-            if since.elapsed() < MAX_IDLE_TIME {
-                return Some(conn);
-            }
+        // Checked by the caller (`Connection::is_usable`) before use; one idle too long is
+        // dropped here, and with it every older one.
+        let (conn, since) = pool.pop_back()?;
+        if now.duration_since(since) < MAX_IDLE_TIME {
+            Some(conn)
+        } else {
+            pool.clear();
+            None
         }
-        None
     })
 }
