@@ -210,6 +210,22 @@ for r in $(seq "$ROUNDS"); do
   run portcullis_none "http://$PC/public/x" "$PC_PID"
   run portcullis_token "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
 done
+# The upstream shares CPU 0 with the proxy above, as one machine running both would: each
+# request wakes it there, and how often that preempts the proxy depends on the order of the
+# proxy's own writes. The same rounds with the upstream's worker moved beside wrk show each
+# proxy's own cost without that interplay (CPU 1 then bounds them all: see `direct`).
+echo "the same, the upstream moved to CPU 1 (beside wrk)" >&2
+if [ -n "$LOAD" ]; then
+  taskset -pc 1 "$UP_W" >/dev/null
+  for r in $(seq "$ROUNDS"); do
+    run direct_up1 "http://$UP/public/x" "$UP_W"
+    run nginx_up1 "http://$NGX/public/x" "$PX_W"
+    run hyper_floor_up1 "http://$FLOOR/public/x" "$FLOOR_PID"
+    run portcullis_none_up1 "http://$PC/public/x" "$PC_PID"
+    run portcullis_token_up1 "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
+  done
+  taskset -pc 0 "$UP_W" >/dev/null
+fi
 echo "token endpoint and guard" >&2
 run issue_client_credentials "http://$PC/o/token/" "$PC_PID" -s "$WORK/cc.lua"
 run issue_password "http://$PC/o/token/" "$PC_PID" -s "$WORK/pw.lua"
@@ -238,9 +254,9 @@ summary=$(awk '
   { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5; cs[$1] += $7 }
   END {
     printf "%-28s %12s %9s %9s %12s %10s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "cs/req"
-    order = "direct nginx hyper_floor portcullis_none portcullis_token nginx_close portcullis_close issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
-    split(order, names, " ")
-    for (i = 1; i <= 12; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f %10.3f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k], cs[k]/n[k] }
+    order = "direct nginx hyper_floor portcullis_none portcullis_token direct_up1 nginx_up1 hyper_floor_up1 portcullis_none_up1 portcullis_token_up1 nginx_close portcullis_close issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
+    n_names = split(order, names, " ")
+    for (i = 1; i <= n_names; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f %10.3f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k], cs[k]/n[k] }
     g = rps["nginx"] / n["nginx"]
     printf "\nratios to nginx (same run): portcullis_none req/s %.2fx, portcullis_token req/s %.2fx, p99 %.2fx; direct upstream %.2fx\n",
       rps["portcullis_none"]/n["portcullis_none"]/g, rps["portcullis_token"]/n["portcullis_token"]/g,
@@ -248,6 +264,13 @@ summary=$(awk '
     printf "hyper floor: req/s %.2fx nginx; portcullis_none %.2fx and portcullis_token %.2fx the hyper floor\n",
       rps["hyper_floor"]/n["hyper_floor"]/g, rps["portcullis_none"]/n["portcullis_none"]/(rps["hyper_floor"]/n["hyper_floor"]),
       rps["portcullis_token"]/n["portcullis_token"]/(rps["hyper_floor"]/n["hyper_floor"])
+    if (n["nginx_up1"]) {
+      u = rps["nginx_up1"] / n["nginx_up1"]; uc = cpu["nginx_up1"] / n["nginx_up1"]
+      printf "upstream on CPU 1: portcullis_none req/s %.2fx, portcullis_token req/s %.2fx, p99 %.2fx nginx; CPU us/req portcullis_token %.2fx nginx, %.2fx the hyper floor\n",
+        rps["portcullis_none_up1"]/n["portcullis_none_up1"]/u, rps["portcullis_token_up1"]/n["portcullis_token_up1"]/u,
+        (p99["portcullis_token_up1"]/n["portcullis_token_up1"])/(p99["nginx_up1"]/n["nginx_up1"]),
+        cpu["portcullis_token_up1"]/n["portcullis_token_up1"]/uc, cpu["portcullis_token_up1"]/cpu["hyper_floor_up1"]
+    }
     printf "a new connection per request: portcullis %.2fx nginx\n", rps["portcullis_close"]/rps["nginx_close"]
     printf "proxied p99 under password hashing / idle: %.2fx\n", p99["proxied_under_hashing"]/p99["proxied_idle"]
   }' "$RESULTS")
