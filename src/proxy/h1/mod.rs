@@ -226,6 +226,13 @@ where
         remaining: req.length.unwrap_or(0),
         done: req.body.is_none(),
     };
+    // Start after the other tasks that are ready: tokio runs a yielded task again only once
+    // it has polled its I/O driver, so the upstream requests of everything that arrived
+    // together go out together. An upstream on the same CPU then wakes once per batch instead
+    // of preempting the worker at every request: with and without this, side by side behind
+    // one upstream on the worker's CPU, 0.44 context switches per request against 0.85 and
+    // about 10% more req/s; with the upstream on another CPU, no difference beyond noise.
+    tokio::task::yield_now().await;
     let mut body_slot = req.body.take();
     let received = |conn: &Connection| !conn.read.is_empty();
     let head = poll_fn(|cx| {
