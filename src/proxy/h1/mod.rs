@@ -3,6 +3,8 @@
 //! connection's own task — no connection task of its own, no channel, no dispatch — and the
 //! response body reads straight from the upstream socket.
 //!
+//! - An exchange starts after the other ready tasks of its worker (it yields once), so that
+//!   the upstream requests of one batch of client reads go out together.
 //! - The request head is written whole (with the first body bytes when they are there, one
 //!   `writev`); the body streams after it, by `Content-Length` when its length is known,
 //!   chunked otherwise. While it streams, the response is read too: an upstream that answers
