@@ -362,3 +362,34 @@ async fn an_early_answer_is_read_and_its_connection_not_reused() {
     assert_eq!(&collect(resp.into_body()).await.unwrap().0, b"big");
     assert!(held.take(7).is_none(), "a connection mid-request was kept");
 }
+
+/// A request is sent again on a new connection only when that repeats nothing: an idempotent
+/// method without a body. A body is streamed once, so a `PUT` with one is never re-sent.
+#[tokio::test]
+async fn only_bodiless_idempotent_requests_may_be_sent_again() {
+    let cases = [
+        (Method::GET, None, true),
+        (Method::DELETE, None, true),
+        (Method::POST, None, false),
+        (Method::PUT, Some("body"), false),
+    ];
+    for (method, body, want) in cases {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri("/")
+            .header("host", "upstream")
+            .body(match body {
+                Some(b) => http_body_util::Either::Left(http_body_util::Full::new(Bytes::from(b))),
+                None => http_body_util::Either::Right(Empty::<Bytes>::new()),
+            })
+            .unwrap();
+        let mut out = Outgoing::new(req, "/");
+        assert_eq!(out.may_retry(), want, "{method} before sending");
+        // Sent on a connection the upstream closes unanswered: still the same answer after.
+        let (addr, _) = scripted(Vec::new(), true).await;
+        let conn = Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()));
+        let held = Arc::new(Held::default());
+        assert!(h1::send(conn, &mut out, Home::new(held, 9)).await.is_err());
+        assert_eq!(out.may_retry(), want, "{method} after a failed attempt");
+    }
+}

@@ -197,10 +197,10 @@ impl<B: Body<Data = Bytes>> Outgoing<B> {
     }
 
     /// Whether the request may go out again on another connection after this one failed
-    /// without a byte of response: an idempotent method (RFC 9110 §9.2.2) and a body not
-    /// started (none at all, in practice).
+    /// without a byte of response: an idempotent method (RFC 9110 §9.2.2) and no body (a
+    /// body is streamed once; `send` takes it).
     pub fn may_retry(&self) -> bool {
-        self.body.is_none() && self.method.is_idempotent()
+        self.length == Some(0) && self.method.is_idempotent()
     }
 }
 
@@ -236,7 +236,8 @@ where
     // about 10% more req/s; with the upstream on another CPU, no difference beyond noise.
     tokio::task::yield_now().await;
     let mut body_slot = req.body.take();
-    let received = |conn: &Connection| !conn.read.is_empty();
+    // Any byte from the upstream, interim responses included.
+    let mut received = false;
     let head = poll_fn(|cx| {
         loop {
             // Write side: the queue out, then the next body frame into it.
@@ -246,7 +247,7 @@ where
                     Poll::Ready(Ok(progressed)) => wrote = progressed,
                     Poll::Ready(Err(error)) => {
                         return Poll::Ready(Err(Failed {
-                            nothing_received: !received(&conn),
+                            nothing_received: !received,
                             error,
                         }));
                     }
@@ -258,23 +259,26 @@ where
                 Poll::Ready(Ok(0)) => {
                     // A head already complete was parsed when it arrived.
                     return Poll::Ready(Err(Failed {
-                        nothing_received: !received(&conn),
+                        nothing_received: !received,
                         error: Error::ClosedBeforeHead,
                     }));
                 }
-                Poll::Ready(Ok(_)) => match codec::parse_head(&mut conn.read, &req.method) {
-                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                    Ok(None) => continue,
-                    Err(e) => {
-                        return Poll::Ready(Err(Failed {
-                            nothing_received: false,
-                            error: Error::Framing(e),
-                        }));
+                Poll::Ready(Ok(_)) => {
+                    received = true;
+                    match codec::parse_head(&mut conn.read, &req.method) {
+                        Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                        Ok(None) => continue,
+                        Err(e) => {
+                            return Poll::Ready(Err(Failed {
+                                nothing_received: false,
+                                error: Error::Framing(e),
+                            }));
+                        }
                     }
-                },
+                }
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Err(Failed {
-                        nothing_received: !received(&conn),
+                        nothing_received: !received,
                         error: Error::Io(e),
                     }));
                 }
