@@ -499,6 +499,8 @@ enum UpstreamMode {
     CloseAfterOne,
     /// Never answer on the first connection; answer on the others.
     FirstConnectionHangs,
+    /// Never answer a request for a path that ends in `/slow`, on any connection.
+    SlowPathHangs,
 }
 
 /// An upstream that answers every request with the number of the connection it came on
@@ -525,7 +527,12 @@ async fn numbered_upstream(
                             Ok(k) => buf.extend_from_slice(&chunk[..k]),
                         }
                     }
-                    if mode == UpstreamMode::FirstConnectionHangs && n == 0 {
+                    let hangs = match mode {
+                        UpstreamMode::FirstConnectionHangs => n == 0,
+                        UpstreamMode::SlowPathHangs => buf.starts_with(b"GET /public/slow "),
+                        _ => false,
+                    };
+                    if hangs {
                         // Read on (so a close is seen) but never answer.
                         while let Ok(k) = s.read(&mut chunk).await {
                             if k == 0 {
@@ -659,6 +666,37 @@ async fn an_upstream_connection_abandoned_mid_request_is_closed_not_reused() {
         (StatusCode::OK, "conn-1".to_owned()),
         "the next request goes out on a new upstream connection"
     );
+    h.shutdown().await;
+}
+
+/// An upstream connection keeps one response timer, which each exchange moves on: neither a
+/// connection's earlier exchanges nor its timer running out while the connection sat idle
+/// changes a later exchange's deadline.
+#[tokio::test]
+async fn the_response_timeout_holds_on_a_reused_upstream_connection() {
+    let (url, mut closed) = numbered_upstream(UpstreamMode::SlowPathHangs).await;
+    // The test config gives the upstream `response_timeout_ms: 500`.
+    let h = with_upstream(url, "").await;
+    let mut client = one_connection(h.addr).await;
+    let ok = |conn: &str| (StatusCode::OK, conn.to_owned());
+    assert_eq!(get_on(&mut client, "/public/1").await, ok("conn-0"));
+    // Idle for longer than the response timeout, so that the timer the first exchange left
+    // armed runs out meanwhile: what is waited for is time itself.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        get_on(&mut client, "/public/2").await,
+        ok("conn-0"),
+        "an exchange cut short by a timer that ran out while idle"
+    );
+    assert_eq!(get_on(&mut client, "/public/3").await, ok("conn-0"));
+    // A moved-on timer still fires.
+    let (status, _) = get_on(&mut client, "/public/slow").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    closed
+        .recv()
+        .await
+        .expect("the gateway closes the timed-out upstream connection");
+    assert_eq!(get_on(&mut client, "/public/4").await, ok("conn-1"));
     h.shutdown().await;
 }
 

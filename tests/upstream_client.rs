@@ -146,7 +146,7 @@ async fn with_lean(response: &[u8], close: bool, method: &Method) -> Outcome {
     let held = Arc::new(Held::default());
     let home = || Home::new(Arc::clone(&held), key);
     let mut first = Outgoing::new(request(method), "/");
-    let (head, body) = match h1::send(open().await, &mut first, home()).await {
+    let (head, body) = match h1::send(open().await, &mut first, home(), later()).await {
         Ok(resp) => {
             let head = (resp.status().as_u16(), fields(resp.headers()));
             (Ok(head), Some(collect(resp.into_body()).await))
@@ -159,7 +159,7 @@ async fn with_lean(response: &[u8], close: bool, method: &Method) -> Outcome {
         None => open().await,
     };
     let mut again = Outgoing::new(request(&Method::GET), "/");
-    let second = match h1::send(conn, &mut again, home()).await {
+    let second = match h1::send(conn, &mut again, home(), later()).await {
         Ok(resp) => collect(resp.into_body()).await.map(|(body, _)| body),
         Err(_) => Err(()),
     };
@@ -354,7 +354,7 @@ async fn an_early_answer_is_read_and_its_connection_not_reused() {
         .unwrap();
     let mut out = Outgoing::new(req, "/upload");
     let conn = Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()));
-    let resp = h1::send(conn, &mut out, Home::new(Arc::clone(&held), 7))
+    let resp = h1::send(conn, &mut out, Home::new(Arc::clone(&held), 7), later())
         .await
         .ok()
         .expect("the early answer");
@@ -389,7 +389,53 @@ async fn only_bodiless_idempotent_requests_may_be_sent_again() {
         let (addr, _) = scripted(Vec::new(), true).await;
         let conn = Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()));
         let held = Arc::new(Held::default());
-        assert!(h1::send(conn, &mut out, Home::new(held, 9)).await.is_err());
+        let failed = h1::send(conn, &mut out, Home::new(held, 9), later()).await;
+        let Err(failed) = failed else {
+            panic!("{method}: answered by an upstream that only closes")
+        };
+        assert!(failed.closed_unanswered(), "{method}: closed unanswered");
         assert_eq!(out.may_retry(), want, "{method} after a failed attempt");
     }
+}
+
+/// An upstream that takes the request and never answers: the exchange ends at its deadline,
+/// and that is not the sign of a connection closed meanwhile, so the request is never sent
+/// again (which would double the client's wait).
+#[tokio::test]
+async fn an_unanswered_exchange_ends_at_its_deadline_and_is_not_sent_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink).await;
+    });
+    let conn = Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()));
+    let mut out = Outgoing::new(request(&Method::GET), "/");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+    let held = Arc::new(Held::default());
+    let Err(failed) = h1::send(conn, &mut out, Home::new(held, 11), deadline).await else {
+        panic!("a silent upstream answered");
+    };
+    assert!(
+        matches!(failed.error, h1::Error::TimedOut),
+        "{}",
+        failed.error
+    );
+    assert!(
+        tokio::time::Instant::now() >= deadline,
+        "ended before its deadline"
+    );
+    assert!(failed.nothing_received);
+    assert!(
+        !failed.closed_unanswered(),
+        "a timeout taken for a closed connection"
+    );
+    // The connection was dropped with the failed exchange: the upstream sees it close.
+    silent.await.unwrap();
+}
+
+/// A deadline far enough away not to matter.
+fn later() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(30)
 }

@@ -193,65 +193,87 @@ impl Upstream {
         request_deadline: tokio::time::Instant,
     ) -> Result<Response<Relayed>, GatewayError> {
         req.headers_mut().insert(HOST, self.host.clone());
-        let sent = async {
-            match affinity {
-                Some(affinity) => {
-                    let mut out = h1::Outgoing::new(req, path.as_str());
-                    let resp = self.send_on(affinity, &mut out).await?;
-                    refuse_upgrade(resp.map(Relayed::Own))
-                }
-                None => {
-                    *req.version_mut() = Version::HTTP_11;
-                    let mut parts = self.origin.clone().into_parts();
-                    parts.path_and_query = Some(path);
-                    *req.uri_mut() = Uri::from_parts(parts)
-                        .map_err(|e| GatewayError::Internal(e.to_string()))?;
-                    let resp = self.pooled.request(req).await.map_err(classify)?;
-                    refuse_upgrade(resp.map(Relayed::Pooled))
-                }
-            }
-        };
-        // One timer for whichever comes first: the upstream's response timeout (504) or the
-        // request's own deadline (408).
+        // Whichever comes first: the upstream's response timeout (504) or the request's own
+        // deadline (408).
         let response_deadline = tokio::time::Instant::now() + self.config.response_timeout;
-        let (deadline, timed_out) = if request_deadline < response_deadline {
-            (request_deadline, GatewayError::RequestTimeout)
+        let (deadline, expiry) = if request_deadline < response_deadline {
+            (request_deadline, Expiry::Request)
         } else {
-            (response_deadline, GatewayError::UpstreamTimeout)
+            (response_deadline, Expiry::Response)
         };
-        match tokio::time::timeout_at(deadline, sent).await {
-            Err(_) => Err(timed_out),
-            Ok(result) => result,
+        match affinity {
+            Some(affinity) => {
+                let mut out = h1::Outgoing::new(req, path.as_str());
+                let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
+                refuse_upgrade(resp.map(Relayed::Own))
+            }
+            None => {
+                *req.version_mut() = Version::HTTP_11;
+                let mut parts = self.origin.clone().into_parts();
+                parts.path_and_query = Some(path);
+                *req.uri_mut() =
+                    Uri::from_parts(parts).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                let resp = tokio::time::timeout_at(deadline, self.pooled.request(req))
+                    .await
+                    .map_err(|_| expiry.error())?
+                    .map_err(classify)?;
+                refuse_upgrade(resp.map(Relayed::Pooled))
+            }
         }
     }
 
     /// Sends on the connection `affinity` holds for this upstream, else on an idle one of
-    /// this worker's, else on a new one. A reused connection that the upstream turns out to
-    /// have closed meanwhile (not a byte of response) is replaced, and the request sent again
-    /// when that is safe ([`h1::Outgoing::may_retry`]).
+    /// this worker's, else on a new one; the response head must arrive by `deadline`. A
+    /// reused connection that the upstream turns out to have closed meanwhile (not a byte of
+    /// response) is replaced, and the request sent again when that is safe
+    /// ([`h1::Outgoing::may_retry`]).
     async fn send_on(
         &self,
         affinity: &Affinity,
         out: &mut h1::Outgoing<UpstreamBody>,
+        deadline: tokio::time::Instant,
+        expiry: Expiry,
     ) -> Result<Response<h1::ResponseBody>, GatewayError> {
         let home = || Home::new(Arc::clone(&affinity.held), self.key);
+        let failed = |failed: h1::Failed| match failed.error {
+            h1::Error::TimedOut => expiry.error(),
+            error => classify(error),
+        };
         if let Some(mut conn) = affinity.held.take(self.key)
             && conn.is_usable()
         {
-            match h1::send(conn, out, home()).await {
+            match h1::send(conn, out, home(), deadline).await {
                 Ok(resp) => return Ok(resp),
-                Err(failed) if failed.nothing_received && out.may_retry() => {}
-                Err(failed) => return Err(classify(failed.error)),
+                Err(f) if f.closed_unanswered() && out.may_retry() => {}
+                Err(f) => return Err(failed(f)),
             }
         }
         // Boxed: connecting is rare and its future large; inline it would enlarge (and be
-        // copied with) every request's future.
-        let conn = Box::pin(self.dialer.connect())
+        // copied with) every request's future. The exchange's own timer starts after it, so
+        // the deadline covers connecting here.
+        let conn = Box::pin(tokio::time::timeout_at(deadline, self.dialer.connect()))
             .await
+            .map_err(|_| expiry.error())?
             .map_err(|e| classify(ConnectError(e)))?;
-        h1::send(conn, out, home())
-            .await
-            .map_err(|failed| classify(failed.error))
+        h1::send(conn, out, home(), deadline).await.map_err(failed)
+    }
+}
+
+/// Which deadline bounds an exchange, and so the error its passing is.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// The request's own (408).
+    Request,
+    /// The upstream's response timeout (504).
+    Response,
+}
+
+impl Expiry {
+    fn error(self) -> GatewayError {
+        match self {
+            Expiry::Request => GatewayError::RequestTimeout,
+            Expiry::Response => GatewayError::UpstreamTimeout,
+        }
     }
 }
 
