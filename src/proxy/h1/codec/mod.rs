@@ -107,6 +107,14 @@ fn defines_body(method: &Method) -> bool {
     matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
+/// Fields the header map of a response is made to hold without growing. hyper's server
+/// writes a response's fields, then keeps its emptied map for the fields of the connection's
+/// next request, to which the gateway adds its own (`X-Forwarded-*`, `X-Auth-*`,
+/// `X-Request-Id`, `Host`): a map sized for the response alone grows, and rehashes, on every
+/// request (about 940 instructions, benches/load/callgrind.sh). 24 fields fill 32 slots (a
+/// map keeps a quarter of its power-of-two slots free): a client's 16 and the gateway's 8.
+const RECYCLED_MAP_FIELDS: usize = 24;
+
 /// Parses the response head at the start of `buf`, skipping interim (1xx) responses other
 /// than 101, and removes what it consumed. `Ok(None)`: more bytes are needed.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, FramingError> {
@@ -147,7 +155,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, F
         // connection's alone and is reused as it is; header values are slices of the copy.
         let head = Bytes::copy_from_slice(&buf[..len]);
         let base = buf.as_ptr() as usize;
-        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        let mut headers = HeaderMap::with_capacity(response.headers.len().max(RECYCLED_MAP_FIELDS));
         let mut facts = Facts::default();
         for field in response.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
