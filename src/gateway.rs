@@ -29,8 +29,8 @@ use crate::oauth::throttle::Throttle;
 use crate::oauth::{AuthServer, Endpoint, Origin};
 use crate::principal::Principal;
 use crate::proxy::{
-    Affinity, Forwarded, UpstreamBody, Upstreams, forwarded_for, rewrite_request_headers,
-    strip_hop_by_hop, vary_on_authorization,
+    Affinity, Forwarded, GatewayFields, UpstreamBody, Upstreams, forwarded_for, strip_hop_by_hop,
+    strip_request_headers, vary_on_authorization,
 };
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routes::{Resolved, Route, RouteAuth, RouteTable, resolve};
@@ -295,7 +295,7 @@ impl Gateway {
         let affinity = session.affinity.for_version(req.version());
         let forwarded = Forwarded {
             peer: session.forwarded_for.clone(),
-            proto: if session.conn.tls { "https" } else { "http" },
+            proto: HeaderValue::from_static(if session.conn.tls { "https" } else { "http" }),
             host: authority,
         };
         let (mut parts, body) = req.into_parts();
@@ -305,18 +305,18 @@ impl Gateway {
             bounded_body(&parts.headers, body, route.max_body_bytes),
         )
         .await??;
-        rewrite_request_headers(
-            &mut parts.headers,
-            &self.identity_headers,
-            &forwarded,
+        strip_request_headers(&mut parts.headers, &self.identity_headers);
+        let fields = GatewayFields {
+            identity_headers: &self.identity_headers,
+            forwarded: &forwarded,
             identity,
-        );
-        parts.headers.insert(&X_REQUEST_ID, ctx.request_id.clone());
+            request_id: &ctx.request_id,
+        };
         let req = Request::from_parts(parts, body);
 
         // send
         let sent = Instant::now();
-        let result = upstream.send(req, path, affinity, deadline).await;
+        let result = upstream.send(req, path, &fields, affinity, deadline).await;
         let status_class = match &result {
             Ok(resp) => Metrics::status_class(resp.status().as_u16()),
             Err(GatewayError::UpstreamTimeout | GatewayError::RequestTimeout) => "timeout",

@@ -108,7 +108,7 @@ request_id|^portcullis::request_id::of$
 guard_bearer|^portcullis::guard::bearer_token$
 guard_digest|^portcullis::crypto::Digest::of$
 guard_cache|^moka::sync::base_cache::BaseCache<K,V,S>::get_with_hash$
-header_rewriting|^portcullis::proxy::headers::rewrite_request_headers$
+header_rewriting|^portcullis::proxy::headers::strip_request_headers$
 response_headers|^portcullis::proxy::headers::(strip_hop_by_hop|vary_on_authorization)$
 upstream_request|^portcullis::proxy::h1::Outgoing<B>::new$
 upstream_exchange|^portcullis::proxy::h1::send::[{][{]closure[}][}]$

@@ -7,6 +7,7 @@ use http::header::{self, HeaderName, HeaderValue};
 
 use crate::config::IdentityHeaders;
 use crate::principal::IdentityValues;
+use crate::request_id::X_REQUEST_ID;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy ones proxies also drop.
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -116,7 +117,8 @@ fn join_cookies(headers: &mut HeaderMap) {
 pub struct Forwarded {
     /// `X-Forwarded-For`: the peer's address (see [`forwarded_for`]).
     pub peer: HeaderValue,
-    pub proto: &'static str,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    pub proto: HeaderValue,
     /// The `Host` the client asked for (or the HTTP/2 `:authority`).
     pub host: Option<HeaderValue>,
 }
@@ -223,53 +225,67 @@ pub fn vary_on_authorization(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites a request's headers for the upstream, in this order: hop-by-hop (including the
-/// `Connection`-listed ones) removed; `Cookie` fields joined into one; `Authorization`, `Host`, every client-sent variant of
-/// the identity headers and every other spoofable header removed; `X-Forwarded-*` set (the
-/// gateway is the edge: `X-Forwarded-For` is the peer address, not appended to); identity
-/// headers set.
-pub fn rewrite_request_headers(
-    headers: &mut HeaderMap,
-    identity_headers: &IdentityHeaders,
-    forwarded: &Forwarded,
-    identity: Option<&IdentityValues>,
-) {
+/// Clears a request's headers for its upstream, in this order: hop-by-hop ones (including
+/// the `Connection`-listed ones) removed; `Cookie` fields joined into one; `Authorization`,
+/// `Host`, `X-Request-Id`, every client-sent variant of the identity headers and every other
+/// spoofable header removed. What the gateway sets in their place is [`GatewayFields`].
+pub fn strip_request_headers(headers: &mut HeaderMap, identity_headers: &IdentityHeaders) {
     strip_hop_by_hop(headers);
     join_cookies(headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| spoofs_identity(name, identity_headers))
+        .filter(|name| **name == X_REQUEST_ID || spoofs_identity(name, identity_headers))
         .cloned()
         .collect();
     for name in spoofed {
         headers.remove(name);
     }
+}
 
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded.peer.clone());
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(forwarded.proto),
-    );
-    match &forwarded.host {
-        Some(h) => {
-            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
+/// The fields the gateway sets on a request for its upstream, once [`strip_request_headers`]
+/// has removed every client-sent one of their names: `X-Forwarded-*` (the gateway is the
+/// edge: `X-Forwarded-For` is the peer address, not appended to), the identity headers of an
+/// authorized request, and `X-Request-Id`. The lean HTTP/1.1 client writes them straight
+/// into the request head (inserted into the header map, they cost a hash and an insertion
+/// each, and often the map's growth); the pooled client takes them in the map.
+pub struct GatewayFields<'a> {
+    pub identity_headers: &'a IdentityHeaders,
+    pub forwarded: &'a Forwarded,
+    pub identity: Option<&'a IdentityValues>,
+    pub request_id: &'a HeaderValue,
+}
+
+impl<'a> GatewayFields<'a> {
+    /// Each field, in the order written.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + use<'a> {
+        let forwarded: &'a Forwarded = self.forwarded;
+        let names: &'a IdentityHeaders = self.identity_headers;
+        let identity = self.identity;
+        [
+            Some((&X_FORWARDED_FOR, &forwarded.peer)),
+            Some((&X_FORWARDED_PROTO, &forwarded.proto)),
+            forwarded.host.as_ref().map(|v| (&X_FORWARDED_HOST, v)),
+            identity
+                .and_then(|i| i.user.as_ref())
+                .map(|v| (&names.user, v)),
+            identity
+                .and_then(|i| i.client.as_ref())
+                .map(|v| (&names.client, v)),
+            identity
+                .and_then(|i| i.scopes.as_ref())
+                .map(|v| (&names.scopes, v)),
+            Some((&X_REQUEST_ID, self.request_id)),
+        ]
+        .into_iter()
+        .flatten()
     }
 
-    if let Some(id) = identity {
-        for (name, value) in [
-            (&identity_headers.user, &id.user),
-            (&identity_headers.client, &id.client),
-            (&identity_headers.scopes, &id.scopes),
-        ] {
-            if let Some(value) = value {
-                headers.insert(name.clone(), value.clone());
-            }
+    /// Sets each field in `headers`.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            headers.insert(name.clone(), value.clone());
         }
     }
 }
@@ -300,7 +316,7 @@ mod tests {
     fn fwd() -> Forwarded {
         Forwarded {
             peer: forwarded_for("127.0.0.9".parse().unwrap()),
-            proto: "http",
+            proto: HeaderValue::from_static("http"),
             host: Some(HeaderValue::from_static("api.example")),
         }
     }
@@ -427,9 +443,43 @@ mod tests {
                 ],
             ),
         ];
+        let (names, forwarded) = (ids(), fwd());
+        let request_id = HeaderValue::from_static("gw-1");
         for (i, (sent, identity, seen)) in cases.iter().enumerate() {
             let mut h = map(sent);
-            rewrite_request_headers(&mut h, &ids(), &fwd(), *identity);
+            h.append(&X_REQUEST_ID, HeaderValue::from_static("client-chosen"));
+            strip_request_headers(&mut h, &names);
+            let fields = GatewayFields {
+                identity_headers: &names,
+                forwarded: &forwarded,
+                identity: *identity,
+                request_id: &request_id,
+            };
+            // The lean client writes the gateway's fields into the head; the pooled one takes
+            // them in the map: the upstream must see the same fields either way.
+            let mut head = bytes::BytesMut::new();
+            let method = http::Method::GET;
+            crate::proxy::h1::codec::encode_head(&mut head, &method, "/", &h, fields.iter(), None);
+            fields.insert_into(&mut h);
+            let mut written: Vec<String> = std::str::from_utf8(&head)
+                .unwrap()
+                .split("\r\n")
+                .skip(1)
+                .filter(|line| !line.is_empty() && !line.starts_with("transfer-encoding"))
+                .map(str::to_owned)
+                .collect();
+            let mut in_map: Vec<String> = h
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .collect();
+            written.sort();
+            in_map.sort();
+            assert_eq!(written, in_map, "case {i}: written and mapped differ");
+            assert_eq!(
+                h.get_all(&X_REQUEST_ID).iter().collect::<Vec<_>>(),
+                [&request_id],
+                "case {i}: the gateway's request id alone"
+            );
             for (name, want) in *seen {
                 let got = h.get(*name).map(|v| v.to_str().unwrap());
                 assert_eq!(got, *want, "case {i}: header {name}");

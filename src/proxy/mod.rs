@@ -30,7 +30,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use headers::{
-    Forwarded, forwarded_for, rewrite_request_headers, strip_hop_by_hop, vary_on_authorization,
+    Forwarded, GatewayFields, forwarded_for, strip_hop_by_hop, strip_request_headers,
+    vary_on_authorization,
 };
 
 use self::connect::Dialer;
@@ -184,15 +185,16 @@ impl Upstream {
     /// Sends the request for `path` (from [`Upstream::path_for`]) on the client connection's
     /// own upstream connection when `affinity` is given, else through the shared pool. The
     /// response headers must arrive within the response timeout (else 504) and before the
-    /// request's deadline (else 408). Connection failures are 502.
+    /// request's deadline (else 408). Connection failures are 502. The request goes with
+    /// `Host` and `fields` set.
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
         path: PathAndQuery,
+        fields: &GatewayFields<'_>,
         affinity: Option<&Affinity>,
         request_deadline: tokio::time::Instant,
     ) -> Result<Response<Relayed>, GatewayError> {
-        req.headers_mut().insert(HOST, self.host.clone());
         // Whichever comes first: the upstream's response timeout (504) or the request's own
         // deadline (408).
         let response_deadline = tokio::time::Instant::now() + self.config.response_timeout;
@@ -203,11 +205,14 @@ impl Upstream {
         };
         match affinity {
             Some(affinity) => {
-                let mut out = h1::Outgoing::new(req, path.as_str());
+                let host = std::iter::once((&HOST, &self.host));
+                let mut out = h1::Outgoing::new(req, path.as_str(), host.chain(fields.iter()));
                 let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
                 refuse_upgrade(resp.map(Relayed::Own))
             }
             None => {
+                req.headers_mut().insert(HOST, self.host.clone());
+                fields.insert_into(req.headers_mut());
                 *req.version_mut() = Version::HTTP_11;
                 let mut parts = self.origin.clone().into_parts();
                 parts.path_and_query = Some(path);

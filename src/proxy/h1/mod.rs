@@ -30,6 +30,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -203,8 +204,13 @@ pub struct Outgoing<B> {
 }
 
 impl<B: Body<Data = Bytes>> Outgoing<B> {
-    /// `path` is the origin-form target; framing headers in `req` are replaced by the body's.
-    pub fn new(req: Request<B>, path: &str) -> Outgoing<B> {
+    /// `path` is the origin-form target; `more` are fields written after `req`'s own; framing
+    /// headers in `req` are replaced by the body's.
+    pub fn new<'a>(
+        req: Request<B>,
+        path: &str,
+        more: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    ) -> Outgoing<B> {
         let (parts, body) = req.into_parts();
         let length = if body.is_end_stream() {
             Some(0)
@@ -212,7 +218,7 @@ impl<B: Body<Data = Bytes>> Outgoing<B> {
             body.size_hint().exact()
         };
         let mut head = BytesMut::new();
-        codec::encode_head(&mut head, &parts.method, path, &parts.headers, length);
+        codec::encode_head(&mut head, &parts.method, path, &parts.headers, more, length);
         Outgoing {
             method: parts.method,
             head: head.freeze(),

@@ -66,14 +66,17 @@ pub struct Head {
     pub reusable: bool,
 }
 
-/// Appends the request head: `path` is origin-form; `Content-Length` and `Transfer-Encoding`
-/// in `headers` are ignored and the framing written is `body_length`'s: `Some(n)` a length
-/// (none written for 0 on methods that do not define a body), `None` chunked.
-pub fn encode_head(
+/// Appends the request head: `path` is origin-form; the fields are `headers`' then `more`
+/// (fields the caller sets beside the message's own, written without passing through a
+/// map); `Content-Length` and `Transfer-Encoding` in `headers` are ignored and the framing
+/// written is `body_length`'s: `Some(n)` a length (none written for 0 on methods that do not
+/// define a body), `None` chunked.
+pub fn encode_head<'a>(
     out: &mut BytesMut,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
+    more: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     body_length: Option<u64>,
 ) {
     // Most heads fit; a larger one grows the buffer (no second pass over the headers).
@@ -82,14 +85,19 @@ pub fn encode_head(
     out.extend_from_slice(b" ");
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-            continue;
-        }
+    let mut field = |name: &HeaderName, value: &HeaderValue| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in headers {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+            field(name, value);
+        }
+    }
+    for (name, value) in more {
+        field(name, value);
     }
     match body_length {
         Some(0) if !defines_body(method) => {}
@@ -465,10 +473,19 @@ mod tests {
             (Method::PUT, Some(7), "content-length: 7\r\n"),
             (Method::POST, None, "transfer-encoding: chunked\r\n"),
         ];
+        let more = HeaderName::from_static("x-more");
+        let value = HeaderValue::from_static("1");
         for (method, length, framing) in cases {
             let mut out = BytesMut::new();
-            encode_head(&mut out, method, "/a?b", &headers, *length);
-            let want = format!("{method} /a?b HTTP/1.1\r\nhost: up\r\n{framing}\r\n");
+            encode_head(
+                &mut out,
+                method,
+                "/a?b",
+                &headers,
+                [(&more, &value)],
+                *length,
+            );
+            let want = format!("{method} /a?b HTTP/1.1\r\nhost: up\r\nx-more: 1\r\n{framing}\r\n");
             assert_eq!(std::str::from_utf8(&out).unwrap(), want);
         }
     }
