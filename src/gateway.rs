@@ -8,7 +8,9 @@
 //! **upstream_response** -> **log**. `log` always runs, so every decision is counted once,
 //! with the reason its outcome gives.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderValue};
@@ -416,14 +418,24 @@ fn denial(e: &GatewayError) -> Option<Reason> {
     })
 }
 
-/// `phase`, or a request timeout once `deadline` passes.
-async fn within<T>(
-    deadline: tokio::time::Instant,
-    phase: impl Future<Output = T>,
-) -> Result<T, GatewayError> {
-    tokio::time::timeout_at(deadline, phase)
-        .await
-        .map_err(|_| GatewayError::RequestTimeout)
+/// `phase`, or a request timeout once `deadline` passes. The timer is made only if the phase
+/// has to wait: most finish at their first poll (a cache hit, a body that streams), and a
+/// `tokio::time::Timeout` makes its timer (the runtime's handle looked up and cloned) for
+/// every request, and is moved with the request's future.
+async fn within<T>(deadline: Instant, phase: impl Future<Output = T>) -> Result<T, GatewayError> {
+    let mut phase = std::pin::pin!(phase);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = phase.as_mut().poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(GatewayError::RequestTimeout))
+    })
+    .await
 }
 
 /// The request body for the upstream, at most `max` bytes: refused at once when the declared

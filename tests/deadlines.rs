@@ -44,6 +44,32 @@ async fn a_stalled_token_request_body_is_cut_off() {
     h.shutdown().await;
 }
 
+/// A proxied request whose form body stalls (the gateway reads a form body whole, to refuse
+/// a credential in it) is answered 408 once the request timeout has passed: the phase's
+/// timer is made only when the phase waits, and then it fires.
+#[tokio::test]
+async fn a_stalled_proxied_form_body_is_answered_408() {
+    let h = Harness::with(Options {
+        extra: "limits: { request_timeout_seconds: 1 }".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(h.local_addr()).await.unwrap();
+    s.write_all(
+        b"POST /public/form HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\na=1",
+    )
+    .await
+    .unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut out))
+        .await
+        .expect("the stalled request was never answered")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&out[..n]);
+    assert_eq!(raw_status(&raw), 408, "{raw}");
+    h.shutdown().await;
+}
+
 /// Before the protocol is known — nothing sent, or the HTTP/2 preface trickled a byte at a
 /// time — the connection has the header-read timeout, not the idle timeout, and trickled
 /// bytes do not extend it.
