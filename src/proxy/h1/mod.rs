@@ -20,34 +20,35 @@
 //! connections use the pooled hyper client. `tests/upstream_client.rs` feeds the same upstream
 //! responses to this client and to hyper's and requires the same outcome.
 
+mod body;
 pub mod codec;
 mod pool;
+mod write;
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 
-use self::codec::{ChunkedDecoder, Decoded, Framing, FramingError};
+pub use self::body::ResponseBody;
+use self::codec::FramingError;
 pub use self::pool::{Held, Home};
+use self::write::Writer;
 
 /// Boxed error of request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Bytes read from an upstream at a time, at least.
 const READ_CHUNK: usize = 16 * 1024;
-/// Most buffers handed to one `writev`.
-const MAX_IOVECS: usize = 16;
 
 /// The transport of an upstream connection.
 pub enum Io {
@@ -264,12 +265,7 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut writer = Writer {
-        queue: VecDeque::from([req.head.clone()]),
-        chunked: req.length.is_none(),
-        remaining: req.length.unwrap_or(0),
-        done: req.body.is_none(),
-    };
+    let mut writer = Writer::new(req.head.clone(), req.length, req.body.is_some());
     // Start after the other tasks that are ready: tokio runs a yielded task again only once
     // it has polled its I/O driver, so the upstream requests of everything that arrived
     // together go out together. An upstream on the same CPU then wakes once per batch instead
@@ -285,7 +281,7 @@ where
         loop {
             // Write side: the queue out, then the next body frame into it.
             let mut wrote = false;
-            if !writer.queue.is_empty() || !writer.done {
+            if !writer.finished() {
                 match writer.poll(cx, &mut conn.io, &mut body_slot) {
                     Poll::Ready(Ok(progressed)) => wrote = progressed,
                     Poll::Ready(Err(error)) => {
@@ -340,255 +336,11 @@ where
     .await?;
     // A response before the whole request went out: the rest is not sent, so the upstream
     // may still be waiting for it: the connection cannot be reused.
-    let request_sent = writer.done && writer.queue.is_empty();
-    let decoder = match head.framing {
-        Framing::Empty => Decoder::Length(0),
-        Framing::Length(n) => Decoder::Length(n),
-        Framing::Chunked => Decoder::Chunked(ChunkedDecoder::default()),
-        Framing::UntilClose => Decoder::UntilClose,
-    };
-    let mut body = ResponseBody {
-        conn: Some(conn),
-        decoder,
-        reusable: head.reusable && request_sent,
-        home: Some(home),
-    };
-    if body.is_end_stream() {
-        body.finish();
-    }
+    let reusable = head.reusable && writer.finished();
+    let body = ResponseBody::new(conn, head.framing, reusable, home);
     let mut resp = Response::new(body);
     *resp.status_mut() = head.status;
     *resp.version_mut() = head.version;
     *resp.headers_mut() = head.headers;
     Ok(resp)
-}
-
-/// The request's bytes on their way out.
-struct Writer {
-    /// Encoded bytes not yet written.
-    queue: VecDeque<Bytes>,
-    chunked: bool,
-    /// Bytes still owed under `Content-Length`.
-    remaining: u64,
-    /// The body's end has been queued.
-    done: bool,
-}
-
-impl Writer {
-    /// Writes what is queued, then queues the body's next frame, until either waits.
-    /// `Ready(Ok(true))`: something was written.
-    fn poll<B>(
-        &mut self,
-        cx: &mut Context<'_>,
-        io: &mut Io,
-        body: &mut Option<B>,
-    ) -> Poll<Result<bool, Error>>
-    where
-        B: Body<Data = Bytes> + Unpin,
-        B::Error: Into<BoxError>,
-    {
-        let mut progressed = false;
-        loop {
-            // The next body frame first, so that the head and the first bytes of a body at
-            // hand leave in one write.
-            if !self.done && self.queue.len() < MAX_IOVECS - 2 {
-                let Some(b) = body.as_mut() else {
-                    self.done = true;
-                    continue;
-                };
-                match Pin::new(b).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data()
-                            && !data.is_empty()
-                        {
-                            self.queue_data(data)?;
-                        }
-                        continue;
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        return Poll::Ready(Err(Error::RequestBody(e.into())));
-                    }
-                    Poll::Ready(None) => {
-                        if self.chunked {
-                            self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
-                        } else if self.remaining != 0 {
-                            return Poll::Ready(Err(Error::RequestBodyLength));
-                        }
-                        *body = None;
-                        self.done = true;
-                        continue;
-                    }
-                    Poll::Pending if self.queue.is_empty() => {
-                        return if progressed {
-                            Poll::Ready(Ok(true))
-                        } else {
-                            Poll::Pending
-                        };
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            if self.queue.is_empty() {
-                return Poll::Ready(Ok(progressed));
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = self.queue.len().min(MAX_IOVECS);
-            for (slice, bytes) in slices.iter_mut().zip(&self.queue) {
-                *slice = IoSlice::new(bytes);
-            }
-            let written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
-                }
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                Poll::Pending if progressed => return Poll::Ready(Ok(true)),
-                Poll::Pending => return Poll::Pending,
-            };
-            progressed = true;
-            self.advance(written);
-        }
-    }
-
-    fn queue_data(&mut self, data: Bytes) -> Result<(), Error> {
-        if self.chunked {
-            let mut size = BytesMut::with_capacity(18);
-            use std::fmt::Write as _;
-            let _ = write!(size, "{:x}\r\n", data.len());
-            self.queue.push_back(size.freeze());
-            self.queue.push_back(data);
-            self.queue.push_back(Bytes::from_static(b"\r\n"));
-        } else {
-            let len = data.len() as u64;
-            if len > self.remaining {
-                return Err(Error::RequestBodyLength);
-            }
-            self.remaining -= len;
-            self.queue.push_back(data);
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                return;
-            };
-            if written >= front.len() {
-                written -= front.len();
-                self.queue.pop_front();
-            } else {
-                front.advance(written);
-                written = 0;
-            }
-        }
-    }
-}
-
-enum Decoder {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-}
-
-/// A response body read from its upstream connection as the client connection asks for it.
-/// Dropped before its end, it closes the connection: a connection is never reused in an
-/// unknown state.
-pub struct ResponseBody {
-    /// `None` once the body has ended.
-    conn: Option<Connection>,
-    decoder: Decoder,
-    reusable: bool,
-    home: Option<Home>,
-}
-
-impl ResponseBody {
-    /// The body has ended: the connection goes home if nothing casts doubt on it (a response
-    /// that allowed reuse, the whole request sent, no byte read beyond this response).
-    fn finish(&mut self) {
-        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
-            && self.reusable
-            && conn.read.is_empty()
-        {
-            home.put(conn);
-        }
-    }
-
-    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        self.conn = None;
-        Poll::Ready(Some(Err(e)))
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let this = self.get_mut();
-        loop {
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match &mut this.decoder {
-                Decoder::Length(0) => {
-                    this.finish();
-                    return Poll::Ready(None);
-                }
-                Decoder::Length(remaining) if !conn.read.is_empty() => {
-                    let take = usize::try_from(*remaining)
-                        .map_or(conn.read.len(), |r| r.min(conn.read.len()));
-                    let data = conn.read.split_to(take).freeze();
-                    *remaining -= take as u64;
-                    if *remaining == 0 {
-                        // Now, not at the next poll: the server side may not ask again once
-                        // the size hint says the body is complete.
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Decoder::Chunked(decoder) => match decoder.decode(&mut conn.read) {
-                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Decoded::Trailers(t)) => {
-                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
-                    }
-                    Ok(Decoded::End) => {
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    Ok(Decoded::NeedMore) => {}
-                    Err(e) => return this.fail(Error::Framing(e)),
-                },
-                Decoder::UntilClose if !conn.read.is_empty() => {
-                    let data = conn.read.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Decoder::Length(_) | Decoder::UntilClose => {}
-            }
-            match ready!(conn.poll_read_more(cx)) {
-                Ok(0) if matches!(this.decoder, Decoder::UntilClose) => {
-                    this.conn = None;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => return this.fail(Error::IncompleteBody),
-                Ok(_) => {}
-                Err(e) => return this.fail(Error::Io(e)),
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || matches!(self.decoder, Decoder::Length(0))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match (&self.conn, &self.decoder) {
-            (None, _) => SizeHint::with_exact(0),
-            (_, Decoder::Length(n)) => SizeHint::with_exact(*n),
-            _ => SizeHint::default(),
-        }
-    }
 }
