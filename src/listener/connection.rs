@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::deadline::WriteDeadline;
+use super::plain::Plain;
 use super::quiet::Quiet;
 use super::{ConnInfo, ConnectionLimits};
 use crate::http::Body;
@@ -54,7 +55,10 @@ impl Connection {
         // Under TLS, so that a write counts as waiting only while the socket is full.
         let stream = WriteDeadline::new(stream, self.limits.write_timeout);
         match &self.tls {
-            None => self.serve_io(stream, info, first_request_by, handler).await,
+            None => {
+                self.serve_io(Plain::new(stream), info, first_request_by, handler)
+                    .await
+            }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
                 match handshake.await {
