@@ -14,8 +14,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -23,15 +22,16 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::deadline::WriteDeadline;
+use super::first_bytes::{FirstBytes, Replay};
 use super::plain::Plain;
 use super::quiet::Quiet;
-use super::{ConnInfo, ConnectionLimits};
+use super::{Builders, ConnInfo, ConnectionLimits};
 use crate::http::Body;
 use crate::shutdown::stopped;
 
 /// A connection's task: what it needs from its listener.
 pub(super) struct Connection {
-    pub(super) builder: Arc<auto::Builder<TokioExecutor>>,
+    pub(super) builders: Arc<Builders>,
     pub(super) tls: Option<TlsAcceptor>,
     pub(super) limits: ConnectionLimits,
     pub(super) shutdown: watch::Receiver<bool>,
@@ -51,19 +51,20 @@ impl Connection {
             peer: self.peer,
             tls: self.tls.is_some(),
         };
-        let handler = make_handler(info);
         // Under TLS, so that a write counts as waiting only while the socket is full.
         let stream = WriteDeadline::new(stream, self.limits.write_timeout);
         match &self.tls {
             None => {
-                self.serve_io(Plain::new(stream), info, first_request_by, handler)
+                self.serve_io(Plain::new(stream), info, first_request_by, make_handler)
                     .await
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
                 match handshake.await {
+                    // Boxed: a TLS stream is large, and `serve_io` holds its socket both
+                    // while the first bytes come and in hyper's connection.
                     Ok(Ok(tls_stream)) => {
-                        self.serve_io(tls_stream, info, first_request_by, handler)
+                        self.serve_io(Box::new(tls_stream), info, first_request_by, make_handler)
                             .await
                     }
                     Ok(Err(e)) => {
@@ -75,24 +76,52 @@ impl Connection {
         }
     }
 
-    async fn serve_io<I, H, F>(
+    /// Serves `io` once its first bytes have come. The handler is made only then: made
+    /// before, it would be held across that wait in the connection's future beside hyper's
+    /// connection, which it then moves into (that future is copied when it is spawned).
+    async fn serve_io<I, M, H, F>(
         mut self,
-        io: I,
+        mut io: I,
         info: ConnInfo,
         first_request_by: Instant,
-        handler: H,
+        make_handler: M,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        M: Fn(ConnInfo) -> H,
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
+        // The protocol, from the first bytes (HTTP/2's preface or not), within the deadline
+        // for the first request head.
+        let first = tokio::select! {
+            biased;
+            first = FirstBytes::read(&mut io) => first,
+            () = tokio::time::sleep_until(first_request_by) => {
+                tracing::debug!(peer = %info.peer, "no request head in time; closing");
+                return;
+            }
+            () = stopped(&mut self.shutdown) => return,
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::debug!(peer = %info.peer, error = %e, "reading the first bytes failed");
+                return;
+            }
+        };
+        let handler = make_handler(info);
         let activity = Arc::new(Activity::new());
         let in_flight = Arc::clone(&activity);
         let service = service_fn(move |req| Counted {
             guard: Some(InFlight::enter(Arc::clone(&in_flight))),
             response: handler(req),
         });
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        let builder = if first.is_http2() {
+            &self.builders.http2
+        } else {
+            &self.builders.http1
+        };
+        let conn = builder.serve_connection(TokioIo::new(Replay::new(first, io)), service);
         let mut conn = pin!(conn);
         let mut draining = false;
         let mut awaiting_first = true;

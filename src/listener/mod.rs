@@ -13,6 +13,7 @@
 
 mod connection;
 mod deadline;
+mod first_bytes;
 mod plain;
 mod quiet;
 mod workers;
@@ -91,8 +92,14 @@ pub fn bind_shared(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::
 /// Connections waiting for `accept` per socket (the kernel caps it at `somaxconn`).
 const BACKLOG: i32 = 1024;
 
-/// The HTTP/1.1 and HTTP/2 settings every connection of a listener shares.
-fn http_builder(limits: &ConnectionLimits) -> Arc<auto::Builder<TokioExecutor>> {
+/// The HTTP/1.1 and HTTP/2 settings every connection of a listener shares: one builder for
+/// each protocol, as a connection's first bytes tell which it speaks (`first_bytes`).
+pub(super) struct Builders {
+    pub(super) http1: auto::Builder<TokioExecutor>,
+    pub(super) http2: auto::Builder<TokioExecutor>,
+}
+
+fn http_builders(limits: &ConnectionLimits) -> Arc<Builders> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -112,7 +119,10 @@ fn http_builder(limits: &ConnectionLimits) -> Arc<auto::Builder<TokioExecutor>> 
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
-    Arc::new(builder)
+    Arc::new(Builders {
+        http1: builder.clone().http1_only(),
+        http2: builder.http2_only(),
+    })
 }
 
 /// Serves `listener` on the caller's runtime until `shutdown` turns true, then drains: open
@@ -130,11 +140,11 @@ pub async fn serve<M, H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = http_builder(&limits);
+    let builders = http_builders(&limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     accept(
         listener,
-        Arc::clone(&builder),
+        Arc::clone(&builders),
         Arc::clone(&permits),
         tls,
         limits.clone(),
@@ -161,11 +171,11 @@ pub async fn serve_on_workers<M, H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = http_builder(&limits);
+    let builders = http_builders(&limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (builder, permits, tls, limits, shutdown, make_handler) = (
-            Arc::clone(&builder),
+        let (builders, permits, tls, limits, shutdown, make_handler) = (
+            Arc::clone(&builders),
             Arc::clone(&permits),
             tls.clone(),
             limits.clone(),
@@ -178,7 +188,7 @@ pub async fn serve_on_workers<M, H, F>(
                 Ok(listener) => {
                     accept(
                         listener,
-                        builder,
+                        builders,
                         permits,
                         tls,
                         limits,
@@ -199,7 +209,7 @@ pub async fn serve_on_workers<M, H, F>(
 /// one of `permits` for its life.
 async fn accept<M, H, F>(
     listener: TcpListener,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     permits: Arc<Semaphore>,
     tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
@@ -237,14 +247,14 @@ async fn accept<M, H, F>(
             let _ = stream.set_nodelay(true);
         }
         let task = Connection {
-            builder: Arc::clone(&builder),
+            builders: Arc::clone(&builders),
             tls: tls.clone(),
             limits: limits.clone(),
             shutdown: shutdown.clone(),
             peer,
         };
         let make_handler = make_handler.clone();
-        // Boxed: the connection's future is about 7 KB, and spawning moves a future several
+        // Boxed: the connection's future is about 5 KB, and spawning moves a future several
         // times before it first runs (about 5k instructions of copying per connection).
         tokio::spawn(Box::pin(async move {
             task.run(stream, make_handler).await;
