@@ -250,6 +250,8 @@ syscalls portcullis_token "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer
 echo "a new connection per request (Connection: close)" >&2
 run nginx_close "http://$NGX/public/x" "$PX_W" -H "Connection: close"
 run portcullis_close "http://$PC/public/x" "$PC_PID" -H "Connection: close"
+syscalls nginx_close "http://$NGX/public/x" "$PX_W" -H "Connection: close"
+syscalls portcullis_close "http://$PC/public/x" "$PC_PID" -H "Connection: close"
 summary=$(awk '
   { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5; cs[$1] += $7 }
   END {
@@ -278,6 +280,6 @@ summary=$(awk '
   echo "$(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
   echo "$summary"
   echo
-  echo "system calls per keep-alive request (strace -f -c over 3 s of wrk -c32; cs/req above: context switches of all threads, from /proc, unperturbed):"
+  echo "system calls per request, keep-alive and (_close) a new connection per request (strace -f -c over 3 s of wrk -c32; cs/req above: context switches of all threads, from /proc, unperturbed):"
   cat "$SYSCALLS"
 } | tee benches/load/last-run.txt

@@ -23,7 +23,6 @@ use tokio_rustls::TlsAcceptor;
 
 use super::deadline::WriteDeadline;
 use super::first_bytes::{FirstBytes, Replay};
-use super::plain::Plain;
 use super::quiet::Quiet;
 use super::{Builders, ConnInfo, ConnectionLimits};
 use crate::http::Body;
@@ -55,7 +54,7 @@ impl Connection {
         let stream = WriteDeadline::new(stream, self.limits.write_timeout);
         match &self.tls {
             None => {
-                self.serve_io(Plain::new(stream), info, first_request_by, make_handler)
+                self.serve_io(stream, info, first_request_by, make_handler)
                     .await
             }
             Some(acceptor) => {
@@ -121,7 +120,8 @@ impl Connection {
         } else {
             &self.builders.http1
         };
-        let conn = builder.serve_connection(TokioIo::new(Replay::new(first, io)), service);
+        let conn =
+            builder.serve_connection(TokioIo::new(Replay::new(first, io, info.tls)), service);
         let mut conn = pin!(conn);
         let mut draining = false;
         let mut awaiting_first = true;

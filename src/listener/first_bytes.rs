@@ -1,5 +1,6 @@
 //! A connection's first bytes: read in one call, they tell HTTP/2 (its preface) from
-//! HTTP/1.1, and are then handed to hyper as if still unread.
+//! HTTP/1.1, and are then handed to hyper as if still unread ([`Replay`], which also leaves a
+//! plain socket's `shutdown` to its `close`).
 //!
 //! hyper-util's automatic server reads the first 24 bytes alone (the preface's length), so a
 //! new connection cost two reads for the bytes of one request, and hyper's read buffer grew
@@ -56,17 +57,28 @@ fn decided(bytes: &[u8], ended: bool) -> Option<bool> {
     }
 }
 
-/// A socket whose first bytes, already read, are read again first.
+/// A client socket as hyper's server sees it: its first bytes, already read, are read again
+/// first; and on plain TCP its `shutdown` only flushes.
+///
+/// hyper shuts a connection's write side down before it ends it, and the socket is closed
+/// right after: on plain TCP `close` sends the same FIN, so the `shutdown` would be a system
+/// call for nothing. Under TLS the shutdown sends `close_notify`, and stays.
 pub(super) struct Replay<T> {
     inner: T,
     /// The first bytes not yet handed out, and how many were.
     ahead: Option<(Vec<u8>, usize)>,
+    shutdown: bool,
 }
 
 impl<T> Replay<T> {
-    pub(super) fn new(first: FirstBytes, inner: T) -> Self {
+    /// `tls`: whether `inner` is a TLS stream (whose shutdown is passed on).
+    pub(super) fn new(first: FirstBytes, inner: T, tls: bool) -> Self {
         let ahead = (!first.bytes.is_empty()).then_some((first.bytes, 0));
-        Replay { inner, ahead }
+        Replay {
+            inner,
+            ahead,
+            shutdown: tls,
+        }
     }
 }
 
@@ -104,7 +116,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.shutdown {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        } else {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
     }
 
     fn poll_write_vectored(
@@ -170,7 +186,7 @@ mod tests {
         let first = FirstBytes::read(&mut server).await.unwrap();
         assert!(first.is_http2());
         let _client = writer.await.unwrap();
-        let mut replay = Replay::new(first, server);
+        let mut replay = Replay::new(first, server, false);
         let mut got = Vec::new();
         for size in [5usize, 1, 100, 100] {
             let mut buf = vec![0; size];
@@ -189,9 +205,44 @@ mod tests {
         let first = FirstBytes::read(&mut server).await.unwrap();
         assert!(!first.is_http2());
         assert_eq!(first.bytes, head);
-        let mut replay = Replay::new(first, server);
+        let mut replay = Replay::new(first, server, false);
         let mut buf = vec![0; 8192];
         let n = replay.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], head);
+    }
+
+    /// On plain TCP `shutdown` leaves the stream open (the socket's `close` ends it) after
+    /// flushing.
+    #[tokio::test]
+    async fn shutdown_only_flushes() {
+        let (client, server) = tokio::io::duplex(1024);
+        let first = FirstBytes {
+            bytes: Vec::new(),
+            http2: false,
+        };
+        let mut plain = Replay::new(first, server, false);
+        plain.write_all(b"answer").await.unwrap();
+        plain.shutdown().await.unwrap();
+        let mut client = client;
+        let mut buf = [0; 6];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"answer");
+        client.write_all(b"more").await.unwrap();
+        let mut more = [0; 4];
+        plain.read_exact(&mut more).await.unwrap();
+        assert_eq!(&more, b"more");
+        drop(plain);
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "dropped: closed");
+
+        // Under TLS the shutdown is passed on (it sends close_notify).
+        let (mut client, server) = tokio::io::duplex(1024);
+        let first = FirstBytes {
+            bytes: Vec::new(),
+            http2: false,
+        };
+        let mut tls = Replay::new(first, server, true);
+        tls.shutdown().await.unwrap();
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "shut down");
+        drop(tls);
     }
 }

@@ -14,7 +14,6 @@
 mod connection;
 mod deadline;
 mod first_bytes;
-mod plain;
 mod quiet;
 mod workers;
 
