@@ -75,9 +75,8 @@ impl Connection {
         }
     }
 
-    /// Serves `io` once its first bytes have come. The handler is made only then: made
-    /// before, it would be held across that wait in the connection's future beside hyper's
-    /// connection, which it then moves into (that future is copied when it is spawned).
+    /// Serves `io` once its first bytes have come; the handler is made only then, so a
+    /// connection that sends nothing in time never has one.
     async fn serve_io<I, M, H, F>(
         mut self,
         mut io: I,

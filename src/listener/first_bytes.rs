@@ -67,6 +67,7 @@ pub(super) struct Replay<T> {
     inner: T,
     /// The first bytes not yet handed out, and how many were.
     ahead: Option<(Vec<u8>, usize)>,
+    /// Whether `shutdown` is passed on (under TLS) or only flushes (plain TCP).
     shutdown: bool,
 }
 
