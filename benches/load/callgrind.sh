@@ -8,6 +8,9 @@
 # per piece: the inclusive cost of the functions that make each piece (inlined functions count
 # in their callers). Under valgrind the CPU has no SHA extensions, so the token digest runs
 # sha2's portable code: `guard_digest` is larger here than on the machine itself.
+# The release profile's fat LTO inlines most pieces into their callers (they then count there);
+# for the table piece by piece, run with CARGO_PROFILE_RELEASE_LTO=false
+# CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 (cargo rebuilds the release target).
 #
 #   bash benches/load/callgrind.sh [SECONDS]      (default 20 s of load per target)
 #   CALLGRIND_KEEP=DIR bash benches/load/callgrind.sh    (keeps each target's profile in DIR)
