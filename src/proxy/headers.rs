@@ -42,25 +42,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    // HOP_BY_HOP[0] is `Connection`. `keep-alive`, the option nearly every message lists, is
-    // in HOP_BY_HOP already and is not parsed again; an empty Vec does not allocate.
-    let listed: Vec<HeaderName> = if present & 1 == 1 {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
+    // HOP_BY_HOP[0] is `Connection`: the fields it lists go too. `keep-alive`, the option
+    // nearly every message lists, is in HOP_BY_HOP already and is not parsed again.
+    if present & 1 == 1 {
+        // The values are read while the map changes, so they are cloned first (a reference
+        // count each; an empty Vec for the usual single field does not allocate), and each
+        // option is looked up by its text: no `HeaderName` is made for `close` or any other
+        // option that names no field of the message.
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let more: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&more) {
             // The common value whole, before any splitting.
-            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|option| !option.is_empty() && !option.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|option| HeaderName::from_bytes(option.as_bytes()).ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for name in listed {
-        headers.remove(name);
+            if value.as_bytes().eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
+            let Ok(list) = value.to_str() else { continue };
+            for option in list.split(',').map(str::trim) {
+                if !option.is_empty() && !option.eq_ignore_ascii_case("keep-alive") {
+                    headers.remove(option);
+                }
+            }
+        }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
@@ -514,6 +517,60 @@ mod tests {
                 "{sent:?}"
             );
             assert!(h.get("transfer-encoding").is_none());
+        }
+    }
+
+    #[test]
+    fn the_fields_connection_lists_go() {
+        // (sent, fields left). A name longer than http's 64-byte scratch buffer is compared
+        // without lowercasing first: it must still match whatever its case.
+        let long = "X-LONG".to_string() + &"Long".repeat(16);
+        let long_lower = long.to_ascii_lowercase();
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a [&'a str]);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("connection", "close"), ("close", "1"), ("a", "1")],
+                &["a"],
+            ),
+            (
+                vec![("connection", "X-One"), ("x-one", "1"), ("a", "1")],
+                &["a"],
+            ),
+            (
+                vec![
+                    ("connection", "x-one"),
+                    ("connection", " , X-Two ,,keep-alive"),
+                    ("x-one", "1"),
+                    ("x-two", "2"),
+                    ("a", "1"),
+                ],
+                &["a"],
+            ),
+            (
+                vec![
+                    ("connection", long.as_str()),
+                    (long_lower.as_str(), "1"),
+                    ("a", "1"),
+                ],
+                &["a"],
+            ),
+            (
+                vec![
+                    ("connection", "bad name, x-one"),
+                    ("x-one", "1"),
+                    ("a", "1"),
+                ],
+                &["a"],
+            ),
+            (vec![("connection", "Keep-Alive"), ("a", "1")], &["a"]),
+            (vec![("connection", "x-absent"), ("a", "1")], &["a"]),
+        ];
+        for (i, (sent, left)) in cases.iter().enumerate() {
+            let mut h = map(sent);
+            strip_hop_by_hop(&mut h);
+            let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            names.sort_unstable();
+            assert_eq!(names, *left, "case {i}: {sent:?}");
         }
     }
 
