@@ -112,7 +112,7 @@ guard_bearer|^portcullis::guard::bearer_token$
 guard_digest|^portcullis::crypto::Digest::of$
 guard_cache|^moka::sync::base_cache::BaseCache<K,V,S>::get_with_hash$
 header_rewriting|^portcullis::proxy::headers::strip_request_headers$
-response_headers|^portcullis::proxy::headers::(strip_hop_by_hop|vary_on_authorization)$
+response_headers|^portcullis::proxy::headers::(hop_by_hop::strip_hop_by_hop|vary_on_authorization)$
 upstream_request|^portcullis::proxy::h1::Outgoing<B>::new$
 upstream_exchange|^portcullis::proxy::h1::send::[{][{]closure[}][}]$
 upstream_body|^<portcullis::proxy::h1::ResponseBody as http_body::Body>::poll_frame$
