@@ -1,6 +1,7 @@
 //! Microbenchmarks of what every request pays: path canonicalization and route matching on a
-//! 50-route table, the guard's decision on a cache hit, token generation and digest, the scope
-//! check, and the token endpoint's form and Basic parsing.
+//! 50-route table, the guard's decision on a cache hit and on a connection's remembered token,
+//! token generation and digest, the scope check, and the token endpoint's form and Basic
+//! parsing.
 //!
 //! `cargo bench --bench hot_path`; figures and how to read them: benches/README.md.
 
@@ -17,7 +18,7 @@ use portcullis::metrics::Metrics;
 use portcullis::oauth::form::{Form, parse_basic};
 use portcullis::routes::{RouteTable, canonicalize};
 use portcullis::scope::ScopeSet;
-use portcullis::store::cache::TokenCache;
+use portcullis::store::cache::{LastToken, TokenCache};
 use portcullis::store::sqlite::SqliteStore;
 use portcullis::store::{AccessTokenRecord, ClientRecord, GrantType, SharedStore};
 
@@ -155,6 +156,18 @@ fn guard(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async {
                 let token = bearer_token(black_box(&headers), false).unwrap();
                 let principal = cache.principal(Digest::of(token)).await.unwrap().unwrap();
+                black_box(check_scopes(&principal, &required).is_ok());
+            })
+        },
+    );
+    // A keep-alive connection presenting the token it presented last.
+    let last = LastToken::default();
+    c.bench_function(
+        "guard: bearer parse + the connection's last token + scope check",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                let token = bearer_token(black_box(&headers), false).unwrap();
+                let principal = cache.principal_of(token, &last).await.unwrap().unwrap();
                 black_box(check_scopes(&principal, &required).is_ok());
             })
         },

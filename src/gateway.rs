@@ -21,7 +21,6 @@ use tokio::time::Instant;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, IdentityHeaders};
-use crate::crypto::Digest;
 use crate::crypto::PasswordHasher;
 use crate::guard::{self, AuthError};
 use crate::http::{Body, ErrorSource, GatewayError, is_form_urlencoded};
@@ -37,7 +36,7 @@ use crate::proxy::{
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routes::{Resolved, Route, RouteAuth, RouteTable, resolve};
 use crate::store::SharedStore;
-use crate::store::cache::TokenCache;
+use crate::store::cache::{LastToken, TokenCache};
 use crate::web::{Page, Pages};
 
 /// Everything the pipeline needs, shared by all connections.
@@ -136,6 +135,8 @@ pub struct Session {
     forwarded_for: HeaderValue,
     /// The connection's own upstream connections (HTTP/1.1 requests only).
     affinity: Affinity,
+    /// The last bearer token the connection presented, with the cache's answer.
+    last_token: LastToken,
 }
 
 impl Session {
@@ -144,6 +145,7 @@ impl Session {
             forwarded_for: forwarded_for(conn.peer.ip()),
             conn,
             affinity: Affinity::default(),
+            last_token: LastToken::default(),
         }
     }
 }
@@ -285,7 +287,7 @@ impl Gateway {
         if guard::credential_in_query(req.uri().query()) {
             return Err(GatewayError::CredentialInRequest);
         }
-        within(deadline, self.authorize(route, &req, ctx)).await??;
+        within(deadline, self.authorize(route, &req, session, ctx)).await??;
 
         // upstream_request
         let upstream = self.upstreams.get(&route.upstream).ok_or_else(|| {
@@ -348,6 +350,7 @@ impl Gateway {
         &self,
         route: &Route,
         req: &Request<Incoming>,
+        session: &Session,
         ctx: &mut RequestContext,
     ) -> Result<(), GatewayError> {
         let required = match &route.auth {
@@ -361,7 +364,7 @@ impl Gateway {
             guard::bearer_token(req.headers(), self.auth_server.oauth.accept_imported_tokens)?;
         let principal = self
             .cache
-            .principal(Digest::of(token))
+            .principal_of(token, &session.last_token)
             .await?
             .ok_or(AuthError::InvalidToken("unknown, revoked or expired"))?;
         guard::check_scopes(&principal, required)?;

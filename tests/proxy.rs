@@ -574,19 +574,6 @@ async fn with_upstream(url: String, extra: &str) -> Harness {
     .await
 }
 
-/// One client connection to the gateway, for requests that must share it.
-async fn one_connection(
-    addr: std::net::SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
 async fn get_on(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     path: &str,
@@ -606,8 +593,8 @@ async fn get_on(
 async fn each_client_connection_has_its_own_upstream_connection() {
     let (url, _) = numbered_upstream(UpstreamMode::KeepAlive).await;
     let h = with_upstream(url, "").await;
-    let mut a = one_connection(h.addr).await;
-    let mut b = one_connection(h.addr).await;
+    let mut a = common::one_connection(h.addr).await;
+    let mut b = common::one_connection(h.addr).await;
     let (status, first) = get_on(&mut a, "/public/1").await;
     assert_eq!(status, StatusCode::OK);
     for i in 2..6 {
@@ -628,7 +615,7 @@ async fn each_client_connection_has_its_own_upstream_connection() {
 async fn an_upstream_connection_closed_while_idle_is_replaced() {
     let (url, mut closed) = numbered_upstream(UpstreamMode::CloseAfterOne).await;
     let h = with_upstream(url, "").await;
-    let mut client = one_connection(h.addr).await;
+    let mut client = common::one_connection(h.addr).await;
     let mut seen = Vec::new();
     for i in 0..3 {
         let (status, body) = get_on(&mut client, &format!("/public/{i}")).await;
@@ -654,7 +641,7 @@ async fn an_upstream_connection_abandoned_mid_request_is_closed_not_reused() {
     let (url, mut closed) = numbered_upstream(UpstreamMode::FirstConnectionHangs).await;
     // The test config gives the upstream `response_timeout_ms: 500`: the hanging request is 504.
     let h = with_upstream(url, "").await;
-    let mut client = one_connection(h.addr).await;
+    let mut client = common::one_connection(h.addr).await;
     let (status, _) = get_on(&mut client, "/public/slow").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     closed
@@ -677,7 +664,7 @@ async fn the_response_timeout_holds_on_a_reused_upstream_connection() {
     let (url, mut closed) = numbered_upstream(UpstreamMode::SlowPathHangs).await;
     // The test config gives the upstream `response_timeout_ms: 500`.
     let h = with_upstream(url, "").await;
-    let mut client = one_connection(h.addr).await;
+    let mut client = common::one_connection(h.addr).await;
     let ok = |conn: &str| (StatusCode::OK, conn.to_owned());
     assert_eq!(get_on(&mut client, "/public/1").await, ok("conn-0"));
     // Idle for longer than the response timeout, so that the timer the first exchange left
@@ -705,7 +692,7 @@ async fn an_ended_client_connection_leaves_its_upstream_connection_to_the_next()
     let (url, _) = numbered_upstream(UpstreamMode::KeepAlive).await;
     // One worker: the idle upstream connections of a worker are reused on that worker.
     let h = with_upstream(url, "workers: 1").await;
-    let mut first = one_connection(h.addr).await;
+    let mut first = common::one_connection(h.addr).await;
     assert_eq!(
         get_on(&mut first, "/public/1").await,
         (StatusCode::OK, "conn-0".to_owned())
@@ -715,7 +702,7 @@ async fn an_ended_client_connection_leaves_its_upstream_connection_to_the_next()
     // client connection takes it: a client opening a connection per request does not cost an
     // upstream connection each. (Asked until then: the leaving is not observable outside.)
     common::eventually("a later client connection reuses conn-0", || async {
-        let mut next = one_connection(h.addr).await;
+        let mut next = common::one_connection(h.addr).await;
         let (status, conn) = get_on(&mut next, "/public/2").await;
         assert_eq!(status, StatusCode::OK);
         (conn == "conn-0").then_some(())

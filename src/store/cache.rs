@@ -9,18 +9,28 @@
 //! (other processes). A store read that an invalidation overtakes is not cached (see
 //! [`TokenCache::invalidate`]), so no lookup racing a revocation can put the revoked token
 //! back. An optional `cache.ttl_seconds` adds a time-to-live backstop, at the cost
-//! of memory per entry. A decision (allow/deny) is never cached: scopes are checked against the
+//! of memory per entry.
+//!
+//! A client connection remembers the last token it presented and what the cache said of it
+//! ([`LastToken`]): a keep-alive client sends the same token on every request, and while no
+//! invalidation has run since that answer and the token has not expired, the next request on
+//! the connection is answered without hashing the token or touching the shared cache. The
+//! token is compared whole, in constant time, so a remembered answer is never given for
+//! another token, and any invalidation (a revocation here or on another replica, an expired
+//! entry swept, the whole cache dropped) makes every connection ask the cache again. With a
+//! TTL backstop, which is per cache entry, nothing is remembered. A decision (allow/deny) is never cached: scopes are checked against the
 //! route on every request.
 //!
 //! Memory: the identity behind a token (client id, username, scopes) is interned, the key is
 //! half the digest and a principal is 16 bytes, so a million cached tokens of a few thousand
 //! users cost little more than the cache's own bookkeeping per entry.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use moka::sync::Cache;
+use subtle::ConstantTimeEq;
 
 use super::{SharedStore, StoreError};
 use crate::clock::SharedClock;
@@ -60,8 +70,11 @@ fn key(digest: &Digest) -> u128 {
 #[derive(Clone)]
 pub struct TokenCache {
     cache: Cache<u128, Principal>,
-    /// Invalidations so far. A store read that began before one is not cached.
+    /// Invalidations so far, counted before and after each: a store read that began before
+    /// one is not cached, and a connection's [`LastToken`] made before one is not used.
     invalidations: Arc<AtomicU64>,
+    /// Whether connections may remember their last token: not under a TTL backstop.
+    remembers: bool,
     identities: Arc<Identities>,
     store: SharedStore,
     clock: SharedClock,
@@ -96,6 +109,7 @@ impl TokenCache {
         TokenCache {
             cache: builder.build(),
             invalidations: Arc::new(AtomicU64::new(0)),
+            remembers: config.ttl.is_none(),
             identities: Arc::new(Identities::default()),
             store,
             clock,
@@ -118,6 +132,31 @@ impl TokenCache {
         self.metrics.cache_misses.inc();
         // Boxed: a miss is rare, and inline its future would enlarge every request's.
         Box::pin(self.load(key, digest, now)).await
+    }
+
+    /// The principal of `token` as [`TokenCache::principal`] gives it, for a request on the
+    /// client connection that remembers `last`: the connection's last answer when it is for
+    /// the same token and still good, else the cache's, which the connection then remembers.
+    pub async fn principal_of(
+        &self,
+        token: &str,
+        last: &LastToken,
+    ) -> Result<Option<Principal>, StoreError> {
+        if !self.remembers {
+            return self.principal(Digest::of(token)).await;
+        }
+        // Read before the lookup: an invalidation that the lookup may have missed moves the
+        // count past it, so what is remembered below is not used after that invalidation.
+        let epoch = self.invalidations.load(Ordering::SeqCst);
+        if let Some(principal) = last.recall(token, epoch, self.clock.now()) {
+            self.metrics.cache_hits.inc();
+            return Ok(Some(principal));
+        }
+        let principal = self.principal(Digest::of(token)).await?;
+        if let Some(p) = &principal {
+            last.remember(token, p, epoch);
+        }
+        Ok(principal)
     }
 
     /// Reads a token from the store and caches it if valid, unless an invalidation ran
@@ -150,18 +189,21 @@ impl TokenCache {
 
     /// Caches `principal`, read from the store when the invalidation count was `epoch`; if an
     /// invalidation has run since, the entry is dropped again (the read may predate a
-    /// revocation whose invalidation found nothing to remove).
+    /// revocation whose invalidation found nothing to remove). Dropping it counts as an
+    /// invalidation, for a connection that found the entry in the moment it was cached.
     fn insert_unless_invalidated(&self, key: u128, principal: Principal, epoch: u64) {
         self.cache.insert(key, principal);
         if self.invalidations.load(Ordering::SeqCst) != epoch {
             self.cache.invalidate(&key);
+            self.invalidations.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     /// Drops a token from this cache, so that its next use asks the store. Called after the
     /// store has recorded the change: the count goes up first, then the entry goes, so that
     /// a store read racing it either sees the change or sees the count move (and does not
-    /// cache what it read).
+    /// cache what it read); then the count goes up again, so that a connection that found
+    /// the entry before it went, whenever it read the count, does not remember the answer.
     pub fn invalidate(&self, digest: &Digest) {
         self.invalidate_key(key(digest));
     }
@@ -169,6 +211,7 @@ impl TokenCache {
     fn invalidate_key(&self, key: u128) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate(&key);
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Drops every token, so that each next use asks the store: for a replica that can no
@@ -176,6 +219,7 @@ impl TokenCache {
     pub fn invalidate_all(&self) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.cache.invalidate_all();
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Removes expired entries and the names only they used; the sweeper calls it.
@@ -202,6 +246,63 @@ impl TokenCache {
     /// settled lazily); for measurements.
     pub fn settle(&self) {
         self.cache.run_pending_tasks();
+    }
+}
+
+/// What one client connection remembers of the last token it presented: the token, the
+/// principal the cache gave for it and the invalidation count read before that lookup. A
+/// connection's requests come one after another (HTTP/1.1) or share one remembered token
+/// (HTTP/2 streams): a request that finds it in use by another does without it.
+#[derive(Default)]
+pub struct LastToken(Mutex<Option<Remembered>>);
+
+struct Remembered {
+    token: String,
+    principal: Principal,
+    epoch: u64,
+}
+
+impl LastToken {
+    /// The remembered principal, if `token` is the remembered one, no invalidation has run
+    /// since (`epoch` is the count now) and it has not expired at `now`.
+    fn recall(&self, token: &str, epoch: u64, now: i64) -> Option<Principal> {
+        let last = self.0.try_lock().ok()?;
+        let r = last.as_ref()?;
+        let same = bool::from(r.token.as_bytes().ct_eq(token.as_bytes()));
+        (same && r.epoch == epoch && r.principal.expires_at > now).then(|| r.principal.clone())
+    }
+
+    /// Remembers `principal` as the answer for `token`, looked up when the count was `epoch`.
+    /// The token's buffer is reused: a connection's tokens are all of a length.
+    fn remember(&self, token: &str, principal: &Principal, epoch: u64) {
+        let Ok(mut last) = self.0.try_lock() else {
+            return;
+        };
+        match &mut *last {
+            Some(r) => {
+                r.token.clear();
+                r.token.push_str(token);
+                r.principal = principal.clone();
+                r.epoch = epoch;
+            }
+            None => {
+                *last = Some(Remembered {
+                    token: token.to_owned(),
+                    principal: principal.clone(),
+                    epoch,
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for LastToken {
+    /// Says whether a token is remembered, never which.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let remembered = self.0.try_lock().map(|l| l.is_some()).unwrap_or(true);
+        f.debug_struct("LastToken")
+            .field("remembered", &remembered)
+            .finish()
     }
 }
 
@@ -246,5 +347,91 @@ mod tests {
         cache.invalidate_key(b);
         cache.insert_unless_invalidated(b, principal(), epoch);
         assert!(cache.cache.get(&b).is_none(), "the stale read was dropped");
+    }
+
+    const TOKEN: &str = "pcat_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+
+    /// What a connection remembers answers only the same token, at the same invalidation
+    /// count, before its expiry.
+    #[test]
+    fn a_remembered_token_answers_only_itself_while_good() {
+        let p = principal(); // expires at 2_000
+        let other = "pcat_0123456789abcdefghijklmnopqrstuvwxyzABCDEFH";
+        let cases: [(&str, u64, i64, bool); 7] = [
+            (TOKEN, 7, 1_999, true),
+            (other, 7, 1_999, false),
+            (
+                "pcat_0123456789abcdefghijklmnopqrstuvwxyzABCDEF",
+                7,
+                1_999,
+                false,
+            ),
+            (&TOKEN[..5], 7, 1_999, false),
+            (TOKEN, 8, 1_999, false),
+            (TOKEN, 9, 1_999, false),
+            (TOKEN, 7, 2_000, false),
+        ];
+        let last = LastToken::default();
+        assert!(
+            last.recall(TOKEN, 7, 1_000).is_none(),
+            "nothing remembered yet"
+        );
+        last.remember(TOKEN, &p, 7);
+        for (token, epoch, now, expected) in cases {
+            let recalled = last.recall(token, epoch, now);
+            assert_eq!(recalled.is_some(), expected, "{token} at {epoch}, {now}");
+            if let Some(r) = recalled {
+                assert_eq!(r, p);
+            }
+        }
+        // A later answer replaces the earlier one.
+        last.remember(other, &p, 9);
+        assert!(last.recall(TOKEN, 9, 1_000).is_none());
+        assert!(last.recall(other, 9, 1_000).is_some());
+        assert_eq!(format!("{last:?}"), "LastToken { remembered: true }");
+    }
+
+    /// The connection's answer is used without the shared cache, and no longer once any
+    /// invalidation has run; under a TTL backstop nothing is remembered.
+    #[tokio::test]
+    async fn an_invalidation_anywhere_ends_what_connections_remember() {
+        let (shared, _dir) = cache();
+        let last = LastToken::default();
+        let k = key(&Digest::of(TOKEN));
+        shared.cache.insert(k, principal());
+        assert!(shared.principal_of(TOKEN, &last).await.unwrap().is_some());
+        // Gone from the shared cache (and never in the store) without an invalidation: the
+        // connection's answer still stands, so it was not asked for.
+        shared.cache.invalidate(&k);
+        assert!(shared.principal_of(TOKEN, &last).await.unwrap().is_some());
+        // Another token's invalidation ends it: the cache, then the (empty) store, is asked.
+        shared.invalidate(&Digest::of("pcat_another"));
+        assert!(shared.principal_of(TOKEN, &last).await.unwrap().is_none());
+
+        let (mut ttl, _dir) = cache();
+        ttl.remembers = false;
+        let last = LastToken::default();
+        ttl.cache.insert(k, principal());
+        assert!(ttl.principal_of(TOKEN, &last).await.unwrap().is_some());
+        ttl.cache.invalidate(&k);
+        assert!(ttl.principal_of(TOKEN, &last).await.unwrap().is_none());
+    }
+
+    /// Each invalidation moves the count on both sides of removing the entry, so a lookup
+    /// that found the entry before it went does not stay remembered, however the lookup's
+    /// reading of the count fell around the invalidation's first step.
+    #[test]
+    fn an_invalidation_moves_the_count_after_the_entry_is_gone() {
+        let (cache, _dir) = cache();
+        let count = || cache.invalidations.load(Ordering::SeqCst);
+        let before = count();
+        cache.invalidate_key(1);
+        assert_eq!(count(), before + 2);
+        cache.invalidate_all();
+        assert_eq!(count(), before + 4);
+        // A store read overtaken by an invalidation drops its entry, and counts that too.
+        cache.insert_unless_invalidated(2, principal(), before);
+        assert!(cache.cache.get(&2).is_none());
+        assert_eq!(count(), before + 5);
     }
 }

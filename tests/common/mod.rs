@@ -569,9 +569,34 @@ pub fn http_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// One client connection to the gateway, for requests that must share it.
+pub async fn one_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Sends `req` on the connection of `sender` and reads the whole response.
+pub async fn fetch_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Resp {
+    sender.ready().await.expect("the connection stays open");
+    read_whole(sender.send_request(req).await.expect("the server answers")).await
+}
+
 /// Sends `req` and reads the whole response.
 pub async fn fetch(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Resp {
-    let resp = client.request(req).await.expect("the server answers");
+    read_whole(client.request(req).await.expect("the server answers")).await
+}
+
+async fn read_whole(resp: http::Response<hyper::body::Incoming>) -> Resp {
     let (parts, body) = resp.into_parts();
     Resp {
         status: parts.status,
