@@ -290,7 +290,7 @@ impl Gateway {
         within(deadline, self.authorize(route, &req, session, ctx)).await??;
 
         // upstream_request
-        let upstream = self.upstreams.get(&route.upstream).ok_or_else(|| {
+        let upstream = self.upstreams.get(route.upstream_index).ok_or_else(|| {
             GatewayError::Internal(format!("upstream {} missing", route.upstream))
         })?;
         ctx.upstream = Some(Arc::clone(&upstream.name));

@@ -187,6 +187,92 @@ async fn reloads_under_load_drop_no_request() {
     h.get_ok("/api/users/7", Some(&read_only)).await;
 }
 
+/// Each route reaches its own upstream, and still does after a reload that adds an upstream
+/// before the others in the (name-sorted) `upstreams:` map, so that every upstream's place
+/// in the list, which routes hold, moves.
+#[tokio::test]
+async fn routes_reach_their_own_upstreams_across_a_reload() {
+    let h = Harness::start().await;
+    let running = h.running.as_ref().unwrap();
+    let named = |name: &'static str| {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{name}",
+            name.len()
+        );
+        common::scripted_upstream(response.into_bytes(), Vec::new(), 0)
+    };
+    let (mike, zulu, alpha) = (
+        named("mike").await,
+        named("zulu").await,
+        named("alpha").await,
+    );
+    let upstream = |name: &str, addr: std::net::SocketAddr| {
+        format!("\n  {name}: {{ url: \"http://{addr}\" }}")
+    };
+    let route =
+        |path: &str, name: &str| format!("\n  - {{ path: {path}, auth: none, upstream: {name} }}");
+    rewrite(
+        &h,
+        "upstreams:",
+        &format!(
+            "upstreams:{}{}",
+            upstream("mike", mike),
+            upstream("zulu", zulu)
+        ),
+    );
+    rewrite(
+        &h,
+        USERS_READ,
+        &format!("{USERS_READ}{}{}", route("/m", "mike"), route("/z", "zulu")),
+    );
+    running.reload();
+    common::eventually("the upstreams are added", || async {
+        (reloads(&h.metrics().await, "applied") == 1).then_some(())
+    })
+    .await;
+    served_by(&h, &[("/m", "mike"), ("/z", "zulu"), ("/public/x", "")]).await;
+
+    rewrite(
+        &h,
+        "upstreams:",
+        &format!("upstreams:{}", upstream("alpha", alpha)),
+    );
+    rewrite(
+        &h,
+        USERS_READ,
+        &format!("{USERS_READ}{}", route("/a", "alpha")),
+    );
+    running.reload();
+    common::eventually("alpha is added", || async {
+        (reloads(&h.metrics().await, "applied") == 2).then_some(())
+    })
+    .await;
+    served_by(
+        &h,
+        &[
+            ("/a", "alpha"),
+            ("/m", "mike"),
+            ("/z", "zulu"),
+            ("/public/x", ""),
+        ],
+    )
+    .await;
+}
+
+/// GETs each path and requires the named upstream's answer (an empty name: the sample API's
+/// echo of the path).
+async fn served_by(h: &Harness, expected: &[(&str, &str)]) {
+    for (path, name) in expected {
+        let r = h.get(path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        if name.is_empty() {
+            assert_eq!(r.json()["path"], *path, "{path}: the sample API's echo");
+        } else {
+            assert_eq!(r.text(), *name, "{path}");
+        }
+    }
+}
+
 /// An invalid file changes nothing (the running routes keep serving; counted as `invalid`);
 /// a valid change made to the file alone is picked up without any signal.
 #[tokio::test]

@@ -100,7 +100,8 @@ impl Validator {
             if public && r.scopes.is_some() {
                 self.at(&loc, "a route with `auth: none` cannot require `scopes`");
             }
-            if !upstreams.contains_key(&r.upstream.value) {
+            let upstream_index = upstreams.keys().position(|k| *k == r.upstream.value);
+            if upstream_index.is_none() {
                 self.at(
                     &r.upstream.referenced,
                     format!(
@@ -138,6 +139,8 @@ impl Validator {
                     }
                 },
                 upstream: r.upstream.value.as_str().into(),
+                // A route naming no upstream fails the whole config (above).
+                upstream_index: upstream_index.unwrap_or_default(),
                 path_options: options,
                 case_insensitive: r.case_insensitive.unwrap_or(false),
                 max_body_bytes: self

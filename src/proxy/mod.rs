@@ -14,7 +14,6 @@ mod connect;
 pub mod h1;
 mod headers;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -337,9 +336,10 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// All upstreams by name.
+/// All upstreams, in the order of the `upstreams:` map: each one's id is its place, which the
+/// routes of the same config hold ([`crate::routes::Route::upstream_index`]).
 #[derive(Debug, Clone, Default)]
-pub struct Upstreams(HashMap<Arc<str>, Arc<Upstream>>);
+pub struct Upstreams(Vec<Arc<Upstream>>);
 
 impl Upstreams {
     pub fn new<'a>(
@@ -355,23 +355,24 @@ impl Upstreams {
         &self,
         configs: impl IntoIterator<Item = &'a UpstreamConfig>,
     ) -> Result<Upstreams, UpstreamError> {
-        let mut map = HashMap::new();
+        let mut list = Vec::new();
         for (id, c) in configs.into_iter().enumerate() {
-            let upstream = match self.0.get(c.name.as_str()) {
-                Some(old) if old.id == id && old.config == *c => Arc::clone(old),
+            let upstream = match self.0.get(id) {
+                Some(old) if old.config == *c => Arc::clone(old),
                 _ => Arc::new(Upstream::new(id, c.clone())?),
             };
-            map.insert(Arc::from(c.name.as_str()), upstream);
+            list.push(upstream);
         }
-        Ok(Upstreams(map))
+        Ok(Upstreams(list))
     }
 
-    pub fn get(&self, name: &str) -> Option<&Upstream> {
-        self.0.get(name).map(|u| &**u)
+    /// The upstream at `index` (a route's `upstream_index`).
+    pub fn get(&self, index: usize) -> Option<&Upstream> {
+        self.0.get(index).map(|u| &**u)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
-        self.0.values().map(|u| &**u)
+        self.0.iter().map(|u| &**u)
     }
 }
 
@@ -416,11 +417,14 @@ mod tests {
         let old = Upstreams::new([&a, &b]).unwrap();
         let moved = config("b", "127.0.0.1:3");
         let new = old.reconfigured([&a, &moved]).unwrap();
-        assert_eq!(new.get("a").unwrap().key, old.get("a").unwrap().key);
-        assert_ne!(new.get("b").unwrap().key, old.get("b").unwrap().key);
+        let key = |u: &Upstreams, i: usize| u.get(i).unwrap().key;
+        assert_eq!(key(&new, 0), key(&old, 0), "a kept");
+        assert_ne!(key(&new, 1), key(&old, 1), "b moved");
         // Another place in the list is another metrics slot: a new upstream.
         let reordered = old.reconfigured([&b, &a]).unwrap();
-        assert_ne!(reordered.get("a").unwrap().key, old.get("a").unwrap().key);
+        assert_eq!(reordered.get(1).unwrap().name, old.get(0).unwrap().name);
+        assert_ne!(key(&reordered, 1), key(&old, 0), "a, in another place");
+        assert_ne!(key(&reordered, 0), key(&old, 1), "b, in another place");
     }
 
     #[test]

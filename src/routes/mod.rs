@@ -56,6 +56,9 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Name of the upstream in the `upstreams:` map.
     pub upstream: Arc<str>,
+    /// The upstream's position in that map (sorted by name), which is its place in the
+    /// gateway's upstreams: the request path finds it without hashing the name.
+    pub upstream_index: usize,
     /// Ambiguous path forms this route accepts (a legacy API that needs them).
     pub path_options: PathOptions,
     /// Match the prefix ignoring ASCII case (for case-insensitive backends).
@@ -149,6 +152,7 @@ mod tests {
             methods: methods.map(|m| m.to_vec().into_boxed_slice()),
             auth: RouteAuth::Public,
             upstream: "legacy".into(),
+            upstream_index: 0,
             path_options: PathOptions::STRICT,
             case_insensitive: false,
             max_body_bytes: 1024,

@@ -84,6 +84,7 @@ mod tests {
             methods: None,
             auth: RouteAuth::Public,
             upstream: "up".into(),
+            upstream_index: 0,
             path_options: options,
             case_insensitive: false,
             max_body_bytes: 1024,
