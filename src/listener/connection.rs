@@ -123,15 +123,18 @@ impl Connection {
             builder.serve_connection(TokioIo::new(Replay::new(first, io, info.tls)), service);
         let mut conn = pin!(conn);
         let mut draining = false;
-        let mut awaiting_first = true;
         // Once the connection is asked to close for idleness, it gets this long to do so.
         let mut close_by: Option<Instant> = None;
         loop {
             // The rare events, behind `Quiet`: the task's many wake-ups for the connection
-            // itself do not poll them.
+            // itself do not poll them. The first-request deadline is watched only until a
+            // request has come (the connection is polled first, so a request already sent
+            // is seen): registering its timer on a connection whose request came at once
+            // made tokio's timer driver wake the event loop through its eventfd, a `write`
+            // on most new connections (benches/README.md, 2026-12-01).
             let event = Quiet::new(async {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(first_request_by), if awaiting_first => Event::FirstRequestDue,
+                    _ = tokio::time::sleep_until(first_request_by), if !activity.any_request() => Event::FirstRequestDue,
                     _ = stopped(&mut self.shutdown), if !draining => Event::Stop,
                     _ = activity.idle_for(self.limits.idle_timeout), if !draining => Event::Idle,
                     _ = sleep_until_some(close_by) => Event::CloseDue,
@@ -149,7 +152,6 @@ impl Connection {
             };
             match event {
                 Event::FirstRequestDue => {
-                    awaiting_first = false;
                     if !activity.any_request() {
                         // Nothing (or only a protocol preface, or a trickle) by the deadline.
                         tracing::debug!(peer = %info.peer, "no request head in time; closing");
