@@ -334,20 +334,7 @@ async fn every_metric_the_dashboard_and_alerts_name_exists() {
     .await;
     let token = h.access_token("read").await;
     h.get_ok("/api/users", Some(&token)).await;
-    let revoke = h
-        .send(
-            http::Method::POST,
-            "/o/revoke_token/",
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                (
-                    "authorization",
-                    &common::basic(&h.client.id, &h.client.secret),
-                ),
-            ],
-            format!("token={token}").as_bytes(),
-        )
-        .await;
+    let revoke = h.revoke(&h.client, &token).await;
     assert_eq!(revoke.status, StatusCode::OK, "{}", revoke.text());
     let mut browser = common::CookieClient::new(&h);
     browser.sign_in("alice", "wrong", "/o/applications/").await;

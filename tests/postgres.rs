@@ -61,17 +61,7 @@ async fn three_replicas_share_tokens_and_revocations() {
         feed_connected(r, 1).await;
     }
     // Revoked on B; A and C hold it in their caches and hear of it from B's notification.
-    let r = b
-        .send(
-            http::Method::POST,
-            "/o/revoke_token/",
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("authorization", &basic(&a.client.id, &a.client.secret)),
-            ],
-            format!("token={second}").as_bytes(),
-        )
-        .await;
+    let r = b.revoke(&a.client, &second).await;
     let revoked_at = Instant::now();
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(

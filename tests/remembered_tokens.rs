@@ -83,20 +83,7 @@ async fn a_remembered_token_is_refused_once_revoked_elsewhere_or_expired() {
     }
 
     // Revoked over another connection: the next request on this one is refused.
-    let revoked = h
-        .send(
-            http::Method::POST,
-            "/o/revoke_token/",
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                (
-                    "authorization",
-                    &common::basic(&h.client.id, &h.client.secret),
-                ),
-            ],
-            format!("token={alice}").as_bytes(),
-        )
-        .await;
+    let revoked = h.revoke(&h.client, &alice).await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
     assert_refused(
         &get_with(&mut conn, &alice).await,

@@ -338,6 +338,17 @@ impl Harness {
         self.token_raw(Some(&basic), form).await
     }
 
+    /// Revokes `token` at `/o/revoke_token/` (RFC 7009) as `client`.
+    pub async fn revoke(&self, client: &TestClient, token: &str) -> Resp {
+        let headers = [
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", &*basic(&client.id, &client.secret)),
+        ];
+        let body = format!("token={token}");
+        self.send(Method::POST, "/o/revoke_token/", &headers, body.as_bytes())
+            .await
+    }
+
     /// A `refresh_token` grant.
     pub async fn refresh(&self, client: &TestClient, refresh_token: &str) -> Resp {
         self.token(
