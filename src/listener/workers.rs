@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -33,6 +34,7 @@ impl Workers {
             let (stop, stop_rx) = oneshot::channel::<()>();
             let (stopped_tx, stopped) = oneshot::channel();
             let handle = runtime.handle().clone();
+            runtime.spawn(keep_a_timer_due());
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
@@ -83,6 +85,25 @@ impl Workers {
                 let _ = stopped.await;
             }
         }
+    }
+}
+
+/// How often a worker's timer fires: sooner than any deadline a connection registers.
+const TIMER_DUE_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps a timer in the worker's timer wheel that is always due within [`TIMER_DUE_EVERY`].
+/// tokio's timer driver, when a timer is registered that is due before the driver's next
+/// planned wake-up, wakes the event loop through its eventfd (a `write` system call), even
+/// from the event loop's own thread. A connection registers hyper's header-read timer each
+/// time it waits for a request head, and a new one its first-request timer (seconds away, as
+/// are all of a connection's deadlines): with nothing due sooner in the wheel, up to one
+/// `write` per request in three (keep-alive) or nearly every one (a new connection per
+/// request; benches/README.md, 2026-12-01). The cost is one wake-up per interval.
+async fn keep_a_timer_due() {
+    let mut interval = tokio::time::interval(TIMER_DUE_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
     }
 }
 
