@@ -18,8 +18,10 @@
 //! token is compared whole, in constant time, so a remembered answer is never given for
 //! another token, and any invalidation (a revocation here or on another replica, an expired
 //! entry swept, the whole cache dropped) makes every connection ask the cache again. With a
-//! TTL backstop, which is per cache entry, nothing is remembered. A decision (allow/deny) is never cached: scopes are checked against the
-//! route on every request.
+//! TTL backstop, which is per cache entry, nothing is remembered.
+//!
+//! A decision (allow/deny) is never cached: scopes are checked against the route on every
+//! request.
 //!
 //! Memory: the identity behind a token (client id, username, scopes) is interned, the key is
 //! half the digest and a principal is 16 bytes, so a million cached tokens of a few thousand
