@@ -578,15 +578,8 @@ async fn get_on(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     path: &str,
 ) -> (StatusCode, String) {
-    sender.ready().await.unwrap();
-    let req = Request::get(path)
-        .header("host", "gateway.test")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let r = common::get_on(sender, path, None).await;
+    (r.status, r.text())
 }
 
 #[tokio::test]

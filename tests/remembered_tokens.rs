@@ -7,17 +7,12 @@ mod common;
 
 use bytes::Bytes;
 use common::{Harness, Resp};
-use http::{Request, StatusCode};
+use http::StatusCode;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 
 async fn get_with(conn: &mut SendRequest<Full<Bytes>>, token: &str) -> Resp {
-    let req = Request::get("/api/users/1")
-        .header("host", "gateway.test")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    common::fetch_on(conn, req).await
+    common::get_on(conn, "/api/users/1", Some(token)).await
 }
 
 fn assert_refused(r: &Resp, why: &str) {

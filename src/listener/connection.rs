@@ -128,10 +128,9 @@ impl Connection {
         loop {
             // The rare events, behind `Quiet`: the task's many wake-ups for the connection
             // itself do not poll them. The first-request deadline is watched only until a
-            // request has come (the connection is polled first, so a request already sent
-            // is seen): registering its timer on a connection whose request came at once
-            // made tokio's timer driver wake the event loop through its eventfd, a `write`
-            // on most new connections (benches/README.md, 2026-12-01).
+            // request has come: the connection is polled first, so a request sent with the
+            // connection is already seen, and its timer is never made (one timer fewer to
+            // put into tokio's wheel and take out again on most new connections).
             let event = Quiet::new(async {
                 tokio::select! {
                     _ = tokio::time::sleep_until(first_request_by), if !activity.any_request() => Event::FirstRequestDue,

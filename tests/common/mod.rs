@@ -593,6 +593,19 @@ pub async fn one_connection(
     sender
 }
 
+/// GETs `path` on the connection of `sender`, with `token` as a bearer token if given.
+pub async fn get_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    token: Option<&str>,
+) -> Resp {
+    let mut req = Request::get(path).header("host", "gateway.test");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    fetch_on(sender, req.body(Full::new(Bytes::new())).unwrap()).await
+}
+
 /// Sends `req` on the connection of `sender` and reads the whole response.
 pub async fn fetch_on(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
