@@ -196,3 +196,88 @@ async fn a_client_that_never_reads_is_cut_off() {
     drop(sleeper);
     h.shutdown().await;
 }
+
+/// Each later request head on a keep-alive connection has the header-read timeout too, from
+/// the end of the response before it: one trickled a byte at a time (slowloris) is cut off,
+/// however long the idle timeout.
+#[tokio::test]
+async fn a_later_request_head_must_come_in_time() {
+    let h = Harness::with(Options {
+        extra: "limits: { header_read_timeout_seconds: 1, idle_timeout_seconds: 120 }".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(h.local_addr()).await.unwrap();
+    assert_eq!(exchange(&mut conn, "/public/a").await, 200);
+    let mut closed = false;
+    let head = b"GET /public/b HTTP/1.1\r\nHost: a\r\nX-Slow: ";
+    'trickling: for &byte in head.iter().chain(std::iter::repeat_n(&b'a', 200)) {
+        if conn.write_all(&[byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        // The gateway closing the socket is the signal; a short read window paces the trickle.
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break 'trickling;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        closed,
+        "a trickled second request head kept the connection open"
+    );
+    h.shutdown().await;
+}
+
+/// The header-read timeout runs per request head, not per connection: requests that each
+/// come within it keep a connection for longer than it.
+#[tokio::test]
+async fn heads_that_each_come_in_time_keep_the_connection() {
+    let h = Harness::with(Options {
+        extra: "limits: { header_read_timeout_seconds: 1, idle_timeout_seconds: 120 }".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(h.local_addr()).await.unwrap();
+    for i in 0..4 {
+        if i > 0 {
+            // The pause between requests is what is tested: 4 x 600 ms outlasts the timeout.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        assert_eq!(exchange(&mut conn, "/public/a").await, 200, "request {i}");
+    }
+    h.shutdown().await;
+}
+
+/// Sends a keep-alive GET for `path` on `conn` and reads its response whole (by its
+/// `Content-Length`); returns the status.
+async fn exchange(conn: &mut TcpStream, path: &str) -> u16 {
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("a response in time")
+            .unwrap();
+        assert!(n > 0, "the connection closed before a whole response");
+        got.extend_from_slice(&buf[..n]);
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if got.len() >= end + 4 + length {
+            return raw_status(&String::from_utf8_lossy(&got));
+        }
+    }
+}

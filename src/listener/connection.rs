@@ -1,6 +1,7 @@
 //! One client connection: the TLS handshake, hyper's HTTP/1.1 and HTTP/2 serving, and the
-//! connection's deadlines (the first request head, idleness counted in open requests, the
-//! close after an idle shutdown), with graceful shutdown on the stop notification.
+//! connection's deadlines (the first request head, each later HTTP/1.1 head, idleness counted
+//! in open requests, the close after an idle shutdown), with graceful shutdown on the stop
+//! notification.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -114,10 +115,11 @@ impl Connection {
             guard: Some(InFlight::enter(Arc::clone(&in_flight))),
             response: handler(req),
         });
-        let builder = if first.is_http2() {
-            &self.builders.http2
-        } else {
+        let http1 = !first.is_http2();
+        let builder = if http1 {
             &self.builders.http1
+        } else {
+            &self.builders.http2
         };
         let conn =
             builder.serve_connection(TokioIo::new(Replay::new(first, io, info.tls)), service);
@@ -125,6 +127,17 @@ impl Connection {
         let mut draining = false;
         // Once the connection is asked to close for idleness, it gets this long to do so.
         let mut close_by: Option<Instant> = None;
+        // With no request open, an HTTP/1.1 connection is waiting for the next head, due
+        // within the header-read timeout: past it, the connection closes (hyper's own
+        // deadline, a timer boxed, registered and cancelled for every request, is off). So
+        // the connection watches one quiet spell, the shorter of that and the idle timeout:
+        // one timer, sleeping once per spell, whatever the number of requests.
+        let (quiet_for, quiet_event) =
+            if http1 && self.limits.header_read_timeout <= self.limits.idle_timeout {
+                (self.limits.header_read_timeout, Event::HeadDue)
+            } else {
+                (self.limits.idle_timeout, Event::Idle)
+            };
         loop {
             // The rare events, behind `Quiet`: the task's many wake-ups for the connection
             // itself do not poll them. The first-request deadline is watched only until a
@@ -135,7 +148,7 @@ impl Connection {
                 tokio::select! {
                     _ = tokio::time::sleep_until(first_request_by), if !activity.any_request() => Event::FirstRequestDue,
                     _ = stopped(&mut self.shutdown), if !draining => Event::Stop,
-                    _ = activity.idle_for(self.limits.idle_timeout), if !draining => Event::Idle,
+                    _ = activity.idle_for(quiet_for), if !draining => quiet_event,
                     _ = sleep_until_some(close_by) => Event::CloseDue,
                 }
             });
@@ -157,6 +170,11 @@ impl Connection {
                         return;
                     }
                 }
+                Event::HeadDue => {
+                    // No request open, and no whole head since the last one's response.
+                    tracing::debug!(peer = %info.peer, "no request head in time; closing");
+                    return;
+                }
                 Event::Stop => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
@@ -176,9 +194,13 @@ impl Connection {
 }
 
 /// What a connection's task waits for beside the connection itself.
+#[derive(Clone, Copy)]
 enum Event {
     /// The deadline for the first request head.
     FirstRequestDue,
+    /// An HTTP/1.1 connection's next request head is overdue (no request open for the
+    /// header-read timeout).
+    HeadDue,
     /// The listener is draining.
     Stop,
     /// No request open for the idle timeout.

@@ -102,8 +102,9 @@ fn http_builders(limits: &ConnectionLimits) -> Arc<Builders> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // Each request head's deadline is the connection task's (`connection::Event::HeadDue`):
+        // hyper's own boxes, registers and cancels a timer for every request.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
     // hyper allows defaults::MAX_HEADERS (its own default) unless told otherwise; telling it the same number
     // makes it fill a fresh header-index buffer for every request instead of using its inline
