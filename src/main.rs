@@ -244,7 +244,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// jemalloc: less memory per cached token than the system allocator (see Cargo.toml).
+/// jemalloc: less memory per cached token than the system allocator (see Cargo.toml); its
+/// run-time options are built in from `.cargo/config.toml`.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

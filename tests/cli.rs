@@ -1206,3 +1206,29 @@ fn import_dot_dry_run_reports_and_writes_nothing() {
         stderr(&missing)
     );
 }
+
+/// The binary's allocator carries the options `.cargo/config.toml` builds into it: jemalloc
+/// prints its options at exit when asked to (through the run-time override, which adds to
+/// the built-in ones rather than replacing them).
+#[test]
+fn the_allocator_options_are_built_in() {
+    let out = Command::new(BIN)
+        .arg("--version")
+        .env(
+            "_RJEM_MALLOC_CONF",
+            "stats_print:true,stats_print_opts:mdablxeh",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stats.contains("opt.tcache_nslots_small_min: 32"),
+        "jemalloc's options: {}",
+        stats
+            .lines()
+            .filter(|l| l.contains("opt."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
