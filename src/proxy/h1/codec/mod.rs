@@ -168,7 +168,14 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, F
         for field in response.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| FramingError::BadHeaderValue)?;
-            facts.note(&name, field.value);
+            // A `Connection` field that lists only `keep-alive` (a keep-alive upstream's) is
+            // this hop's alone and names no other field: read for the framing and left out of
+            // the map, rather than appended here to be found and removed by
+            // `strip_hop_by_hop` (about 600 instructions per response). One that names
+            // other fields stays, so that they go too.
+            if facts.note(&name, field.value) == Field::ThisHopOnly {
+                continue;
+            }
             let start = field.value.as_ptr() as usize - base;
             let value =
                 HeaderValue::from_maybe_shared(head.slice(start..start + field.value.len()))
@@ -208,12 +215,29 @@ enum Length {
     Invalid,
 }
 
+/// Whether a response field goes into the response's header map.
+#[derive(Debug, PartialEq, Eq)]
+enum Field {
+    Kept,
+    /// Only this connection's framing: nothing beyond it reads the field.
+    ThisHopOnly,
+}
+
 impl Facts {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Field {
         if name == CONNECTION {
+            // `keep-alive` names a field that is hop-by-hop in any case; `close` could name a
+            // field of its own (RFC 9110 reserves the name, which a peer may still send), which
+            // must go too: the field stays for `strip_hop_by_hop`.
+            let mut keep_alive_only = true;
             for t in members(value) {
+                let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
                 self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                self.keep_alive |= keep_alive;
+                keep_alive_only &= keep_alive;
+            }
+            if keep_alive_only {
+                return Field::ThisHopOnly;
             }
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
@@ -230,6 +254,7 @@ impl Facts {
                 };
             }
         }
+        Field::Kept
     }
 }
 
@@ -459,6 +484,37 @@ mod tests {
             head(&endless, Method::GET).unwrap_err(),
             FramingError::HeadTooLarge
         );
+    }
+
+    /// A `Connection` field that only keeps this hop alive stays out of the response's map;
+    /// one that names anything else stays in it, for `strip_hop_by_hop` to remove what it
+    /// names (a field called `close` included).
+    #[test]
+    fn only_a_keep_alive_connection_field_is_left_out() {
+        let cases: &[(&str, Option<&str>, bool)] = &[
+            ("keep-alive", None, true),
+            ("Keep-Alive", None, true),
+            (" keep-alive , keep-alive ", None, true),
+            ("close", Some("close"), false),
+            ("keep-alive, close", Some("keep-alive, close"), false),
+            ("keep-alive, x-secret", Some("keep-alive, x-secret"), true),
+            ("upgrade", Some("upgrade"), true),
+        ];
+        for (value, kept, reusable) in cases {
+            let raw = format!(
+                "HTTP/1.1 200 OK\r\nConnection: {value}\r\nX-Secret: s\r\nContent-Length: 0\r\n\r\n"
+            );
+            let h = head(&raw, Method::GET).unwrap().unwrap();
+            let got = h.headers.get(CONNECTION).map(|v| v.to_str().unwrap());
+            assert_eq!(got, *kept, "{value:?}");
+            assert_eq!(h.reusable, *reusable, "{value:?}");
+            assert_eq!(h.headers["x-secret"], "s");
+            assert_eq!(
+                h.headers.len(),
+                2 + usize::from(kept.is_some()),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
