@@ -1,15 +1,16 @@
 //! HTTP/1.1 toward an upstream, without I/O: the request head written, the response head
 //! parsed (by `httparse`, the parser hyper itself uses) and its body's framing decided
 //! (RFC 9112 §6.3), chunked bodies decoded. Everything here is a function of bytes, so the
-//! table tests below and the `upstream_response` fuzz target drive it directly. Chunked bodies
-//! are decoded in `chunked.rs`.
+//! table tests below and the `upstream_response` fuzz target drive it directly. The request
+//! head is written in `request.rs`, chunked bodies are decoded in `chunked.rs`, and the
+//! response head is read here.
 //!
 //! The rule throughout: whatever leaves the framing in doubt either fails the exchange (502)
 //! or, where the response can still be read safely, marks the connection not reusable.
 
 mod chunked;
+mod request;
 
-use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -20,6 +21,7 @@ use http::header::{
 use http::{HeaderMap, Method, StatusCode, Version};
 
 pub use self::chunked::{ChunkedDecoder, Decoded};
+pub use self::request::encode_head;
 
 /// Most header fields in a response head or trailer section (hyper's client default).
 pub const MAX_HEADERS: usize = 100;
@@ -67,55 +69,6 @@ pub struct Head {
     pub framing: Framing,
     /// Whether the connection may carry another request once this body has been read whole.
     pub reusable: bool,
-}
-
-/// Appends the request head: `path` is origin-form; the fields are `headers`' then `more`
-/// (fields the caller sets beside the message's own, written without passing through a
-/// map); `Content-Length` and `Transfer-Encoding` in `headers` are ignored and the framing
-/// written is `body_length`'s: `Some(n)` a length (none written for 0 on methods that do not
-/// define a body), `None` chunked.
-pub fn encode_head<'a>(
-    out: &mut BytesMut,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-    more: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-    body_length: Option<u64>,
-) {
-    // Most heads fit; a larger one grows the buffer (no second pass over the headers).
-    out.reserve(512 + path.len());
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut field = |name: &HeaderName, value: &HeaderValue| {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    };
-    for (name, value) in headers {
-        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
-            field(name, value);
-        }
-    }
-    for (name, value) in more {
-        field(name, value);
-    }
-    match body_length {
-        Some(0) if !defines_body(method) => {}
-        Some(n) => {
-            // Writing into a `BytesMut` cannot fail.
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
-        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Methods whose requests carry a body by definition, so an empty one is said (RFC 9110 §8.6).
-fn defines_body(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
 }
 
 /// Fields the header map of a response is made to hold without growing. hyper's server
@@ -567,35 +520,6 @@ mod tests {
         }
         for bad in ["", "a b", "x:y", "\u{e9}t\u{e9}"] {
             assert_eq!(field_name(bad.as_bytes()), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn request_heads_carry_the_framing_they_are_given() {
-        let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_static("up"));
-        headers.insert("content-length", HeaderValue::from_static("999"));
-        headers.insert("transfer-encoding", HeaderValue::from_static("gzip"));
-        let cases: &[(Method, Option<u64>, &str)] = &[
-            (Method::GET, Some(0), ""),
-            (Method::POST, Some(0), "content-length: 0\r\n"),
-            (Method::PUT, Some(7), "content-length: 7\r\n"),
-            (Method::POST, None, "transfer-encoding: chunked\r\n"),
-        ];
-        let more = HeaderName::from_static("x-more");
-        let value = HeaderValue::from_static("1");
-        for (method, length, framing) in cases {
-            let mut out = BytesMut::new();
-            encode_head(
-                &mut out,
-                method,
-                "/a?b",
-                &headers,
-                [(&more, &value)],
-                *length,
-            );
-            let want = format!("{method} /a?b HTTP/1.1\r\nhost: up\r\nx-more: 1\r\n{framing}\r\n");
-            assert_eq!(std::str::from_utf8(&out).unwrap(), want);
         }
     }
 }
