@@ -94,11 +94,12 @@ const TIMER_DUE_EVERY: Duration = Duration::from_millis(500);
 /// Keeps a timer in the worker's timer wheel that is always due within [`TIMER_DUE_EVERY`].
 /// tokio's timer driver, when a timer is registered that is due before the driver's next
 /// planned wake-up, wakes the event loop through its eventfd (a `write` system call), even
-/// from the event loop's own thread. A connection registers hyper's header-read timer each
-/// time it waits for a request head, and one without a request yet its first-request timer
-/// (seconds away, as are all of a connection's deadlines): with nothing due sooner in the
-/// wheel, each such registration wrote (up to one `write` per request in four on keep-alive
-/// connections; benches/README.md, 2026-12-01). The cost is one wake-up per interval.
+/// from the event loop's own thread. A connection's deadlines are all seconds away: its
+/// first-request timer while no request has come, its watch of quiet spells (the idle or
+/// header-read timeout), each upstream connection's response-head deadline. With nothing due
+/// sooner in the wheel, registering such a timer wrote (when hyper still kept a header-read
+/// timer per request head, up to one `write` per request in four on keep-alive connections;
+/// benches/README.md, 2026-12-01). The cost is one wake-up per interval.
 async fn keep_a_timer_due() {
     let mut interval = tokio::time::interval(TIMER_DUE_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

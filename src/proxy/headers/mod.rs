@@ -51,9 +51,9 @@ pub struct Forwarded {
 /// The `X-Forwarded-For` value for a peer: its address, alone (the gateway is the edge).
 /// Computed once per client connection.
 pub fn forwarded_for(peer: IpAddr) -> HeaderValue {
-    let mut text = [0u8; 15];
     let value = match peer {
         IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
             let len = dotted_decimal(v4, &mut text);
             HeaderValue::from_bytes(&text[..len])
         }
