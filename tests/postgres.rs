@@ -290,6 +290,55 @@ fn migrations_run_once_and_a_newer_schema_is_refused() {
     );
 }
 
+/// The token indexes on columns a `client_credentials` token leaves NULL are partial (it
+/// writes two B-trees fewer), and the planner still searches them for the store's lookups
+/// (`column = value` implies `IS NOT NULL`).
+#[test]
+fn partial_token_indexes_serve_the_lookups() {
+    let Some(server) = postgres_server() else {
+        return;
+    };
+    let url = fresh_postgres_database(&server);
+    open(&url).map(drop).expect("migrated");
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // An empty table is cheapest to scan; the question is which index a search can use.
+    db.batch_execute("SET enable_seqscan = off").unwrap();
+    for (column, index) in [
+        ("username", "access_tokens_user"),
+        ("refresh_digest", "access_tokens_refresh"),
+    ] {
+        let def: String = db
+            .query_one(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = $1",
+                &[&index],
+            )
+            .unwrap()
+            .get(0);
+        assert!(
+            def.ends_with(&format!("WHERE ({column} IS NOT NULL)")),
+            "{def}"
+        );
+        let value = if column == "username" {
+            "'u'"
+        } else {
+            "'\\x00'::bytea"
+        };
+        let plan: Vec<String> = db
+            .query(
+                &format!(
+                    "EXPLAIN SELECT digest FROM access_tokens \
+                     WHERE {column} = {value} AND revoked_at IS NULL AND expires_at > 0"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(plan.iter().any(|l| l.contains(index)), "{column}: {plan:?}");
+    }
+}
+
 /// A wrong address is a clear error that names no password.
 #[test]
 fn a_database_that_cannot_be_reached_is_a_clear_error() {

@@ -5,7 +5,7 @@ use postgres::Client;
 
 /// Schema migrations, applied in order; `portcullis_schema.version` records how many ran.
 /// Migration 1 is SQLite's first two in one (PostgreSQL started with the person-facing flow);
-/// migration 2 is SQLite's third.
+/// migration 2 is SQLite's third, migration 3 its fourth.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE users (
@@ -103,6 +103,7 @@ CREATE TABLE consents (
 -- is until its first use replaces it with secret_digest.
 ALTER TABLE clients ADD COLUMN imported_secret TEXT;
 "#,
+    crate::store::sql::PARTIAL_TOKEN_INDEXES,
 ];
 
 /// The advisory lock that serializes migrations across replicas ("portcull" in ASCII).

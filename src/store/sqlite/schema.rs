@@ -105,6 +105,7 @@ CREATE TABLE consents (
 -- is until its first use replaces it with secret_digest.
 ALTER TABLE clients ADD COLUMN imported_secret TEXT;
 "#,
+    crate::store::sql::PARTIAL_TOKEN_INDEXES,
 ];
 
 /// Settings of every connection: how long to wait on a lock another process holds, foreign

@@ -296,6 +296,21 @@ pub fn consent_row(row: &Row<'_>) -> rusqlite::Result<ConsentRecord> {
     })
 }
 
+/// Revokes the live tokens of `kind` that match `cond` (parameter 2 is now).
+fn revoke_statement(kind: TokenKind, cond: &str) -> String {
+    format!(
+        "UPDATE {} SET revoked_at = ?2 WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2 RETURNING digest",
+        table_of(kind)
+    )
+}
+
+/// The digests of the live access tokens that match `cond` (parameter 2 is now).
+fn live_access_statement(cond: &str) -> String {
+    format!(
+        "SELECT digest FROM access_tokens WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2"
+    )
+}
+
 impl SqliteTx<'_> {
     fn revoke(
         &mut self,
@@ -304,10 +319,7 @@ impl SqliteTx<'_> {
         now: i64,
     ) -> Result<Vec<Digest>, BackendError> {
         let (cond, keys) = condition(filter, kind)?;
-        let mut st = self.0.prepare_cached(&format!(
-            "UPDATE {} SET revoked_at = ?2 WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2 RETURNING digest",
-            table_of(kind)
-        ))?;
+        let mut st = self.0.prepare_cached(&revoke_statement(kind, &cond))?;
         let digests = st
             .query_map(&keyed(&keys, &now)[..], |r| digest_col(r, 0))?
             .collect::<rusqlite::Result<Vec<Digest>>>()?;
@@ -349,9 +361,7 @@ impl TokenTx for SqliteTx<'_> {
         now: i64,
     ) -> Result<Vec<Digest>, BackendError> {
         let (cond, keys) = condition(filter, TokenKind::Access)?;
-        let mut st = self.0.prepare_cached(&format!(
-            "SELECT digest FROM access_tokens WHERE {cond} AND revoked_at IS NULL AND expires_at > ?2"
-        ))?;
+        let mut st = self.0.prepare_cached(&live_access_statement(&cond))?;
         let digests = st
             .query_map(&keyed(&keys, &now)[..], |r| digest_col(r, 0))?
             .collect::<rusqlite::Result<Vec<Digest>>>()?;
@@ -499,5 +509,81 @@ impl TokenTx for SqliteTx<'_> {
                  SELECT id FROM revocation_log WHERE revoked_at <= ?1 ORDER BY id LIMIT ?2)",
             params![before, batch],
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every filter a revocation or a live-token read uses finds its rows through an index,
+    /// never a scan of the token table: with the partial indexes too (they leave NULLs out,
+    /// and SQLite uses one only when the condition implies `IS NOT NULL`).
+    #[test]
+    fn every_token_filter_is_an_index_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("plans.db")).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let d = Digest::of("x");
+        let grant = TokenFilter::Grant {
+            user: "u",
+            client: "c",
+        };
+        let cases = [
+            (TokenFilter::Digest(&d), TokenKind::Refresh, "PRIMARY KEY"),
+            (
+                TokenFilter::IssuedFrom(&d),
+                TokenKind::Access,
+                "access_tokens_refresh",
+            ),
+            (
+                TokenFilter::Family(&d),
+                TokenKind::Access,
+                "access_tokens_family",
+            ),
+            (
+                TokenFilter::Family(&d),
+                TokenKind::Refresh,
+                "refresh_tokens_family",
+            ),
+            (
+                TokenFilter::User("u"),
+                TokenKind::Access,
+                "access_tokens_user",
+            ),
+            (
+                TokenFilter::User("u"),
+                TokenKind::Refresh,
+                "refresh_tokens_user",
+            ),
+            (
+                TokenFilter::Client("c"),
+                TokenKind::Access,
+                "access_tokens_client",
+            ),
+            (grant, TokenKind::Access, "access_tokens_user"),
+            (grant, TokenKind::Refresh, "refresh_tokens_user"),
+        ];
+        for (filter, kind, index) in cases {
+            let (cond, _) = condition(filter, kind).unwrap();
+            let mut statements = vec![revoke_statement(kind, &cond)];
+            if kind == TokenKind::Access {
+                statements.push(live_access_statement(&cond));
+            }
+            for sql in statements {
+                let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                let unbound = vec![rusqlite::types::Null; st.parameter_count()];
+                let plan: Vec<String> = st
+                    .query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                let searched = format!("SEARCH {} USING", table_of(kind));
+                assert!(
+                    plan.len() == 1 && plan[0].starts_with(&searched) && plan[0].contains(index),
+                    "{sql}: {plan:?}, want a search on {index}"
+                );
+            }
+        }
     }
 }
