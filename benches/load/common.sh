@@ -1,6 +1,6 @@
-# Shared by the load scripts that start their own gateways (postgres.sh, reload.sh): sourced
-# after `cd` to the repository root, with $NEED naming the tools the script needs. Checks them
-# (before any build), pins servers to CPU 0 and the load to
+# Shared by the load scripts that start their own gateways (postgres.sh, reload.sh,
+# issuance.sh, callgrind.sh): sourced after `cd` to the repository root, with $NEED naming the
+# tools the script needs. Checks them (before any build), pins servers to CPU 0 and the load to
 # CPU 1 ($SERVER, $LOAD), builds the release binary ($BIN), makes a work folder ($WORK), and
 # on exit stops every process in $PIDS, runs `extra_cleanup` if the script defines one, and
 # removes $WORK.
