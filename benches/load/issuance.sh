@@ -47,12 +47,7 @@ CONF
   client=$("$1" --config "$dir/pc.yaml" clients add --name bench --grant client_credentials --scope read --json)
   cid=$(echo "$client" | sed -E 's/.*"client_id":"([^"]+)".*/\1/')
   secret=$(echo "$client" | sed -E 's/.*"client_secret":"([^"]+)".*/\1/')
-  cat > "$dir/cc.lua" <<LUA
-wrk.method = "POST"
-wrk.body = "grant_type=client_credentials"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic $(printf '%s:%s' "$cid" "$secret" | base64 -w0)"
-LUA
+  token_request_lua "$dir/cc.lua" grant_type=client_credentials "$(printf '%s:%s' "$cid" "$secret" | base64 -w0)"
   RUST_LOG=warn TOKIO_WORKER_THREADS=1 $SERVER "$1" --config "$dir/pc.yaml" serve 2>"$dir/pc.log" & pid=$!
   PIDS+=("$pid")
   for _ in $(seq 100); do curl -sf http://127.0.0.1:18184/readyz >/dev/null && break; sleep 0.1; done

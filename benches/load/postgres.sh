@@ -82,12 +82,7 @@ done
 
 basic() { local id="CID_$1" secret="CSECRET_$1"; printf '%s:%s' "${!id}" "${!secret}" | base64 -w0; }
 for b in sqlite postgres; do
-  cat > "$WORK/cc-$b.lua" <<LUA
-wrk.method = "POST"
-wrk.body = "grant_type=client_credentials"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic $(basic $b)"
-LUA
+  token_request_lua "$WORK/cc-$b.lua" grant_type=client_credentials "$(basic "$b")"
   {
     echo "tokens = {"
     for _ in $(seq 200); do
