@@ -186,7 +186,7 @@ impl Throttle {
         }
         for key in keys {
             // Each limiter's own clock: a new `DefaultClock` runs CPUID to detect the TSC,
-            // which is a trap to the hypervisor on a virtual machine (4% of issuance's CPU).
+            // a trap to the hypervisor on a virtual machine (a quarter of issuance's CPU on one).
             let verdict = match key {
                 Key::Client(id) => self
                     .clients
