@@ -131,3 +131,73 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     tx.commit()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made by the version before the partial token indexes (three migrations) is
+    /// brought up to date in place: its tokens stay, the two indexes become partial, and a
+    /// lookup by user still searches the index.
+    #[test]
+    fn a_store_of_the_previous_version_keeps_its_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("old.db")).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (username, password_hash, created_at) VALUES ('u', 'hash', 0);
+             INSERT INTO clients (client_id, name, secret_digest, grants, scopes, created_at)
+                 VALUES ('c', 'c', x'00', 'password', 'read', 0);
+             INSERT INTO access_tokens VALUES (x'01', 'c', NULL, 'read', 0, 9, NULL, x'01', NULL);
+             INSERT INTO access_tokens VALUES (x'02', 'c', 'u', 'read', 0, 9, x'03', x'03', NULL);",
+        )
+        .unwrap();
+
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(usize::try_from(version), Ok(MIGRATIONS.len()));
+        let tokens: i64 = conn
+            .query_row("SELECT count(*) FROM access_tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tokens, 2);
+        for (index, column) in [
+            ("access_tokens_user", "username"),
+            ("access_tokens_refresh", "refresh_digest"),
+        ] {
+            let sql: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                    [index],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(
+                sql.ends_with(&format!("WHERE {column} IS NOT NULL")),
+                "{sql}"
+            );
+        }
+        let by_user: Vec<u8> = conn
+            .query_row(
+                "SELECT digest FROM access_tokens WHERE username = 'u'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(by_user, [2]);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT digest FROM access_tokens WHERE username = 'u'",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("access_tokens_user"), "{plan}");
+    }
+}
