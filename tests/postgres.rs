@@ -303,9 +303,9 @@ fn partial_token_indexes_serve_the_lookups() {
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     // An empty table is cheapest to scan; the question is which index a search can use.
     db.batch_execute("SET enable_seqscan = off").unwrap();
-    for (column, index) in [
-        ("username", "access_tokens_user"),
-        ("refresh_digest", "access_tokens_refresh"),
+    for (column, index, value) in [
+        ("username", "access_tokens_user", "'u'"),
+        ("refresh_digest", "access_tokens_refresh", "'\\x00'::bytea"),
     ] {
         let def: String = db
             .query_one(
@@ -318,11 +318,6 @@ fn partial_token_indexes_serve_the_lookups() {
             def.ends_with(&format!("WHERE ({column} IS NOT NULL)")),
             "{def}"
         );
-        let value = if column == "username" {
-            "'u'"
-        } else {
-            "'\\x00'::bytea"
-        };
         let plan: Vec<String> = db
             .query(
                 &format!(

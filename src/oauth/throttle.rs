@@ -185,23 +185,18 @@ impl Throttle {
             }
         }
         for key in keys {
-            // Each limiter's own clock: a new `DefaultClock` runs CPUID to detect the TSC,
-            // a trap to the hypervisor on a virtual machine (a quarter of issuance's CPU on one).
-            let verdict = match key {
-                Key::Client(id) => self
-                    .clients
-                    .check_key(&(Arc::clone(id), address))
-                    .map_err(|not_until| not_until.wait_time_from(self.clients.clock().now())),
-                Key::User(name) => self
-                    .users
-                    .check_key(&(Arc::clone(name), address))
-                    .map_err(|not_until| not_until.wait_time_from(self.users.clock().now())),
+            let (limiter, id) = match key {
+                Key::Client(id) => (&self.clients, id),
+                Key::User(name) => (&self.users, name),
             };
-            if let Err(retry_after) = verdict {
+            if let Err(not_until) = limiter.check_key(&(Arc::clone(id), address)) {
                 return Err(Throttled {
                     kind: key.kind(),
                     cause: "rate",
-                    retry_after,
+                    // The limiter's own clock: a new `DefaultClock` runs CPUID to detect the
+                    // TSC, a trap to the hypervisor on a virtual machine (a quarter of
+                    // issuance's CPU on one when it was made for every check).
+                    retry_after: not_until.wait_time_from(limiter.clock().now()),
                 });
             }
         }

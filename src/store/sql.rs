@@ -136,12 +136,12 @@ pub fn owner_condition(dialect: &Dialect, owner: &TokenOwner) -> (String, Vec<St
 }
 
 /// A `client_credentials` access token has no user and no refresh token: the indexes on those
-/// columns leave NULLs out, so storing one writes two B-trees fewer (issuance +23% on the
-/// load harness). Every lookup on them is `column = ?`, which implies `IS NOT NULL`, so the
-/// planners of both engines use the partial indexes (the conditions above; a test in
-/// `store::sqlite::tx` reads SQLite's plans, one in `tests/postgres.rs` PostgreSQL's).
-/// Both engines' migrations apply this text; on a large store it rebuilds the two indexes
-/// once, at the first start of the new version.
+/// columns leave NULLs out, so storing one writes two B-trees fewer (issuance +12-14% alone,
+/// +33-36% beside the throttle's clock change: benches/README.md, 2026-12-02). Every lookup
+/// on them is `column = ?`, which implies `IS NOT NULL`, so the planners of both engines use
+/// the partial indexes (the conditions above; a test in `store::sqlite::tx` reads SQLite's
+/// plans, one in `tests/postgres.rs` PostgreSQL's). Both engines' migrations apply this text;
+/// on a large store it rebuilds the two indexes once, at the first start of the new version.
 pub const PARTIAL_TOKEN_INDEXES: &str = r#"
 DROP INDEX access_tokens_user;
 CREATE INDEX access_tokens_user ON access_tokens(username) WHERE username IS NOT NULL;

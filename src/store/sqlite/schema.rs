@@ -141,8 +141,7 @@ mod tests {
     /// lookup by user still searches the index.
     #[test]
     fn a_store_of_the_previous_version_keeps_its_tokens() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("old.db")).unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
         for sql in &MIGRATIONS[..3] {
             conn.execute_batch(sql).unwrap();
         }

@@ -521,9 +521,8 @@ mod tests {
     /// and SQLite uses one only when the condition implies `IS NOT NULL`).
     #[test]
     fn every_token_filter_is_an_index_search() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join("plans.db")).unwrap();
-        super::super::schema::migrate(&mut conn).unwrap();
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::sqlite::schema::migrate(&mut conn).unwrap();
         let d = Digest::of("x");
         let grant = TokenFilter::Grant {
             user: "u",
