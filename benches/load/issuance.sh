@@ -27,6 +27,8 @@ writer_ticks() { # the store's writer thread (named portcullis-sqlite-writer, cu
   echo 0
 }
 
+per_token() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }'; } # TICKS TOKENS -> us
+
 issue() { # $1 binary, $2 a name for its work folder
   local dir="$WORK/$2" pid client cid secret before wbefore out after wafter reqs
   mkdir -p "$dir"
@@ -60,8 +62,7 @@ CONF
   printf '  %-44s %9s tokens/s  p99 %7s ms  %6s us CPU/token (writer thread %s)  non-2xx %s\n' \
     "$1" "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" \
     "$(ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")" \
-    "$(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')" \
-    "$(awk -v t=$((wafter - wbefore)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')" \
+    "$(per_token $((after - before)) "$reqs")" "$(per_token $((wafter - wbefore)) "$reqs")" \
     "$(echo "$out" | awk '/Non-2xx/ {print $4}' | grep . || echo 0)"
   rm -rf "$dir"
 }
