@@ -38,6 +38,29 @@ impl Digest {
     }
 }
 
+/// Whether two byte strings are equal, in a time that depends on their length only, never on
+/// where they first differ. For the request path, where a connection's remembered token is
+/// compared with every request's: `subtle`'s slice comparison puts each byte through an
+/// optimization barrier of its own, about 650 instructions for an access token under
+/// callgrind (2.4% of a proxied request); this compares eight bytes at a time and passes the
+/// accumulated difference through one barrier per word, so that the compiler cannot learn
+/// its value early and stop at the first difference.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        diff = std::hint::black_box(diff | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y)));
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
 impl fmt::Debug for Digest {
     // A digest is not a secret, but it is a lookup key: print a short fingerprint only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -293,6 +316,34 @@ mod tests {
         assert!(d.ct_eq(&Digest::of("abc")));
         assert!(!d.ct_eq(&Digest::of("abd")));
         assert!(!format!("{d:?}").contains("abc"));
+    }
+
+    /// `same_bytes` says what `==` says: for every length around the word size and an
+    /// access token's, every position of a single differing byte (in a whole word and in the
+    /// tail), and lengths that differ.
+    #[test]
+    fn same_bytes_is_equality() {
+        for len in 0..=70usize {
+            let a: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "equal, {len} bytes");
+            for at in 0..len {
+                for flip in [0x01, 0x80, 0xff] {
+                    let mut b = a.clone();
+                    b[at] ^= flip;
+                    assert!(!same_bytes(&a, &b), "{len} bytes, byte {at} ^ {flip:#x}");
+                }
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!same_bytes(&a, &longer), "{len} against {} bytes", len + 1);
+            assert!(!same_bytes(&longer, &a), "{} against {len} bytes", len + 1);
+        }
+        let token = generate_secret(ACCESS_TOKEN_PREFIX);
+        assert!(same_bytes(token.as_bytes(), token.clone().as_bytes()));
+        assert!(!same_bytes(
+            token.as_bytes(),
+            generate_secret(ACCESS_TOKEN_PREFIX).as_bytes()
+        ));
     }
 
     #[test]

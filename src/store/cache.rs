@@ -32,12 +32,11 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use moka::sync::Cache;
-use subtle::ConstantTimeEq;
 
 use super::{SharedStore, StoreError};
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
-use crate::crypto::Digest;
+use crate::crypto::{Digest, same_bytes};
 use crate::metrics::Metrics;
 use crate::principal::{Identity, Principal};
 
@@ -270,7 +269,7 @@ impl LastToken {
     fn recall(&self, token: &str, epoch: u64, now: i64) -> Option<Principal> {
         let last = self.0.try_lock().ok()?;
         let r = last.as_ref()?;
-        let same = bool::from(r.token.as_bytes().ct_eq(token.as_bytes()));
+        let same = same_bytes(r.token.as_bytes(), token.as_bytes());
         (same && r.epoch == epoch && r.principal.expires_at > now).then(|| r.principal.clone())
     }
 

@@ -6,9 +6,8 @@
 use http::HeaderMap;
 use http::header::{COOKIE, HeaderValue};
 use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 
-use crate::crypto::{Digest, generate_secret};
+use crate::crypto::{Digest, generate_secret, same_bytes};
 use crate::store::{SessionRecord, SharedStore, StoreError};
 
 pub const SESSION_COOKIE: &str = "portcullis_session";
@@ -42,7 +41,7 @@ fn csrf_of(session_id: &str) -> String {
 
 /// True when the two are equal, compared in constant time.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// A cookie's value from the request (every `Cookie` field, HTTP/2 may send several).
