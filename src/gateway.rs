@@ -166,78 +166,95 @@ struct RequestContext {
 }
 
 impl Gateway {
-    pub async fn handle(
+    /// One request's life, from its head to its response.
+    // A function returning an `async move` block, not an `async fn`: an `async fn`'s future
+    // keeps each argument twice across an await, as the argument and as the local it is
+    // moved into (rust-lang/rust#62958), and hyper moves this future twice per request
+    // (benches/README.md, "The request's future").
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    pub fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         session: Arc<Session>,
-    ) -> Response<Body> {
-        let mut ctx = RequestContext {
-            started: Instant::now(),
-            route: None,
-            allowed: None,
-            upstream: None,
-            principal: None,
-            path: None,
-            request_id: request_id::of(req.headers()),
-        };
-        let method = req.method().clone();
-        // route: the head is checked and the target resolved once, for every endpoint, so
-        // that the /o/ namespace is recognised on the same canonical path routing uses.
-        let resolved = crate::request::validate(req.version(), req.uri(), req.headers())
-            .map_err(GatewayError::from)
-            .and_then(|authority| {
-                let own = |p: &str| Endpoint::for_path(p).is_some() || Page::for_path(p).is_some();
-                let target = resolve(&self.routes, req.method(), req.version(), req.uri(), own)?;
-                Ok((authority, target))
-            });
-        let result = match resolved {
-            Ok((_, Resolved::Own(path))) => {
-                let mut resp = self.serve_own(&path, req, &session).await;
-                resp.headers_mut()
-                    .insert(&X_REQUEST_ID, ctx.request_id.clone());
-                tracing::info!(
-                    target: "portcullis::access",
-                    method = %method,
-                    path,
-                    endpoint = "/o/",
-                    status = resp.status().as_u16(),
-                    duration_us = ctx.started.elapsed().as_micros() as u64,
-                    request_id = ctx.request_id.to_str().unwrap_or_default(),
-                    "request"
-                );
-                return resp;
-            }
-            Ok((authority, Resolved::Route(route, canonical))) => {
-                ctx.path = Some(canonical);
-                ctx.route = Some((Arc::clone(&route.id), route.index));
-                let deadline = ctx.started + self.request_timeout;
-                self.proxy(req, route, authority, &session, &mut ctx, deadline)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let reason = match &result {
-            Ok(_) => ctx.allowed,
-            Err(e) => denial(e).or(ctx.allowed),
-        }
-        .unwrap_or(Reason::Incomplete);
-        let mut resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                match e.source() {
-                    ErrorSource::Client => {}
-                    ErrorSource::Upstream => {
-                        tracing::warn!(error = %e, upstream = ctx.upstream.as_deref(), "upstream failure")
-                    }
-                    ErrorSource::Internal => tracing::error!(error = %e, "request failed"),
+    ) -> impl Future<Output = Response<Body>> {
+        async move {
+            let mut ctx = RequestContext {
+                started: Instant::now(),
+                route: None,
+                allowed: None,
+                upstream: None,
+                principal: None,
+                path: None,
+                request_id: request_id::of(req.headers()),
+            };
+            let method = req.method().clone();
+            // route: the head is checked and the target resolved once, for every endpoint, so
+            // that the /o/ namespace is recognised on the same canonical path routing uses.
+            let resolved = crate::request::validate(req.version(), req.uri(), req.headers())
+                .map_err(GatewayError::from)
+                .and_then(|authority| {
+                    let own =
+                        |p: &str| Endpoint::for_path(p).is_some() || Page::for_path(p).is_some();
+                    let target =
+                        resolve(&self.routes, req.method(), req.version(), req.uri(), own)?;
+                    Ok((authority, target))
+                });
+            let result = match resolved {
+                Ok((_, Resolved::Own(path))) => {
+                    let mut resp = self.serve_own(&path, req, &session).await;
+                    resp.headers_mut()
+                        .insert(&X_REQUEST_ID, ctx.request_id.clone());
+                    tracing::info!(
+                        target: "portcullis::access",
+                        method = %method,
+                        path,
+                        endpoint = "/o/",
+                        status = resp.status().as_u16(),
+                        duration_us = ctx.started.elapsed().as_micros() as u64,
+                        request_id = ctx.request_id.to_str().unwrap_or_default(),
+                        "request"
+                    );
+                    return resp;
                 }
-                e.into_response(&self.realm)
+                Ok((authority, Resolved::Route(route, canonical))) => {
+                    ctx.path = Some(canonical);
+                    ctx.route = Some((Arc::clone(&route.id), route.index));
+                    let deadline = ctx.started + self.request_timeout;
+                    self.proxy(req, route, authority, &session, &mut ctx, deadline)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let reason = match &result {
+                Ok(_) => ctx.allowed,
+                Err(e) => denial(e).or(ctx.allowed),
             }
-        };
-        resp.headers_mut()
-            .insert(&X_REQUEST_ID, ctx.request_id.clone());
-        self.log(&ctx, reason, &method, &resp);
-        resp
+            .unwrap_or(Reason::Incomplete);
+            let mut resp = match result {
+                Ok(resp) => resp,
+                Err(e) => {
+                    match e.source() {
+                        ErrorSource::Client => {}
+                        ErrorSource::Upstream => {
+                            tracing::warn!(
+                                error = %e,
+                                upstream = ctx.upstream.as_deref(),
+                                "upstream failure"
+                            )
+                        }
+                        ErrorSource::Internal => tracing::error!(error = %e, "request failed"),
+                    }
+                    e.into_response(&self.realm)
+                }
+            };
+            resp.headers_mut()
+                .insert(&X_REQUEST_ID, ctx.request_id.clone());
+            self.log(&ctx, reason, &method, &resp);
+            resp
+        }
     }
 
     /// A path of the gateway's own: an authorization-server endpoint or a page, bounded by
@@ -270,80 +287,100 @@ impl Gateway {
 
     /// The phases after **route** for a request to `route`. `authority` is the request's
     /// validated `Host` (or `:authority`).
-    async fn proxy(
-        &self,
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    fn proxy<'a>(
+        &'a self,
         req: Request<Incoming>,
-        route: &Route,
+        route: &'a Route,
         authority: Option<HeaderValue>,
-        session: &Session,
-        ctx: &mut RequestContext,
+        session: &'a Session,
+        ctx: &'a mut RequestContext,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<Body>, GatewayError> {
-        // `deadline` (the request timeout) bounds every phase that may wait. Each is polled
-        // before its timer is armed, so a phase that does not wait (a cache hit, a streamed
-        // body) costs no timer, and the upstream phase arms one timer for whichever of the
-        // request and response timeouts comes first.
-        // authorize
-        if guard::credential_in_query(req.uri().query()) {
-            return Err(GatewayError::CredentialInRequest);
+    ) -> impl Future<Output = Result<Response<Body>, GatewayError>> + 'a {
+        async move {
+            // `deadline` (the request timeout) bounds every phase that may wait. Each is
+            // polled before its timer is armed, so a phase that does not wait (a cache hit)
+            // costs no timer, a streamed body is not waited for here, and the upstream phase
+            // arms one timer for whichever of the request and response timeouts comes first.
+            // authorize
+            if guard::credential_in_query(req.uri().query()) {
+                return Err(GatewayError::CredentialInRequest);
+            }
+            within(deadline, self.authorize(route, &req, session, ctx)).await??;
+
+            // upstream_request
+            let upstream = self.upstreams.get(route.upstream_index).ok_or_else(|| {
+                GatewayError::Internal(format!("upstream {} missing", route.upstream))
+            })?;
+            ctx.upstream = Some(Arc::clone(&upstream.name));
+            // The canonical path was moved into the context (for the log) and is read from
+            // there.
+            let path =
+                upstream.path_for(ctx.path.as_deref().unwrap_or_default(), req.uri().query())?;
+            let affinity = session.affinity.for_version(req.version());
+            // In a block: what builds the upstream request is gone before the exchange
+            // waits, so the future does not keep it (the request's parts, borrowed here,
+            // would otherwise stay in it to the end).
+            let (sent, exchange) = {
+                let forwarded = Forwarded {
+                    peer: session.forwarded_for.clone(),
+                    proto: HeaderValue::from_static(if session.conn.tls {
+                        "https"
+                    } else {
+                        "http"
+                    }),
+                    host: authority,
+                };
+                let (mut parts, body) = req.into_parts();
+                // The body is cut off (413) once it grows past its limit. A form body is read
+                // first (boxed: its future is large, and inline every request's future would
+                // be as large and be copied as often).
+                let limit = body_limit(&parts.headers, route.max_body_bytes)?;
+                let body = if is_form_urlencoded(&parts.headers) {
+                    within(deadline, Box::pin(read_form(body, limit))).await??
+                } else {
+                    Limited::new(body, limit).boxed_unsync()
+                };
+                strip_request_headers(&mut parts.headers, &self.identity_headers);
+                let fields = GatewayFields {
+                    identity_headers: &self.identity_headers,
+                    forwarded: &forwarded,
+                    identity: ctx.principal.as_ref().map(|p| &p.header_values),
+                    request_id: &ctx.request_id,
+                };
+                // send
+                let req = Request::from_parts(parts, body);
+                let sent = Instant::now();
+                (sent, upstream.send(req, path, &fields, affinity, deadline))
+            };
+            let result = exchange.await;
+            let status_class = match &result {
+                Ok(resp) => Metrics::status_class(resp.status().as_u16()),
+                Err(GatewayError::UpstreamTimeout | GatewayError::RequestTimeout) => "timeout",
+                Err(GatewayError::BodyTooLarge) => "request_too_large",
+                Err(_) => "error",
+            };
+            self.metrics.observe_upstream(
+                &self.hot_metrics,
+                upstream.id(),
+                &upstream.name,
+                status_class,
+                sent.elapsed().as_secs_f64(),
+            );
+
+            // upstream_response
+            let mut resp = result?;
+            // Hop-by-hop headers go, and with `Transfer-Encoding` a stale `Content-Length`
+            // beside it (RFC 9112 §6.3): the body is re-framed for the client.
+            strip_hop_by_hop(resp.headers_mut());
+            if ctx.principal.is_some() {
+                vary_on_authorization(resp.headers_mut());
+            }
+            Ok(resp.map(http_body_util::Either::Right))
         }
-        within(deadline, self.authorize(route, &req, session, ctx)).await??;
-
-        // upstream_request
-        let upstream = self.upstreams.get(route.upstream_index).ok_or_else(|| {
-            GatewayError::Internal(format!("upstream {} missing", route.upstream))
-        })?;
-        ctx.upstream = Some(Arc::clone(&upstream.name));
-        // The canonical path was moved into the context (for the log) and is read from there.
-        let path = upstream.path_for(ctx.path.as_deref().unwrap_or_default(), req.uri().query())?;
-        let affinity = session.affinity.for_version(req.version());
-        let forwarded = Forwarded {
-            peer: session.forwarded_for.clone(),
-            proto: HeaderValue::from_static(if session.conn.tls { "https" } else { "http" }),
-            host: authority,
-        };
-        let (mut parts, body) = req.into_parts();
-        let identity = ctx.principal.as_ref().map(|p| &p.header_values);
-        let body = within(
-            deadline,
-            bounded_body(&parts.headers, body, route.max_body_bytes),
-        )
-        .await??;
-        strip_request_headers(&mut parts.headers, &self.identity_headers);
-        let fields = GatewayFields {
-            identity_headers: &self.identity_headers,
-            forwarded: &forwarded,
-            identity,
-            request_id: &ctx.request_id,
-        };
-        let req = Request::from_parts(parts, body);
-
-        // send
-        let sent = Instant::now();
-        let result = upstream.send(req, path, &fields, affinity, deadline).await;
-        let status_class = match &result {
-            Ok(resp) => Metrics::status_class(resp.status().as_u16()),
-            Err(GatewayError::UpstreamTimeout | GatewayError::RequestTimeout) => "timeout",
-            Err(GatewayError::BodyTooLarge) => "request_too_large",
-            Err(_) => "error",
-        };
-        self.metrics.observe_upstream(
-            &self.hot_metrics,
-            upstream.id(),
-            &upstream.name,
-            status_class,
-            sent.elapsed().as_secs_f64(),
-        );
-
-        // upstream_response
-        let mut resp = result?;
-        // Hop-by-hop headers go, and with `Transfer-Encoding` a stale `Content-Length` beside
-        // it (RFC 9112 §6.3): the body is re-framed for the client.
-        strip_hop_by_hop(resp.headers_mut());
-        if ctx.principal.is_some() {
-            vary_on_authorization(resp.headers_mut());
-        }
-        Ok(resp.map(http_body_util::Either::Right))
     }
 
     async fn authorize(
@@ -421,34 +458,50 @@ fn denial(e: &GatewayError) -> Option<Reason> {
     })
 }
 
-/// `phase`, or a request timeout once `deadline` passes. The timer is made only if the phase
-/// has to wait: most finish at their first poll (a cache hit, a body that streams), and a
-/// `tokio::time::Timeout` makes its timer (the runtime's handle looked up and cloned) for
-/// every request, and is moved with the request's future.
-async fn within<T>(deadline: Instant, phase: impl Future<Output = T>) -> Result<T, GatewayError> {
-    let mut phase = std::pin::pin!(phase);
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(done) = phase.as_mut().poll(cx) {
+pin_project_lite::pin_project! {
+    /// `phase`, or a request timeout once `deadline` passes. The timer is made only if the
+    /// phase has to wait: most finish at their first poll (a cache hit), and a
+    /// `tokio::time::Timeout` makes its timer (the runtime's handle looked up and cloned) for
+    /// every request, and is moved with the request's future. A future of its own rather
+    /// than an `async fn`, which would hold `phase` twice (rust-lang/rust#62958).
+    struct Within<F> {
+        #[pin]
+        phase: F,
+        deadline: Instant,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+fn within<F: Future>(deadline: Instant, phase: F) -> Within<F> {
+    Within {
+        phase,
+        deadline,
+        timer: None,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, GatewayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(done) = this.phase.poll(cx) {
             return Poll::Ready(Ok(done));
         }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        let deadline = *this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         timer
             .as_mut()
             .poll(cx)
             .map(|()| Err(GatewayError::RequestTimeout))
-    })
-    .await
+    }
 }
 
-/// The request body for the upstream, at most `max` bytes: refused at once when the declared
-/// length is larger, cut off (413) when a streamed body grows past it. A form body is read
-/// first so that an `access_token` parameter in it (RFC 6750 §2.2) can be refused.
-async fn bounded_body(
-    headers: &http::HeaderMap,
-    body: Incoming,
-    max: u64,
-) -> Result<UpstreamBody, GatewayError> {
+/// The most bytes the request body for the upstream may have: `max`, refused at once (413)
+/// when the declared length is larger.
+fn body_limit(headers: &http::HeaderMap, max: u64) -> Result<usize, GatewayError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -456,21 +509,23 @@ async fn bounded_body(
     if declared.is_some_and(|n| n > max) {
         return Err(GatewayError::BodyTooLarge);
     }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    if is_form_urlencoded(headers) {
-        let bytes: Bytes = match Limited::new(body, limit).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(GatewayError::BodyTooLarge);
-            }
-            Err(_) => return Err(GatewayError::BodyUnreadable),
-        };
-        if guard::credential_in_form(&bytes) {
-            return Err(GatewayError::CredentialInRequest);
+    Ok(usize::try_from(max).unwrap_or(usize::MAX))
+}
+
+/// A form body for the upstream, read whole (at most `limit` bytes, else 413) so that an
+/// `access_token` parameter in it (RFC 6750 §2.2) can be refused.
+async fn read_form(body: Incoming, limit: usize) -> Result<UpstreamBody, GatewayError> {
+    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(GatewayError::BodyTooLarge);
         }
-        return Ok(Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync());
+        Err(_) => return Err(GatewayError::BodyUnreadable),
+    };
+    if guard::credential_in_form(&bytes) {
+        return Err(GatewayError::CredentialInRequest);
     }
-    Ok(Limited::new(body, limit).boxed_unsync())
+    Ok(Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync())
 }

@@ -27,6 +27,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::either::Either;
 
 pub use headers::{
     Forwarded, GatewayFields, forwarded_for, strip_hop_by_hop, strip_request_headers,
@@ -186,14 +187,17 @@ impl Upstream {
     /// response headers must arrive within the response timeout (else 504) and before the
     /// request's deadline (else 408). Connection failures are 502. The request goes with
     /// `Host` and `fields` set.
-    pub async fn send(
-        &self,
+    ///
+    /// The request is encoded (or handed to the pooled client) at the call, so the future
+    /// keeps only what the exchange needs, not the request and `fields` as well.
+    pub fn send<'a>(
+        &'a self,
         mut req: Request<UpstreamBody>,
         path: PathAndQuery,
         fields: &GatewayFields<'_>,
-        affinity: Option<&Affinity>,
+        affinity: Option<&'a Affinity>,
         request_deadline: tokio::time::Instant,
-    ) -> Result<Response<Relayed>, GatewayError> {
+    ) -> impl Future<Output = Result<Response<Relayed>, GatewayError>> + use<'a> {
         // Whichever comes first: the upstream's response timeout (504) or the request's own
         // deadline (408).
         let response_deadline = tokio::time::Instant::now() + self.config.response_timeout;
@@ -202,12 +206,15 @@ impl Upstream {
         } else {
             (response_deadline, Expiry::Response)
         };
+        // Two futures, one for each way: each keeps only what its exchange needs.
         match affinity {
             Some(affinity) => {
                 let host = std::iter::once((&HOST, &self.host));
                 let mut out = h1::Outgoing::new(req, path.as_str(), host.chain(fields.iter()));
-                let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
-                refuse_upgrade(resp.map(Relayed::Own))
+                Either::Left(async move {
+                    let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
+                    refuse_upgrade(resp.map(Relayed::Own))
+                })
             }
             None => {
                 req.headers_mut().insert(HOST, self.host.clone());
@@ -215,13 +222,19 @@ impl Upstream {
                 *req.version_mut() = Version::HTTP_11;
                 let mut parts = self.origin.clone().into_parts();
                 parts.path_and_query = Some(path);
-                *req.uri_mut() =
-                    Uri::from_parts(parts).map_err(|e| GatewayError::Internal(e.to_string()))?;
-                let resp = tokio::time::timeout_at(deadline, self.pooled.request(req))
-                    .await
-                    .map_err(|_| expiry.error())?
-                    .map_err(classify)?;
-                refuse_upgrade(resp.map(Relayed::Pooled))
+                let pending = Uri::from_parts(parts)
+                    .map_err(|e| GatewayError::Internal(e.to_string()))
+                    .map(|uri| {
+                        *req.uri_mut() = uri;
+                        tokio::time::timeout_at(deadline, self.pooled.request(req))
+                    });
+                Either::Right(async move {
+                    let resp = pending?
+                        .await
+                        .map_err(|_| expiry.error())?
+                        .map_err(classify)?;
+                    refuse_upgrade(resp.map(Relayed::Pooled))
+                })
             }
         }
     }
@@ -231,35 +244,45 @@ impl Upstream {
     /// reused connection that the upstream turns out to have closed meanwhile (not a byte of
     /// response) is replaced, and the request sent again when that is safe
     /// ([`h1::Outgoing::may_retry`]).
-    async fn send_on(
-        &self,
-        affinity: &Affinity,
-        out: &mut h1::Outgoing<UpstreamBody>,
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    fn send_on<'a>(
+        &'a self,
+        affinity: &'a Affinity,
+        out: &'a mut h1::Outgoing<UpstreamBody>,
         deadline: tokio::time::Instant,
         expiry: Expiry,
-    ) -> Result<Response<h1::ResponseBody>, GatewayError> {
-        let home = || Home::new(Arc::clone(&affinity.held), self.key);
-        let failed = |failed: h1::Failed| match failed.error {
-            h1::Error::TimedOut => expiry.error(),
-            error => classify(error),
-        };
-        if let Some(mut conn) = affinity.held.take(self.key)
-            && conn.is_usable()
-        {
-            match h1::send(conn, out, home(), deadline).await {
-                Ok(resp) => return Ok(resp),
-                Err(f) if f.closed_unanswered() && out.may_retry() => {}
-                Err(f) => return Err(failed(f)),
+    ) -> impl Future<Output = Result<Response<h1::ResponseBody>, GatewayError>> + 'a {
+        async move {
+            let home = || Home::new(Arc::clone(&affinity.held), self.key);
+            let failed = |failed: h1::Failed| match failed.error {
+                h1::Error::TimedOut => expiry.error(),
+                error => classify(error),
+            };
+            // Taken in a statement of its own: taken in the `if let`, the emptied `Option`
+            // would keep a place of its own in the future beside the connection.
+            let idle = affinity
+                .held
+                .take(self.key)
+                .and_then(h1::Connection::usable);
+            if let Some(conn) = idle {
+                match h1::send(conn, out, home(), deadline).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(f) if f.closed_unanswered() && out.may_retry() => {}
+                    Err(f) => return Err(failed(f)),
+                }
             }
+            // Boxed: connecting is rare and its future large; inline it would enlarge (and be
+            // copied with) every request's future. The exchange's own timer starts after it,
+            // so the deadline covers connecting here.
+            let conn = Box::pin(tokio::time::timeout_at(deadline, self.dialer.connect()))
+                .await
+                .map_err(|_| expiry.error())?
+                .map_err(|e| classify(ConnectError(e)))?;
+            h1::send(conn, out, home(), deadline).await.map_err(failed)
         }
-        // Boxed: connecting is rare and its future large; inline it would enlarge (and be
-        // copied with) every request's future. The exchange's own timer starts after it, so
-        // the deadline covers connecting here.
-        let conn = Box::pin(tokio::time::timeout_at(deadline, self.dialer.connect()))
-            .await
-            .map_err(|_| expiry.error())?
-            .map_err(|e| classify(ConnectError(e)))?;
-        h1::send(conn, out, home(), deadline).await.map_err(failed)
     }
 }
 

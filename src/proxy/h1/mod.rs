@@ -168,6 +168,11 @@ impl Connection {
             .is_pending()
     }
 
+    /// The connection, if it [`is_usable`](Connection::is_usable).
+    pub fn usable(mut self) -> Option<Connection> {
+        self.is_usable().then_some(self)
+    }
+
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
             self.read.reserve(READ_CHUNK);
@@ -256,92 +261,100 @@ impl Failed {
 /// Sends `req` on `conn` and reads the response head, which must arrive by `deadline`
 /// ([`Error::TimedOut`]). The body streams from `conn`; a reusable connection goes to
 /// `home` once the body has been read whole.
-pub async fn send<B>(
+// A function returning an `async move` block, not an `async fn`, which would keep each
+// argument twice in its future (rust-lang/rust#62958).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice"
+)]
+pub fn send<B>(
     mut conn: Connection,
     req: &mut Outgoing<B>,
     home: Home,
     deadline: Instant,
-) -> Result<Response<ResponseBody>, Failed>
+) -> impl Future<Output = Result<Response<ResponseBody>, Failed>>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut writer = Writer::new(req.head.clone(), req.length, req.body.is_some());
-    // Start after the other tasks that are ready: tokio runs a yielded task again only once
-    // it has polled its I/O driver, so the upstream requests of everything that arrived
-    // together go out together. An upstream on the same CPU then wakes once per batch instead
-    // of preempting the worker at every request (benches/load/run.sh, the upstream on the
-    // worker's CPU: 0.83 context switches per request without this, 0.455 with it, the hyper
-    // floor's figure; with a token 0.76x nginx without, 0.80x with).
-    tokio::task::yield_now().await;
-    conn.arm_timer(deadline);
-    let mut body_slot = req.body.take();
-    // Any byte from the upstream, interim responses included.
-    let mut received = false;
-    let head = poll_fn(|cx| {
-        loop {
-            // Write side: the queue out, then the next body frame into it.
-            let mut wrote = false;
-            if !writer.finished() {
-                match writer.poll(cx, &mut conn.io, &mut body_slot) {
-                    Poll::Ready(Ok(progressed)) => wrote = progressed,
-                    Poll::Ready(Err(error)) => {
-                        return Poll::Ready(Err(Failed {
-                            nothing_received: !received,
-                            error,
-                        }));
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            // Read side: a head may come at any time, even before the body has gone.
-            match conn.poll_read_more(cx) {
-                Poll::Ready(Ok(0)) => {
-                    // A head already complete was parsed when it arrived.
-                    return Poll::Ready(Err(Failed {
-                        nothing_received: !received,
-                        error: Error::ClosedBeforeHead,
-                    }));
-                }
-                Poll::Ready(Ok(_)) => {
-                    received = true;
-                    match codec::parse_head(&mut conn.read, &req.method) {
-                        Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                        Ok(None) => continue,
-                        Err(e) => {
+    async move {
+        let mut writer = Writer::new(req.head.clone(), req.length, req.body.is_some());
+        // Start after the other tasks that are ready: tokio runs a yielded task again only once
+        // it has polled its I/O driver, so the upstream requests of everything that arrived
+        // together go out together. An upstream on the same CPU then wakes once per batch instead
+        // of preempting the worker at every request (benches/load/run.sh, the upstream on the
+        // worker's CPU: 0.83 context switches per request without this, 0.455 with it, the hyper
+        // floor's figure; with a token 0.76x nginx without, 0.80x with).
+        tokio::task::yield_now().await;
+        conn.arm_timer(deadline);
+        let mut body_slot = req.body.take();
+        // Any byte from the upstream, interim responses included.
+        let mut received = false;
+        let head = poll_fn(|cx| {
+            loop {
+                // Write side: the queue out, then the next body frame into it.
+                let mut wrote = false;
+                if !writer.finished() {
+                    match writer.poll(cx, &mut conn.io, &mut body_slot) {
+                        Poll::Ready(Ok(progressed)) => wrote = progressed,
+                        Poll::Ready(Err(error)) => {
                             return Poll::Ready(Err(Failed {
-                                nothing_received: false,
-                                error: Error::Framing(e),
+                                nothing_received: !received,
+                                error,
                             }));
                         }
+                        Poll::Pending => {}
                     }
                 }
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(Err(Failed {
-                        nothing_received: !received,
-                        error: Error::Io(e),
-                    }));
+                // Read side: a head may come at any time, even before the body has gone.
+                match conn.poll_read_more(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        // A head already complete was parsed when it arrived.
+                        return Poll::Ready(Err(Failed {
+                            nothing_received: !received,
+                            error: Error::ClosedBeforeHead,
+                        }));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        received = true;
+                        match codec::parse_head(&mut conn.read, &req.method) {
+                            Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                            Ok(None) => continue,
+                            Err(e) => {
+                                return Poll::Ready(Err(Failed {
+                                    nothing_received: false,
+                                    error: Error::Framing(e),
+                                }));
+                            }
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(Failed {
+                            nothing_received: !received,
+                            error: Error::Io(e),
+                        }));
+                    }
+                    Poll::Pending if wrote => continue,
+                    Poll::Pending => {}
                 }
-                Poll::Pending if wrote => continue,
-                Poll::Pending => {}
+                return match conn.poll_timer(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(Failed {
+                        nothing_received: !received,
+                        error: Error::TimedOut,
+                    })),
+                    Poll::Pending => Poll::Pending,
+                };
             }
-            return match conn.poll_timer(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(Failed {
-                    nothing_received: !received,
-                    error: Error::TimedOut,
-                })),
-                Poll::Pending => Poll::Pending,
-            };
-        }
-    })
-    .await?;
-    // A response before the whole request went out: the rest is not sent, so the upstream
-    // may still be waiting for it: the connection cannot be reused.
-    let reusable = head.reusable && writer.finished();
-    let body = ResponseBody::new(conn, head.framing, reusable, home);
-    let mut resp = Response::new(body);
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = head.version;
-    *resp.headers_mut() = head.headers;
-    Ok(resp)
+        })
+        .await?;
+        // A response before the whole request went out: the rest is not sent, so the upstream
+        // may still be waiting for it: the connection cannot be reused.
+        let reusable = head.reusable && writer.finished();
+        let body = ResponseBody::new(conn, head.framing, reusable, home);
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        Ok(resp)
+    }
 }
