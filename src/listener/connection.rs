@@ -218,7 +218,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 }
 
 /// The requests of one connection: how many are open (from the head until the response body
-/// is sent or dropped), whether there ever was one, and when the last one opened or closed.
+/// is sent or dropped), whether there ever was one, and when the last one closed.
 /// Bytes that move without a request (HTTP/2 PINGs, SETTINGS, a trickle) do not count.
 struct Activity {
     started: Instant,
@@ -323,9 +323,10 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn enter(activity: Arc<Activity>) -> InFlight {
+        // No clock read here: idleness is only judged with no request open, and the last
+        // request's end (`drop`) is what it runs from.
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         activity.any.store(true, Ordering::Relaxed);
-        activity.touch();
         InFlight(activity)
     }
 }
