@@ -354,7 +354,10 @@ impl Gateway {
                 // send
                 let req = Request::from_parts(parts, body);
                 let sent = Instant::now();
-                (sent, upstream.send(req, path, &fields, affinity, deadline))
+                (
+                    sent,
+                    upstream.send(req, path, &fields, affinity, sent, deadline),
+                )
             };
             let result = exchange.await;
             let status_class = match &result {

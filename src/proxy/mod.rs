@@ -184,9 +184,12 @@ impl Upstream {
 
     /// Sends the request for `path` (from [`Upstream::path_for`]) on the client connection's
     /// own upstream connection when `affinity` is given, else through the shared pool. The
-    /// response headers must arrive within the response timeout (else 504) and before the
-    /// request's deadline (else 408). Connection failures are 502. The request goes with
-    /// `Host` and `fields` set.
+    /// response headers must arrive within the response timeout of `sent` (else 504) and
+    /// before the request's deadline (else 408). Connection failures are 502. The request
+    /// goes with `Host` and `fields` set.
+    ///
+    /// `sent` is the caller's reading of the clock as it sends, which also times the
+    /// exchange for the metrics: one reading serves both.
     ///
     /// The request is encoded (or handed to the pooled client) at the call, so the future
     /// keeps only what the exchange needs, not the request and `fields` as well.
@@ -196,11 +199,12 @@ impl Upstream {
         path: PathAndQuery,
         fields: &GatewayFields<'_>,
         affinity: Option<&'a Affinity>,
+        sent: tokio::time::Instant,
         request_deadline: tokio::time::Instant,
     ) -> impl Future<Output = Result<Response<Relayed>, GatewayError>> + use<'a> {
         // Whichever comes first: the upstream's response timeout (504) or the request's own
         // deadline (408).
-        let response_deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        let response_deadline = sent + self.config.response_timeout;
         let (deadline, expiry) = if request_deadline < response_deadline {
             (request_deadline, Expiry::Request)
         } else {
