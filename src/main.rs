@@ -130,6 +130,8 @@ struct MigrateArgs {
     dry_run: bool,
 }
 
+// A client id is base64url, so one in 64 begins with `-`: every argument that takes one
+// allows a leading hyphen, or clap would read the id as an unknown flag.
 #[derive(Subcommand)]
 enum TokensCommand {
     /// List tokens, newest last.
@@ -138,7 +140,7 @@ enum TokensCommand {
         #[arg(long, conflicts_with = "client")]
         user: Option<String>,
         /// Only this client's tokens.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
         #[arg(long)]
         json: bool,
@@ -147,7 +149,7 @@ enum TokensCommand {
     Revoke {
         #[arg(long, conflicts_with = "client", required_unless_present = "client")]
         user: Option<String>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
     },
     /// Delete expired and revoked tokens now (django-oauth-toolkit's cleartokens).
@@ -216,9 +218,13 @@ enum ClientsCommand {
         json: bool,
     },
     /// Remove a client and every token issued to it.
-    Remove { client_id: String },
+    Remove {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Give a client a new secret; the old one stops working at once.
     RotateSecret {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         json: bool,
@@ -381,6 +387,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(cmd) => {
             let (config, store) = cli::manage::open(&cli.config).await?;
             cli::manage::tokens(cmd, &config, &store).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument that takes a client id takes one beginning with `-`, and the flags
+    /// after it are still read as flags.
+    #[test]
+    fn client_ids_may_begin_with_a_hyphen() {
+        let id = "-Yq3bX0b7tq9Cz1Vw4oWUGzDfUu8aX2k";
+        let parse = |args: &[&str]| {
+            let argv = std::iter::once("portcullis").chain(args.iter().copied());
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        };
+        match parse(&["tokens", "list", "--client", id, "--json"]).command {
+            Command::Tokens(TokensCommand::List { client, json, user }) => {
+                assert_eq!((client.as_deref(), json, user), (Some(id), true, None))
+            }
+            _ => panic!("tokens list"),
+        }
+        match parse(&["tokens", "revoke", "--client", id]).command {
+            Command::Tokens(TokensCommand::Revoke { client, user }) => {
+                assert_eq!((client.as_deref(), user), (Some(id), None))
+            }
+            _ => panic!("tokens revoke"),
+        }
+        match parse(&["clients", "remove", id]).command {
+            Command::Clients(ClientsCommand::Remove { client_id }) => assert_eq!(client_id, id),
+            _ => panic!("clients remove"),
+        }
+        match parse(&["clients", "rotate-secret", id, "--json"]).command {
+            Command::Clients(ClientsCommand::RotateSecret { client_id, json }) => {
+                assert_eq!((client_id.as_str(), json), (id, true))
+            }
+            _ => panic!("clients rotate-secret"),
         }
     }
 }
