@@ -130,14 +130,15 @@ struct MigrateArgs {
     dry_run: bool,
 }
 
-// A client id is base64url, so one in 64 begins with `-`: every argument that takes one
-// allows a leading hyphen, or clap would read the id as an unknown flag.
+// A client id is base64url, so one in 64 begins with `-`, and a username may begin with one
+// (Django's rule): every argument that takes either allows a leading hyphen, or clap would
+// read it as an unknown flag.
 #[derive(Subcommand)]
 enum TokensCommand {
     /// List tokens, newest last.
     List {
         /// Only this user's tokens.
-        #[arg(long, conflicts_with = "client")]
+        #[arg(long, conflicts_with = "client", allow_hyphen_values = true)]
         user: Option<String>,
         /// Only this client's tokens.
         #[arg(long, allow_hyphen_values = true)]
@@ -147,7 +148,12 @@ enum TokensCommand {
     },
     /// Revoke every live token of a user or a client.
     Revoke {
-        #[arg(long, conflicts_with = "client", required_unless_present = "client")]
+        #[arg(
+            long,
+            conflicts_with = "client",
+            required_unless_present = "client",
+            allow_hyphen_values = true
+        )]
         user: Option<String>,
         #[arg(long, allow_hyphen_values = true)]
         client: Option<String>,
@@ -160,6 +166,7 @@ enum TokensCommand {
 enum UsersCommand {
     /// Add a user; the password is read from standard input.
     Add {
+        #[arg(allow_hyphen_values = true)]
         name: String,
         #[command(flatten)]
         password: PasswordStdin,
@@ -170,9 +177,13 @@ enum UsersCommand {
     /// List users.
     List,
     /// Remove a user and every token issued to them.
-    Remove { name: String },
+    Remove {
+        #[arg(allow_hyphen_values = true)]
+        name: String,
+    },
     /// Set a user's password, read from standard input.
     SetPassword {
+        #[arg(allow_hyphen_values = true)]
         name: String,
         #[command(flatten)]
         password: PasswordStdin,
@@ -395,10 +406,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// Every argument that takes a client id takes one beginning with `-`, and the flags
-    /// after it are still read as flags.
+    /// Every argument that takes a client id or a username takes one beginning with `-`, and
+    /// the flags after it are still read as flags.
     #[test]
-    fn client_ids_may_begin_with_a_hyphen() {
+    fn ids_and_usernames_may_begin_with_a_hyphen() {
         let id = "-Yq3bX0b7tq9Cz1Vw4oWUGzDfUu8aX2k";
         let parse = |args: &[&str]| {
             let argv = std::iter::once("portcullis").chain(args.iter().copied());
@@ -415,6 +426,33 @@ mod tests {
                 assert_eq!((client.as_deref(), user), (Some(id), None))
             }
             _ => panic!("tokens revoke"),
+        }
+        let user = "-bob";
+        match parse(&["tokens", "list", "--user", user]).command {
+            Command::Tokens(TokensCommand::List { user: u, .. }) => {
+                assert_eq!(u.as_deref(), Some(user))
+            }
+            _ => panic!("tokens list --user"),
+        }
+        match parse(&["tokens", "revoke", "--user", user]).command {
+            Command::Tokens(TokensCommand::Revoke { user: u, .. }) => {
+                assert_eq!(u.as_deref(), Some(user))
+            }
+            _ => panic!("tokens revoke --user"),
+        }
+        match parse(&["users", "add", user, "--password-stdin", "--admin"]).command {
+            Command::Users(UsersCommand::Add { name, admin, .. }) => {
+                assert_eq!((name.as_str(), admin), (user, true))
+            }
+            _ => panic!("users add"),
+        }
+        match parse(&["users", "remove", user]).command {
+            Command::Users(UsersCommand::Remove { name }) => assert_eq!(name, user),
+            _ => panic!("users remove"),
+        }
+        match parse(&["users", "set-password", user, "--password-stdin"]).command {
+            Command::Users(UsersCommand::SetPassword { name, .. }) => assert_eq!(name, user),
+            _ => panic!("users set-password"),
         }
         match parse(&["clients", "remove", id]).command {
             Command::Clients(ClientsCommand::Remove { client_id }) => assert_eq!(client_id, id),
