@@ -151,7 +151,8 @@ context_switches() { # voluntary + involuntary, over every thread of a process
 }
 
 # run NAME URL PID [wrk args…] -> appends "NAME rps p50_ms p99_ms cpu_us_per_req non2xx
-# context_switches_per_req" to results
+# context_switches_per_req round" to results (round: $ROUND in the interleaved proxy rounds,
+# else 0)
 RESULTS="$WORK/results"
 : > "$RESULTS"
 ms() { # wrk latency value (e.g. 812.00us, 1.20ms, 2.01s) -> milliseconds
@@ -173,7 +174,7 @@ run() {
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
   local cs
   cs=$(awk -v d=$((cs_after - cs_before)) -v n="$reqs" 'BEGIN { printf "%.3f", d / n }')
-  echo "$name $rps $p50 $p99 $cpu_us ${non2xx:-0} $cs" >> "$RESULTS"
+  echo "$name $rps $p50 $p99 $cpu_us ${non2xx:-0} $cs ${ROUND:-0}" >> "$RESULTS"
   printf '  %-28s %10s req/s  p50 %7s ms  p99 %7s ms  %6s us CPU/req  %s cs/req  non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "$cs" "${non2xx:-0}" >&2
 }
 
@@ -204,6 +205,7 @@ syscalls() {
 echo "proxy rounds: $ROUNDS x ${SECONDS_PER}s per target, $CONNS connections, servers on CPU 0, wrk on CPU 1" >&2
 for r in $(seq "$ROUNDS"); do
   echo "round $r" >&2
+  ROUND=$r
   run direct "http://$UP/public/x" "$UP_W"
   run nginx "http://$NGX/public/x" "$PX_W"
   run hyper_floor "http://$FLOOR/public/x" "$FLOOR_PID"
@@ -218,6 +220,7 @@ echo "the same, the upstream moved to CPU 1 (beside wrk)" >&2
 if [ -n "$LOAD" ]; then
   taskset -pc 1 "$UP_W" >/dev/null
   for r in $(seq "$ROUNDS"); do
+    ROUND=$r
     run direct_up1 "http://$UP/public/x" "$UP_W"
     run nginx_up1 "http://$NGX/public/x" "$PX_W"
     run hyper_floor_up1 "http://$FLOOR/public/x" "$FLOOR_PID"
@@ -226,6 +229,7 @@ if [ -n "$LOAD" ]; then
   done
   taskset -pc 0 "$UP_W" >/dev/null
 fi
+ROUND=0
 echo "token endpoint and guard" >&2
 run issue_client_credentials "http://$PC/o/token/" "$PC_PID" -s "$WORK/cc.lua"
 run issue_password "http://$PC/o/token/" "$PC_PID" -s "$WORK/pw.lua"
@@ -253,7 +257,8 @@ run portcullis_close "http://$PC/public/x" "$PC_PID" -H "Connection: close"
 syscalls nginx_close "http://$NGX/public/x" "$PX_W" -H "Connection: close"
 syscalls portcullis_close "http://$PC/public/x" "$PC_PID" -H "Connection: close"
 summary=$(awk '
-  { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5; cs[$1] += $7 }
+  { n[$1]++; rps[$1] += $2; p50[$1] += $3; p99[$1] += $4; cpu[$1] += $5; cs[$1] += $7
+    if ($8 > 0) { r_rps[$1, $8] = $2; r_p99[$1, $8] = $4; r_cpu[$1, $8] = $5 } }
   END {
     printf "%-28s %12s %9s %9s %12s %10s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "cs/req"
     order = "direct nginx hyper_floor portcullis_none portcullis_token direct_up1 nginx_up1 hyper_floor_up1 portcullis_none_up1 portcullis_token_up1 nginx_close portcullis_close issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
@@ -275,6 +280,26 @@ summary=$(awk '
     }
     printf "a new connection per request: portcullis %.2fx nginx\n", rps["portcullis_close"]/rps["nginx_close"]
     printf "proxied p99 under password hashing / idle: %.2fx\n", p99["proxied_under_hashing"]/p99["proxied_idle"]
+    # Round by round: on a shared machine a whole round of one target, or of all, can be
+    # slowed by something else (its p99 jumps from a few ms to tens), which skews the means
+    # above. A round of a target whose p99 is over 4x the lowest of any proxy target in any
+    # round (of the same placement) is named as suspect.
+    printf "\nround by round (proxy targets interleaved; suspect: p99 over 4x the lowest of the rounds):\n"
+    split("nginx hyper_floor portcullis_none portcullis_token", proxies, " ")
+    for (s = 1; s <= 2; s++) {
+      suf = s == 1 ? "" : "_up1"
+      lo = 0
+      for (r = 1; (("nginx" suf, r) in r_rps); r++)
+        for (i = 1; i <= 4; i++) { v = r_p99[proxies[i] suf, r]; if (lo == 0 || v < lo) lo = v }
+      for (r = 1; (("nginx" suf, r) in r_rps); r++) {
+        suspect = ""
+        for (i = 1; i <= 4; i++) { k = proxies[i] suf; if (r_p99[k, r] > 4 * lo) suspect = suspect sprintf(" %s (%.1f ms)", k, r_p99[k, r]) }
+        t = "portcullis_token" suf; g = "nginx" suf; f = "hyper_floor" suf
+        printf "round %d%s: portcullis_token %.2fx nginx, %.2fx the hyper floor (CPU/req %.2fx); hyper floor %.2fx nginx; p99 portcullis_token %.2fx nginx; suspect:%s\n",
+          r, suf == "" ? "" : " (upstream on CPU 1)", r_rps[t, r] / r_rps[g, r], r_rps[t, r] / r_rps[f, r], r_cpu[t, r] / r_cpu[f, r],
+          r_rps[f, r] / r_rps[g, r], r_p99[t, r] / r_p99[g, r], suspect == "" ? " none" : suspect
+      }
+    }
   }' "$RESULTS")
 {
   echo "$(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
