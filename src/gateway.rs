@@ -326,12 +326,8 @@ impl Gateway {
             // would otherwise stay in it to the end).
             let (sent, exchange) = {
                 let forwarded = Forwarded {
-                    peer: session.forwarded_for.clone(),
-                    proto: HeaderValue::from_static(if session.conn.tls {
-                        "https"
-                    } else {
-                        "http"
-                    }),
+                    peer: &session.forwarded_for,
+                    proto: Forwarded::proto(session.conn.tls),
                     host: authority,
                 };
                 let (mut parts, body) = req.into_parts();

@@ -37,15 +37,27 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Where the request came from, for `X-Forwarded-*`.
+/// Where the request came from, for `X-Forwarded-*`. Borrowed where it can be: the peer's
+/// value is the connection's, and a clone of it (a shared `Bytes`) costs a reference count
+/// taken and released on every request.
 #[derive(Debug, Clone)]
-pub struct Forwarded {
+pub struct Forwarded<'a> {
     /// `X-Forwarded-For`: the peer's address (see [`forwarded_for`]).
-    pub peer: HeaderValue,
-    /// `X-Forwarded-Proto`: `http` or `https`.
-    pub proto: HeaderValue,
+    pub peer: &'a HeaderValue,
+    /// `X-Forwarded-Proto`: [`Forwarded::proto`].
+    pub proto: &'static HeaderValue,
     /// The `Host` the client asked for (or the HTTP/2 `:authority`).
     pub host: Option<HeaderValue>,
+}
+
+static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+impl Forwarded<'_> {
+    /// `X-Forwarded-Proto` for a connection with or without TLS.
+    pub fn proto(tls: bool) -> &'static HeaderValue {
+        if tls { &PROTO_HTTPS } else { &PROTO_HTTP }
+    }
 }
 
 /// The `X-Forwarded-For` value for a peer: its address, alone (the gateway is the edge).
@@ -212,7 +224,7 @@ pub fn strip_request_headers(headers: &mut HeaderMap, identity_headers: &Identit
 /// each, and often the map's growth); the pooled client takes them in the map.
 pub struct GatewayFields<'a> {
     pub identity_headers: &'a IdentityHeaders,
-    pub forwarded: &'a Forwarded,
+    pub forwarded: &'a Forwarded<'a>,
     pub identity: Option<&'a IdentityValues>,
     pub request_id: &'a HeaderValue,
 }
@@ -220,12 +232,12 @@ pub struct GatewayFields<'a> {
 impl<'a> GatewayFields<'a> {
     /// Each field, in the order written.
     pub fn iter(&self) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + use<'a> {
-        let forwarded: &'a Forwarded = self.forwarded;
+        let forwarded: &'a Forwarded<'a> = self.forwarded;
         let names: &'a IdentityHeaders = self.identity_headers;
         let identity = self.identity;
         [
-            Some((&X_FORWARDED_FOR, &forwarded.peer)),
-            Some((&X_FORWARDED_PROTO, &forwarded.proto)),
+            Some((&X_FORWARDED_FOR, forwarded.peer)),
+            Some((&X_FORWARDED_PROTO, forwarded.proto)),
             forwarded.host.as_ref().map(|v| (&X_FORWARDED_HOST, v)),
             identity
                 .and_then(|i| i.user.as_ref())
@@ -273,10 +285,10 @@ mod tests {
         h
     }
 
-    fn fwd() -> Forwarded {
+    fn fwd(peer: &HeaderValue) -> Forwarded<'_> {
         Forwarded {
-            peer: forwarded_for("127.0.0.9".parse().unwrap()),
-            proto: HeaderValue::from_static("http"),
+            peer,
+            proto: Forwarded::proto(false),
             host: Some(HeaderValue::from_static("api.example")),
         }
     }
@@ -431,7 +443,8 @@ mod tests {
                 ],
             ),
         ];
-        let (names, forwarded) = (ids(), fwd());
+        let peer = forwarded_for("127.0.0.9".parse().unwrap());
+        let (names, forwarded) = (ids(), fwd(&peer));
         let request_id = HeaderValue::from_static("gw-1");
         for (i, (sent, identity, seen)) in cases.iter().enumerate() {
             let mut h = map(sent);
