@@ -407,62 +407,76 @@ mod tests {
     use super::*;
 
     /// Every argument that takes a client id or a username takes one beginning with `-`, and
-    /// the flags after it are still read as flags.
+    /// the flags after it are still read as flags: each command line, the values its id and
+    /// name arguments must hold (for `tokens`: `--user`, then `--client`) and whether its flag
+    /// (`--json`, `--admin`) was read.
     #[test]
     fn ids_and_usernames_may_begin_with_a_hyphen() {
-        let id = "-Yq3bX0b7tq9Cz1Vw4oWUGzDfUu8aX2k";
-        let parse = |args: &[&str]| {
+        const ID: &str = "-Yq3bX0b7tq9Cz1Vw4oWUGzDfUu8aX2k";
+        const USER: &str = "-bob";
+        type Case<'a> = (&'a [&'a str], &'a [Option<&'a str>], bool);
+        let cases: &[Case] = &[
+            (
+                &["tokens", "list", "--client", ID, "--json"],
+                &[None, Some(ID)],
+                true,
+            ),
+            (
+                &["tokens", "revoke", "--client", ID],
+                &[None, Some(ID)],
+                false,
+            ),
+            (
+                &["tokens", "list", "--user", USER],
+                &[Some(USER), None],
+                false,
+            ),
+            (
+                &["tokens", "revoke", "--user", USER],
+                &[Some(USER), None],
+                false,
+            ),
+            (
+                &["users", "add", USER, "--password-stdin", "--admin"],
+                &[Some(USER)],
+                true,
+            ),
+            (&["users", "remove", USER], &[Some(USER)], false),
+            (
+                &["users", "set-password", USER, "--password-stdin"],
+                &[Some(USER)],
+                false,
+            ),
+            (&["clients", "remove", ID], &[Some(ID)], false),
+            (
+                &["clients", "rotate-secret", ID, "--json"],
+                &[Some(ID)],
+                true,
+            ),
+        ];
+        for (args, want, flag) in cases {
             let argv = std::iter::once("portcullis").chain(args.iter().copied());
-            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-        };
-        match parse(&["tokens", "list", "--client", id, "--json"]).command {
-            Command::Tokens(TokensCommand::List { client, json, user }) => {
-                assert_eq!((client.as_deref(), json, user), (Some(id), true, None))
-            }
-            _ => panic!("tokens list"),
-        }
-        match parse(&["tokens", "revoke", "--client", id]).command {
-            Command::Tokens(TokensCommand::Revoke { client, user }) => {
-                assert_eq!((client.as_deref(), user), (Some(id), None))
-            }
-            _ => panic!("tokens revoke"),
-        }
-        let user = "-bob";
-        match parse(&["tokens", "list", "--user", user]).command {
-            Command::Tokens(TokensCommand::List { user: u, .. }) => {
-                assert_eq!(u.as_deref(), Some(user))
-            }
-            _ => panic!("tokens list --user"),
-        }
-        match parse(&["tokens", "revoke", "--user", user]).command {
-            Command::Tokens(TokensCommand::Revoke { user: u, .. }) => {
-                assert_eq!(u.as_deref(), Some(user))
-            }
-            _ => panic!("tokens revoke --user"),
-        }
-        match parse(&["users", "add", user, "--password-stdin", "--admin"]).command {
-            Command::Users(UsersCommand::Add { name, admin, .. }) => {
-                assert_eq!((name.as_str(), admin), (user, true))
-            }
-            _ => panic!("users add"),
-        }
-        match parse(&["users", "remove", user]).command {
-            Command::Users(UsersCommand::Remove { name }) => assert_eq!(name, user),
-            _ => panic!("users remove"),
-        }
-        match parse(&["users", "set-password", user, "--password-stdin"]).command {
-            Command::Users(UsersCommand::SetPassword { name, .. }) => assert_eq!(name, user),
-            _ => panic!("users set-password"),
-        }
-        match parse(&["clients", "remove", id]).command {
-            Command::Clients(ClientsCommand::Remove { client_id }) => assert_eq!(client_id, id),
-            _ => panic!("clients remove"),
-        }
-        match parse(&["clients", "rotate-secret", id, "--json"]).command {
-            Command::Clients(ClientsCommand::RotateSecret { client_id, json }) => {
-                assert_eq!((client_id.as_str(), json), (id, true))
-            }
-            _ => panic!("clients rotate-secret"),
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let (values, read) = match cli.command {
+                Command::Tokens(TokensCommand::List { user, client, json }) => {
+                    (vec![user, client], json)
+                }
+                Command::Tokens(TokensCommand::Revoke { user, client }) => {
+                    (vec![user, client], false)
+                }
+                Command::Users(UsersCommand::Add { name, admin, .. }) => (vec![Some(name)], admin),
+                Command::Users(UsersCommand::Remove { name })
+                | Command::Users(UsersCommand::SetPassword { name, .. })
+                | Command::Clients(ClientsCommand::Remove { client_id: name }) => {
+                    (vec![Some(name)], false)
+                }
+                Command::Clients(ClientsCommand::RotateSecret { client_id, json }) => {
+                    (vec![Some(client_id)], json)
+                }
+                _ => panic!("{args:?}: another command"),
+            };
+            let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+            assert_eq!((&values[..], read), (*want, *flag), "{args:?}");
         }
     }
 }
