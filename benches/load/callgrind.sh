@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where Portcullis' own work per request goes, in instructions (valgrind's callgrind counts
 # instructions, not seconds: the same binary and load give the same counts on a busy machine).
-# The hyper floor and Portcullis (`workers: 1`; a route with a bearer token on a cache hit, an
+# The hyper floor, the lean floor and Portcullis (`workers: 1`; a route with a bearer token on a cache hit, an
 # `auth: none` one, and that one with a new connection per request) each run under callgrind in front of one nginx worker, while wrk sends
 # keep-alive requests (-c8) for a fixed time; each process's instructions over the load alone
 # (zeroed after a warm-up, dumped at its end) are divided by the requests served, overall and
@@ -91,6 +91,9 @@ kill $TMP; wait $TMP 2>/dev/null || true
 
 echo "callgrind, ${SECONDS_PER} s of wrk -c8 per target (slow: valgrind runs the server ~50x slower)" >&2
 measure hyper_floor "http://$FLOOR/public/x" "" "$FLOOR_BIN" "$FLOOR" "$UP"
+# The lean floor (hyper's server and Portcullis' upstream client, nothing between them), on
+# the floor's address: the two run one after the other.
+measure lean_floor "http://$FLOOR/public/x" "" "$FLOOR_BIN" "$FLOOR" "$UP" lean
 measure portcullis_token "http://$PC/api/x" "Authorization: Bearer $TOKEN" "$BIN" --config "$WORK/pc.yaml" serve
 measure portcullis_none "http://$PC/public/x" "" "$BIN" --config "$WORK/pc.yaml" serve
 # A new connection per request: what a connection costs besides its request.

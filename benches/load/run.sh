@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end load harness: the same fast upstream served directly, through nginx as a plain
-# reverse proxy, through a minimal hyper proxy (the "hyper floor") and through Portcullis
+# reverse proxy, through a minimal hyper proxy (the "hyper floor"), through the same with
+# Portcullis' own upstream client (the "lean floor") and through Portcullis
 # (auth: none, and with a bearer token on a cache hit),
 # measured in interleaved rounds on this machine, plus token issuance, the guard on a cache
 # miss, proxied latency under password-hashing load, and memory per cached token.
@@ -42,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 UP=127.0.0.1:18081; NGX=127.0.0.1:18082; PC=127.0.0.1:18083; PC_ADMIN=127.0.0.1:18084; PC_MISS=127.0.0.1:18085
-FLOOR=127.0.0.1:18089
+FLOOR=127.0.0.1:18089; LEAN=127.0.0.1:18090
 
 nginx_conf() { # $1 dir, $2 server block
   mkdir -p "$1/logs"
@@ -103,6 +104,9 @@ PC_PID=${PIDS[0]}
 # The hyper floor: a minimal proxy on the same HTTP stack (see hyper_floor.rs).
 $SERVER $FLOOR_BIN "$FLOOR" "$UP" & PIDS+=($!)
 FLOOR_PID=${PIDS[2]}
+# The lean floor: hyper's server and Portcullis' upstream client with nothing between them.
+$SERVER $FLOOR_BIN "$LEAN" "$UP" lean & PIDS+=($!)
+LEAN_PID=${PIDS[3]}
 for _ in $(seq 50); do curl -sf "http://$PC_ADMIN/readyz" >/dev/null && curl -sf "http://127.0.0.1:18086/readyz" >/dev/null && break; sleep 0.2; done
 
 token() { # $1 gateway address
@@ -209,6 +213,7 @@ for r in $(seq "$ROUNDS"); do
   run direct "http://$UP/public/x" "$UP_W"
   run nginx "http://$NGX/public/x" "$PX_W"
   run hyper_floor "http://$FLOOR/public/x" "$FLOOR_PID"
+  run lean_floor "http://$LEAN/public/x" "$LEAN_PID"
   run portcullis_none "http://$PC/public/x" "$PC_PID"
   run portcullis_token "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
 done
@@ -224,6 +229,7 @@ if [ -n "$LOAD" ]; then
     run direct_up1 "http://$UP/public/x" "$UP_W"
     run nginx_up1 "http://$NGX/public/x" "$PX_W"
     run hyper_floor_up1 "http://$FLOOR/public/x" "$FLOOR_PID"
+    run lean_floor_up1 "http://$LEAN/public/x" "$LEAN_PID"
     run portcullis_none_up1 "http://$PC/public/x" "$PC_PID"
     run portcullis_token_up1 "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
   done
@@ -247,6 +253,7 @@ done
 echo "system calls per keep-alive request (strace -f -c, 3 s of wrk -c32 each)" >&2
 syscalls nginx "http://$NGX/public/x" "$PX_W"
 syscalls hyper_floor "http://$FLOOR/public/x" "$FLOOR_PID"
+syscalls lean_floor "http://$LEAN/public/x" "$LEAN_PID"
 syscalls portcullis_none "http://$PC/public/x" "$PC_PID"
 syscalls portcullis_token "http://$PC/api/x" "$PC_PID" -H "Authorization: Bearer $TOKEN"
 
@@ -261,7 +268,7 @@ summary=$(awk '
     if ($8 > 0) { r_rps[$1, $8] = $2; r_p99[$1, $8] = $4; r_cpu[$1, $8] = $5 } }
   END {
     printf "%-28s %12s %9s %9s %12s %10s\n", "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "cs/req"
-    order = "direct nginx hyper_floor portcullis_none portcullis_token direct_up1 nginx_up1 hyper_floor_up1 portcullis_none_up1 portcullis_token_up1 nginx_close portcullis_close issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
+    order = "direct nginx hyper_floor lean_floor portcullis_none portcullis_token direct_up1 nginx_up1 hyper_floor_up1 lean_floor_up1 portcullis_none_up1 portcullis_token_up1 nginx_close portcullis_close issue_client_credentials issue_password guard_cache_miss proxied_idle proxied_under_hashing"
     n_names = split(order, names, " ")
     for (i = 1; i <= n_names; i++) { k = names[i]; if (n[k]) printf "%-28s %12.0f %9.3f %9.3f %12.1f %10.3f\n", k, rps[k]/n[k], p50[k]/n[k], p99[k]/n[k], cpu[k]/n[k], cs[k]/n[k] }
     g = rps["nginx"] / n["nginx"]
@@ -271,6 +278,8 @@ summary=$(awk '
     printf "hyper floor: req/s %.2fx nginx; portcullis_none %.2fx and portcullis_token %.2fx the hyper floor\n",
       rps["hyper_floor"]/n["hyper_floor"]/g, rps["portcullis_none"]/n["portcullis_none"]/(rps["hyper_floor"]/n["hyper_floor"]),
       rps["portcullis_token"]/n["portcullis_token"]/(rps["hyper_floor"]/n["hyper_floor"])
+    printf "lean floor: req/s %.2fx nginx; portcullis_token %.2fx the lean floor\n",
+      rps["lean_floor"]/n["lean_floor"]/g, rps["portcullis_token"]/n["portcullis_token"]/(rps["lean_floor"]/n["lean_floor"])
     if (n["nginx_up1"]) {
       u = rps["nginx_up1"] / n["nginx_up1"]; uc = cpu["nginx_up1"] / n["nginx_up1"]
       printf "upstream on CPU 1: portcullis_none req/s %.2fx, portcullis_token req/s %.2fx, p99 %.2fx nginx; CPU us/req portcullis_token %.2fx nginx, %.2fx the hyper floor\n",
@@ -285,19 +294,20 @@ summary=$(awk '
     # above. A round of a target whose p99 is over 4x the lowest of any proxy target in any
     # round (of the same placement) is named as suspect.
     printf "\nround by round (proxy targets interleaved; suspect: p99 over 4x the lowest of the rounds):\n"
-    split("nginx hyper_floor portcullis_none portcullis_token", proxies, " ")
+    split("nginx hyper_floor lean_floor portcullis_none portcullis_token", proxies, " ")
     for (s = 1; s <= 2; s++) {
       suf = s == 1 ? "" : "_up1"
       lo = 0
       for (r = 1; (("nginx" suf, r) in r_rps); r++)
-        for (i = 1; i <= 4; i++) { v = r_p99[proxies[i] suf, r]; if (lo == 0 || v < lo) lo = v }
+        for (i = 1; i <= 5; i++) { v = r_p99[proxies[i] suf, r]; if (lo == 0 || v < lo) lo = v }
       for (r = 1; (("nginx" suf, r) in r_rps); r++) {
         suspect = ""
-        for (i = 1; i <= 4; i++) { k = proxies[i] suf; if (r_p99[k, r] > 4 * lo) suspect = suspect sprintf(" %s (%.1f ms)", k, r_p99[k, r]) }
-        t = "portcullis_token" suf; g = "nginx" suf; f = "hyper_floor" suf
-        printf "round %d%s: portcullis_token %.2fx nginx, %.2fx the hyper floor (CPU/req %.2fx); hyper floor %.2fx nginx; p99 portcullis_token %.2fx nginx; suspect:%s\n",
+        for (i = 1; i <= 5; i++) { k = proxies[i] suf; if (r_p99[k, r] > 4 * lo) suspect = suspect sprintf(" %s (%.1f ms)", k, r_p99[k, r]) }
+        t = "portcullis_token" suf; g = "nginx" suf; f = "hyper_floor" suf; l = "lean_floor" suf
+        printf "round %d%s: portcullis_token %.2fx nginx, %.2fx the hyper floor (CPU/req %.2fx), %.2fx the lean floor (CPU/req %.2fx); hyper floor %.2fx, lean floor %.2fx nginx; p99 portcullis_token %.2fx nginx; suspect:%s\n",
           r, suf == "" ? "" : " (upstream on CPU 1)", r_rps[t, r] / r_rps[g, r], r_rps[t, r] / r_rps[f, r], r_cpu[t, r] / r_cpu[f, r],
-          r_rps[f, r] / r_rps[g, r], r_p99[t, r] / r_p99[g, r], suspect == "" ? " none" : suspect
+          r_rps[t, r] / r_rps[l, r], r_cpu[t, r] / r_cpu[l, r], r_rps[f, r] / r_rps[g, r], r_rps[l, r] / r_rps[g, r],
+          r_p99[t, r] / r_p99[g, r], suspect == "" ? " none" : suspect
       }
     }
   }' "$RESULTS")
