@@ -318,8 +318,7 @@ impl Gateway {
             ctx.upstream = Some(Arc::clone(&upstream.name));
             // The canonical path was moved into the context (for the log) and is read from
             // there.
-            let path =
-                upstream.path_for(ctx.path.as_deref().unwrap_or_default(), req.uri().query())?;
+            let path = upstream.path_for(ctx.path.as_deref().unwrap_or_default(), req.uri())?;
             let affinity = session.affinity.for_version(req.version());
             // In a block: what builds the upstream request is gone before the exchange
             // waits, so the future does not keep it (the request's parts, borrowed here,

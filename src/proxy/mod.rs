@@ -164,12 +164,23 @@ impl Upstream {
         self.id
     }
 
-    /// The upstream path and query for a canonical path and the original query.
+    /// The upstream path and query for a canonical path and the request's target (whose
+    /// query goes as it came).
     pub fn path_for(
         &self,
         canonical_path: &str,
-        query: Option<&str>,
+        target: &Uri,
     ) -> Result<PathAndQuery, GatewayError> {
+        // Nearly always the request's own path is canonical already and the upstream is at its
+        // root: then the target's parsed path and query is the upstream's, shared rather than
+        // copied into a new string and checked again byte by byte.
+        if self.config.base_path.is_empty()
+            && target.path() == canonical_path
+            && let Some(pq) = target.path_and_query()
+        {
+            return Ok(pq.clone());
+        }
+        let query = target.query();
         let mut pq = String::with_capacity(
             self.config.base_path.len() + canonical_path.len() + 1 + query.map_or(0, str::len),
         );
@@ -452,6 +463,41 @@ mod tests {
         assert_eq!(reordered.get(1).unwrap().name, old.get(0).unwrap().name);
         assert_ne!(key(&reordered, 1), key(&old, 0), "a, in another place");
         assert_ne!(key(&reordered, 0), key(&old, 1), "b, in another place");
+    }
+
+    /// The upstream's target: the base path, the canonical path, the query as it came —
+    /// whether the request's own target is reused or a new one built.
+    #[test]
+    fn upstream_targets() {
+        // (base path, request target, canonical path, upstream target)
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("", "/api/x", "/api/x", "/api/x"),
+            ("", "/api/x?a=1&b=%20", "/api/x", "/api/x?a=1&b=%20"),
+            ("", "/api/x?", "/api/x", "/api/x?"),
+            ("", "http://gw.example/api/x?q", "/api/x", "/api/x?q"),
+            ("", "/api//x/./y?q", "/api/x/y", "/api/x/y?q"),
+            ("", "/api/%7Ex", "/api/~x", "/api/~x"),
+            ("/legacy", "/api/x", "/api/x", "/legacy/api/x"),
+            ("/legacy", "/api/x?q=1", "/api/x", "/legacy/api/x?q=1"),
+            (
+                "/legacy",
+                "http://gw.example/api/x",
+                "/api/x",
+                "/legacy/api/x",
+            ),
+        ];
+        for &(base, target, canonical, want) in cases {
+            let mut cfg = config("app", "127.0.0.1:1");
+            cfg.base_path = base.into();
+            let upstreams = Upstreams::new([&cfg]).unwrap();
+            let target: Uri = target.parse().unwrap();
+            let got = upstreams
+                .get(0)
+                .unwrap()
+                .path_for(canonical, &target)
+                .unwrap();
+            assert_eq!(got.as_str(), want, "{base:?} {target} {canonical}");
+        }
     }
 
     #[test]
