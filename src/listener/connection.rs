@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use super::deadline::WriteDeadline;
 use super::first_bytes::{FirstBytes, Replay};
 use super::quiet::Quiet;
+use super::served::Served;
 use super::{Builders, ConnInfo, ConnectionLimits};
 use crate::http::Body;
 use crate::shutdown::stopped;
@@ -116,13 +117,16 @@ impl Connection {
             response: handler(req),
         });
         let http1 = !first.is_http2();
-        let builder = if http1 {
-            &self.builders.http1
+        let io = TokioIo::new(Replay::new(first, io, info.tls));
+        let conn = if http1 {
+            Served::Http1 {
+                conn: self.builders.http1.serve_connection(io, service),
+            }
         } else {
-            &self.builders.http2
+            Served::Http2 {
+                conn: self.builders.http2.serve_connection(io, service),
+            }
         };
-        let conn =
-            builder.serve_connection(TokioIo::new(Replay::new(first, io, info.tls)), service);
         let mut conn = pin!(conn);
         let mut draining = false;
         // Once the connection is asked to close for idleness, it gets this long to do so.

@@ -15,6 +15,7 @@ mod connection;
 mod deadline;
 mod first_bytes;
 mod quiet;
+mod served;
 mod workers;
 
 use std::future::Future;
@@ -24,8 +25,8 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -94,14 +95,13 @@ const BACKLOG: i32 = 1024;
 /// The HTTP/1.1 and HTTP/2 settings every connection of a listener shares: one builder for
 /// each protocol, as a connection's first bytes tell which it speaks (`first_bytes`).
 pub(super) struct Builders {
-    pub(super) http1: auto::Builder<TokioExecutor>,
-    pub(super) http2: auto::Builder<TokioExecutor>,
+    pub(super) http1: http1::Builder,
+    pub(super) http2: http2::Builder<TokioExecutor>,
 }
 
 fn http_builders(limits: &ConnectionLimits) -> Arc<Builders> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut h1 = http1::Builder::new();
+    h1
         // Each request head's deadline is the connection task's (`connection::Event::HeadDue`):
         // hyper's own boxes, registers and cancels a timer for every request.
         .header_read_timeout(None)
@@ -110,18 +110,17 @@ fn http_builders(limits: &ConnectionLimits) -> Arc<Builders> {
     // makes it fill a fresh header-index buffer for every request instead of using its inline
     // one, so only a different limit is passed on.
     if limits.max_headers as u64 != crate::config::defaults::MAX_HEADERS {
-        builder.http1().max_headers(limits.max_headers);
+        h1.max_headers(limits.max_headers);
     }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     Arc::new(Builders {
-        http1: builder.clone().http1_only(),
-        http2: builder.http2_only(),
+        http1: h1,
+        http2: h2,
     })
 }
 
