@@ -294,15 +294,15 @@ summary=$(awk '
     # above. A round of a target whose p99 is over 4x the lowest of any proxy target in any
     # round (of the same placement) is named as suspect.
     printf "\nround by round (proxy targets interleaved; suspect: p99 over 4x the lowest of the rounds):\n"
-    split("nginx hyper_floor lean_floor portcullis_none portcullis_token", proxies, " ")
+    np = split("nginx hyper_floor lean_floor portcullis_none portcullis_token", proxies, " ")
     for (s = 1; s <= 2; s++) {
       suf = s == 1 ? "" : "_up1"
       lo = 0
       for (r = 1; (("nginx" suf, r) in r_rps); r++)
-        for (i = 1; i <= 5; i++) { v = r_p99[proxies[i] suf, r]; if (lo == 0 || v < lo) lo = v }
+        for (i = 1; i <= np; i++) { v = r_p99[proxies[i] suf, r]; if (lo == 0 || v < lo) lo = v }
       for (r = 1; (("nginx" suf, r) in r_rps); r++) {
         suspect = ""
-        for (i = 1; i <= 5; i++) { k = proxies[i] suf; if (r_p99[k, r] > 4 * lo) suspect = suspect sprintf(" %s (%.1f ms)", k, r_p99[k, r]) }
+        for (i = 1; i <= np; i++) { k = proxies[i] suf; if (r_p99[k, r] > 4 * lo) suspect = suspect sprintf(" %s (%.1f ms)", k, r_p99[k, r]) }
         t = "portcullis_token" suf; g = "nginx" suf; f = "hyper_floor" suf; l = "lean_floor" suf
         printf "round %d%s: portcullis_token %.2fx nginx, %.2fx the hyper floor (CPU/req %.2fx), %.2fx the lean floor (CPU/req %.2fx); hyper floor %.2fx, lean floor %.2fx nginx; p99 portcullis_token %.2fx nginx; suspect:%s\n",
           r, suf == "" ? "" : " (upstream on CPU 1)", r_rps[t, r] / r_rps[g, r], r_rps[t, r] / r_rps[f, r], r_cpu[t, r] / r_cpu[f, r],
