@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +24,32 @@ thread_local! {
     /// Idle upstream connections left by the client connections that ended on this thread,
     /// by upstream key, most recently used last. A worker's upstream connections are
     /// registered with its own event loop, so they are reused only there.
-    static IDLE: RefCell<HashMap<u64, IdleConnections>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<u64, IdleConnections, BuildHasherDefault<KeyHasher>>> =
+        RefCell::new(HashMap::default());
+}
+
+/// The idle pool's hash of an upstream key. Keys are the gateway's own counter, never a
+/// client's choice, so they need no keyed hash; std's SipHash cost about 140 instructions a
+/// lookup, two per client connection (its slots are taken from the pool and given back).
+/// Multiplying by an odd constant is a bijection of the 64-bit keys (distinct keys never
+/// collide), and it spreads consecutive keys over the high bits the map also reads.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write_u64(&mut self, key: u64) {
+        self.0 = (self.0 ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The upstream connections one client connection holds, at most one per upstream key, each
@@ -104,4 +130,22 @@ fn idle_take(key: u64) -> Option<Connection> {
             None
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    /// Keys as the gateway makes them (a counter from 0) and far apart: distinct hashes, and
+    /// consecutive keys differ in the high bits too.
+    #[test]
+    fn upstream_keys_hash_apart() {
+        let hash = |key: u64| BuildHasherDefault::<KeyHasher>::default().hash_one(key);
+        let keys: Vec<u64> = (0..10_000).chain([u64::MAX, 1 << 63, 1 << 32]).collect();
+        let hashes: std::collections::HashSet<u64> = keys.iter().map(|&k| hash(k)).collect();
+        assert_eq!(hashes.len(), keys.len());
+        let tops: std::collections::HashSet<u64> = (0..128).map(|k| hash(k) >> 57).collect();
+        assert!(tops.len() > 64, "{} of 128 top-7-bit values", tops.len());
+    }
 }
