@@ -40,38 +40,54 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) async fn run<M, H, F>(self, stream: TcpStream, make_handler: M)
+    // Functions returning an `async move` block, not `async fn`s, which would keep each
+    // argument twice in their futures (rust-lang/rust#62958): the connection's task holds
+    // both, and the copies made as it is spawned are of its whole size.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    pub(super) fn run<M, H, F>(self, stream: TcpStream, make_handler: M) -> impl Future<Output = ()>
     where
         M: Fn(ConnInfo) -> H,
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        // The handshake and the first request head share one deadline from here.
-        let first_request_by = Instant::now() + self.limits.header_read_timeout;
-        let info = ConnInfo {
-            peer: self.peer,
-            tls: self.tls.is_some(),
-        };
-        // Under TLS, so that a write counts as waiting only while the socket is full.
-        let stream = WriteDeadline::new(stream, self.limits.write_timeout);
-        match &self.tls {
-            None => {
-                self.serve_io(stream, info, first_request_by, make_handler)
-                    .await
-            }
-            Some(acceptor) => {
-                let handshake = tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
-                match handshake.await {
-                    // Boxed: a TLS stream is large, and `serve_io` holds its socket both
-                    // while the first bytes come and in hyper's connection.
-                    Ok(Ok(tls_stream)) => {
-                        self.serve_io(Box::new(tls_stream), info, first_request_by, make_handler)
-                            .await
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
-                    }
-                    Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        async move {
+            // The handshake and the first request head share one deadline from here.
+            let first_request_by = Instant::now() + self.limits.header_read_timeout;
+            let info = ConnInfo {
+                peer: self.peer,
+                tls: self.tls.is_some(),
+            };
+            // Under TLS, so that a write counts as waiting only while the socket is full.
+            let stream = WriteDeadline::new(stream, self.limits.write_timeout);
+            match &self.tls {
+                None => {
+                    self.serve_io(stream, info, first_request_by, make_handler)
+                        .await
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout_at(first_request_by, acceptor.accept(stream));
+                    // The stream is boxed as the handshake's result is taken apart, in a
+                    // statement of its own: a result matched in the `await`'s own `match`
+                    // stays in the future (1,240 bytes) while the connection is served, and
+                    // every connection's future, TLS or not, was that much larger
+                    // (`bash benches/future_sizes.sh src/listener/`).
+                    let tls_stream = match handshake.await {
+                        Ok(Ok(tls_stream)) => Box::new(tls_stream),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    self.serve_io(tls_stream, info, first_request_by, make_handler)
+                        .await
                 }
             }
         }
@@ -79,118 +95,125 @@ impl Connection {
 
     /// Serves `io` once its first bytes have come; the handler is made only then, so a
     /// connection that sends nothing in time never has one.
-    async fn serve_io<I, M, H, F>(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    fn serve_io<I, M, H, F>(
         mut self,
         mut io: I,
         info: ConnInfo,
         first_request_by: Instant,
         make_handler: M,
-    ) where
+    ) -> impl Future<Output = ()>
+    where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         M: Fn(ConnInfo) -> H,
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Body>> + Send + 'static,
     {
-        // The protocol, from the first bytes (HTTP/2's preface or not), within the deadline
-        // for the first request head.
-        let first = tokio::select! {
-            biased;
-            first = FirstBytes::read(&mut io) => first,
-            () = tokio::time::sleep_until(first_request_by) => {
-                tracing::debug!(peer = %info.peer, "no request head in time; closing");
-                return;
-            }
-            () = stopped(&mut self.shutdown) => return,
-        };
-        let first = match first {
-            Ok(first) => first,
-            Err(e) => {
-                tracing::debug!(peer = %info.peer, error = %e, "reading the first bytes failed");
-                return;
-            }
-        };
-        let handler = make_handler(info);
-        let activity = Arc::new(Activity::new());
-        let in_flight = Arc::clone(&activity);
-        let service = service_fn(move |req| Counted {
-            guard: Some(InFlight::enter(Arc::clone(&in_flight))),
-            response: handler(req),
-        });
-        let http1 = !first.is_http2();
-        let io = TokioIo::new(Replay::new(first, io, info.tls));
-        let conn = if http1 {
-            Served::Http1 {
-                conn: self.builders.http1.serve_connection(io, service),
-            }
-        } else {
-            Served::Http2 {
-                conn: self.builders.http2.serve_connection(io, service),
-            }
-        };
-        let mut conn = pin!(conn);
-        let mut draining = false;
-        // Once the connection is asked to close for idleness, it gets this long to do so.
-        let mut close_by: Option<Instant> = None;
-        // With no request open, an HTTP/1.1 connection is waiting for the next head, due
-        // within the header-read timeout: past it, the connection closes (hyper's own
-        // deadline, a timer boxed, registered and cancelled for every request, is off). So
-        // the connection watches one quiet spell, the shorter of that and the idle timeout:
-        // one timer, sleeping once per spell, whatever the number of requests.
-        let (quiet_for, quiet_event) =
-            if http1 && self.limits.header_read_timeout <= self.limits.idle_timeout {
-                (self.limits.header_read_timeout, Event::HeadDue)
-            } else {
-                (self.limits.idle_timeout, Event::Idle)
-            };
-        loop {
-            // The rare events, behind `Quiet`: the task's many wake-ups for the connection
-            // itself do not poll them. The first-request deadline is watched only until a
-            // request has come: the connection is polled first, so a request sent with the
-            // connection is already seen, and its timer is never made (one timer fewer to
-            // put into tokio's wheel and take out again on most new connections).
-            let event = Quiet::new(async {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(first_request_by), if !activity.any_request() => Event::FirstRequestDue,
-                    _ = stopped(&mut self.shutdown), if !draining => Event::Stop,
-                    _ = activity.idle_for(quiet_for), if !draining => quiet_event,
-                    _ = sleep_until_some(close_by) => Event::CloseDue,
-                }
-            });
-            let event = tokio::select! {
+        async move {
+            // The protocol, from the first bytes (HTTP/2's preface or not), within the deadline
+            // for the first request head.
+            let first = tokio::select! {
                 biased;
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, peer = %info.peer, "connection ended with an error");
-                    }
-                    return;
-                }
-                event = event => event,
-            };
-            match event {
-                Event::FirstRequestDue => {
-                    if !activity.any_request() {
-                        // Nothing (or only a protocol preface, or a trickle) by the deadline.
-                        tracing::debug!(peer = %info.peer, "no request head in time; closing");
-                        return;
-                    }
-                }
-                Event::HeadDue => {
-                    // No request open, and no whole head since the last one's response.
+                first = FirstBytes::read(&mut io) => first,
+                () = tokio::time::sleep_until(first_request_by) => {
                     tracing::debug!(peer = %info.peer, "no request head in time; closing");
                     return;
                 }
-                Event::Stop => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                Event::Idle => {
-                    draining = true;
-                    close_by = Some(Instant::now() + self.limits.header_read_timeout);
-                    conn.as_mut().graceful_shutdown();
-                }
-                Event::CloseDue => {
-                    tracing::debug!(peer = %info.peer, "idle connection did not close in time");
+                () = stopped(&mut self.shutdown) => return,
+            };
+            let first = match first {
+                Ok(first) => first,
+                Err(e) => {
+                    tracing::debug!(peer = %info.peer, error = %e, "reading the first bytes failed");
                     return;
+                }
+            };
+            let handler = make_handler(info);
+            let activity = Arc::new(Activity::new());
+            let in_flight = Arc::clone(&activity);
+            let service = service_fn(move |req| Counted {
+                guard: Some(InFlight::enter(Arc::clone(&in_flight))),
+                response: handler(req),
+            });
+            let http1 = !first.is_http2();
+            let io = TokioIo::new(Replay::new(first, io, info.tls));
+            let conn = if http1 {
+                Served::Http1 {
+                    conn: self.builders.http1.serve_connection(io, service),
+                }
+            } else {
+                Served::Http2 {
+                    conn: self.builders.http2.serve_connection(io, service),
+                }
+            };
+            let mut conn = pin!(conn);
+            let mut draining = false;
+            // Once the connection is asked to close for idleness, it gets this long to do so.
+            let mut close_by: Option<Instant> = None;
+            // With no request open, an HTTP/1.1 connection is waiting for the next head, due
+            // within the header-read timeout: past it, the connection closes (hyper's own
+            // deadline, a timer boxed, registered and cancelled for every request, is off). So
+            // the connection watches one quiet spell, the shorter of that and the idle timeout:
+            // one timer, sleeping once per spell, whatever the number of requests.
+            let (quiet_for, quiet_event) =
+                if http1 && self.limits.header_read_timeout <= self.limits.idle_timeout {
+                    (self.limits.header_read_timeout, Event::HeadDue)
+                } else {
+                    (self.limits.idle_timeout, Event::Idle)
+                };
+            loop {
+                // The rare events, behind `Quiet`: the task's many wake-ups for the connection
+                // itself do not poll them. The first-request deadline is watched only until a
+                // request has come: the connection is polled first, so a request sent with the
+                // connection is already seen, and its timer is never made (one timer fewer to
+                // put into tokio's wheel and take out again on most new connections).
+                let event = Quiet::new(async {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(first_request_by), if !activity.any_request() => Event::FirstRequestDue,
+                        _ = stopped(&mut self.shutdown), if !draining => Event::Stop,
+                        _ = activity.idle_for(quiet_for), if !draining => quiet_event,
+                        _ = sleep_until_some(close_by) => Event::CloseDue,
+                    }
+                });
+                let event = tokio::select! {
+                    biased;
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, peer = %info.peer, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    event = event => event,
+                };
+                match event {
+                    Event::FirstRequestDue => {
+                        if !activity.any_request() {
+                            // Nothing (or only a protocol preface, or a trickle) by the deadline.
+                            tracing::debug!(peer = %info.peer, "no request head in time; closing");
+                            return;
+                        }
+                    }
+                    Event::HeadDue => {
+                        // No request open, and no whole head since the last one's response.
+                        tracing::debug!(peer = %info.peer, "no request head in time; closing");
+                        return;
+                    }
+                    Event::Stop => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Event::Idle => {
+                        draining = true;
+                        close_by = Some(Instant::now() + self.limits.header_read_timeout);
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Event::CloseDue => {
+                        tracing::debug!(peer = %info.peer, "idle connection did not close in time");
+                        return;
+                    }
                 }
             }
         }

@@ -253,7 +253,7 @@ async fn accept<M, H, F>(
             peer,
         };
         let make_handler = make_handler.clone();
-        // Boxed: the connection's future is about 5 KB, and spawning moves a future several
+        // Boxed: the connection's future is about 3 KB, and spawning moves a future several
         // times before it first runs (about 5k instructions of copying per connection).
         tokio::spawn(Box::pin(async move {
             task.run(stream, make_handler).await;
