@@ -34,7 +34,7 @@ use crate::proxy::{
     strip_request_headers, vary_on_authorization,
 };
 use crate::request_id::{self, X_REQUEST_ID};
-use crate::routes::{Resolved, Route, RouteAuth, RouteTable, resolve};
+use crate::routes::{CanonicalPath, Resolved, Route, RouteAuth, RouteTable, resolve};
 use crate::store::SharedStore;
 use crate::store::cache::{LastToken, TokenCache};
 use crate::web::{Page, Pages};
@@ -159,8 +159,9 @@ struct RequestContext {
     allowed: Option<Reason>,
     upstream: Option<Arc<str>>,
     principal: Option<Principal>,
-    /// The canonical path, once known (logged without the query, which may hold anything).
-    path: Option<String>,
+    /// The canonical path, once known, else empty (logged without the query, which may hold
+    /// anything).
+    path: CanonicalPath,
     /// `X-Request-Id`: the client's well-formed one, or generated.
     request_id: HeaderValue,
 }
@@ -187,7 +188,7 @@ impl Gateway {
                 allowed: None,
                 upstream: None,
                 principal: None,
-                path: None,
+                path: CanonicalPath::Rewritten(String::new()),
                 request_id: request_id::of(req.headers()),
             };
             let method = req.method().clone();
@@ -220,7 +221,7 @@ impl Gateway {
                     return resp;
                 }
                 Ok((authority, Resolved::Route(route, canonical))) => {
-                    ctx.path = Some(canonical);
+                    ctx.path = canonical;
                     ctx.route = Some((Arc::clone(&route.id), route.index));
                     let deadline = ctx.started + self.request_timeout;
                     self.proxy(req, route, authority, &session, &mut ctx, deadline)
@@ -318,7 +319,7 @@ impl Gateway {
             ctx.upstream = Some(Arc::clone(&upstream.name));
             // The canonical path was moved into the context (for the log) and is read from
             // there.
-            let path = upstream.path_for(ctx.path.as_deref().unwrap_or_default(), req.uri())?;
+            let path = upstream.path_for(&ctx.path, req.uri())?;
             let affinity = session.affinity.for_version(req.version());
             // In a block: what builds the upstream request is gone before the exchange
             // waits, so the future does not keep it (the request's parts, borrowed here,
@@ -377,7 +378,7 @@ impl Gateway {
             if ctx.principal.is_some() {
                 vary_on_authorization(resp.headers_mut());
             }
-            Ok(resp.map(http_body_util::Either::Right))
+            Ok(resp)
         }
     }
 
@@ -424,7 +425,7 @@ impl Gateway {
         tracing::info!(
             target: "portcullis::access",
             method = %method,
-            path = ctx.path.as_deref().unwrap_or(""),
+            path = ctx.path.as_str(),
             route = ctx.route.as_ref().map_or("none", |(id, _)| &**id),
             status = resp.status().as_u16(),
             decision = reason.decision(),

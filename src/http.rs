@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::{Frame, Incoming, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,17 +19,18 @@ use crate::request::RequestError;
 use crate::routes::{PathError, ResolveError};
 use crate::store::StoreError;
 
-/// Body of every response: our own bytes, or an upstream's body streamed through.
-pub type Body = Either<Full<Bytes>, Relayed>;
-
-/// An upstream's response body, streamed through: read by the lean HTTP/1.1 client for
-/// HTTP/1.1 client connections, by hyper's pooled client for HTTP/2 ones.
-pub enum Relayed {
-    Own(h1::ResponseBody),
+/// Body of every response: the gateway's own bytes, or an upstream's body streamed through,
+/// read by the lean HTTP/1.1 client for HTTP/1.1 client connections and by hyper's pooled
+/// client for HTTP/2 ones. One enum of the three rather than an `Either` of the first and an
+/// enum of the other two: every frame of every response passes through it, and each layer is
+/// one more match (and error conversion) per frame.
+pub enum Body {
+    Own(Full<Bytes>),
+    Upstream(h1::ResponseBody),
     Pooled(Incoming),
 }
 
-impl hyper::body::Body for Relayed {
+impl hyper::body::Body for Body {
     type Data = Bytes;
     type Error = h1::BoxError;
 
@@ -38,29 +39,32 @@ impl hyper::body::Body for Relayed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            Relayed::Own(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Relayed::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Own(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            Body::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Relayed::Own(b) => b.is_end_stream(),
-            Relayed::Pooled(b) => b.is_end_stream(),
+            Body::Own(b) => b.is_end_stream(),
+            Body::Upstream(b) => b.is_end_stream(),
+            Body::Pooled(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Relayed::Own(b) => b.size_hint(),
-            Relayed::Pooled(b) => b.size_hint(),
+            Body::Own(b) => b.size_hint(),
+            Body::Upstream(b) => b.size_hint(),
+            Body::Pooled(b) => b.size_hint(),
         }
     }
 }
 
 /// A complete in-memory response body.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Either::Left(Full::new(bytes.into()))
+    Body::Own(Full::new(bytes.into()))
 }
 
 /// A JSON response with `status`.

@@ -80,9 +80,10 @@ pub fn explain(config: &Config, method: &Method, target: &str) -> Explanation {
                 Some(up) => {
                     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
                     lines.push(format!(
-                        "  forwards to: upstream {:?}, {}{canonical}{query}",
+                        "  forwards to: upstream {:?}, {}{}{query}",
                         &*route.upstream,
-                        up.url()
+                        up.url(),
+                        canonical.as_str()
                     ));
                 }
                 None => lines.push(format!("  forwards to: upstream {:?}", &*route.upstream)),

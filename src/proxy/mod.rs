@@ -37,7 +37,8 @@ pub use headers::{
 use self::connect::Dialer;
 use self::h1::{Held, Home};
 use crate::config::UpstreamConfig;
-use crate::http::{GatewayError, Relayed};
+use crate::http::{Body, GatewayError};
+use crate::routes::CanonicalPath;
 use crate::tls::TlsError;
 
 /// Why an upstream could not be set up.
@@ -164,22 +165,22 @@ impl Upstream {
         self.id
     }
 
-    /// The upstream path and query for a canonical path and the request's target (whose
+    /// The upstream path and query for a request's canonical path and its target (whose
     /// query goes as it came).
     pub fn path_for(
         &self,
-        canonical_path: &str,
+        canonical: &CanonicalPath,
         target: &Uri,
     ) -> Result<PathAndQuery, GatewayError> {
         // Nearly always the request's own path is canonical already and the upstream is at its
         // root: then the target's parsed path and query is the upstream's, shared rather than
         // copied into a new string and checked again byte by byte.
-        if self.config.base_path.is_empty()
-            && target.path() == canonical_path
-            && let Some(pq) = target.path_and_query()
-        {
-            return Ok(pq.clone());
-        }
+        let canonical_path = match canonical {
+            CanonicalPath::Target(pq) if self.config.base_path.is_empty() => {
+                return Ok(pq.clone());
+            }
+            canonical => canonical.as_str(),
+        };
         let query = target.query();
         let mut pq = String::with_capacity(
             self.config.base_path.len() + canonical_path.len() + 1 + query.map_or(0, str::len),
@@ -212,7 +213,7 @@ impl Upstream {
         affinity: Option<&'a Affinity>,
         sent: tokio::time::Instant,
         request_deadline: tokio::time::Instant,
-    ) -> impl Future<Output = Result<Response<Relayed>, GatewayError>> + use<'a> {
+    ) -> impl Future<Output = Result<Response<Body>, GatewayError>> + use<'a> {
         // Whichever comes first: the upstream's response timeout (504) or the request's own
         // deadline (408).
         let response_deadline = sent + self.config.response_timeout;
@@ -228,7 +229,7 @@ impl Upstream {
                 let mut out = h1::Outgoing::new(req, path.as_str(), host.chain(fields.iter()));
                 Either::Left(async move {
                     let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
-                    refuse_upgrade(resp.map(Relayed::Own))
+                    refuse_upgrade(resp.map(Body::Upstream))
                 })
             }
             None => {
@@ -248,7 +249,7 @@ impl Upstream {
                         .await
                         .map_err(|_| expiry.error())?
                         .map_err(classify)?;
-                    refuse_upgrade(resp.map(Relayed::Pooled))
+                    refuse_upgrade(resp.map(Body::Pooled))
                 })
             }
         }
@@ -491,11 +492,10 @@ mod tests {
             cfg.base_path = base.into();
             let upstreams = Upstreams::new([&cfg]).unwrap();
             let target: Uri = target.parse().unwrap();
-            let got = upstreams
-                .get(0)
-                .unwrap()
-                .path_for(canonical, &target)
-                .unwrap();
+            let path =
+                CanonicalPath::of(&target, crate::routes::canonicalize(target.path()).unwrap());
+            assert_eq!(path.as_str(), canonical, "{target}");
+            let got = upstreams.get(0).unwrap().path_for(&path, &target).unwrap();
             assert_eq!(got.as_str(), want, "{base:?} {target} {canonical}");
         }
     }

@@ -12,7 +12,7 @@ use http::Method;
 use crate::scope::ScopeSet;
 
 pub use path::{PathError, PathOptions, canonicalize, canonicalize_with};
-pub use resolve::{ResolveError, Resolved, resolve};
+pub use resolve::{CanonicalPath, ResolveError, Resolved, resolve};
 
 /// True when a canonical path lies in the authorization server's `/o/` namespace, which is
 /// never proxied: its first segment is `o` in any case (an upstream may match paths ignoring

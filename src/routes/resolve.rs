@@ -4,6 +4,9 @@
 //! it lands on opts in, and then re-canonicalized with that route's options. Nothing in the
 //! `/o/` namespace is ever routed, whatever its spelling. Pure: tested as a table.
 
+use std::borrow::Cow;
+
+use http::uri::PathAndQuery;
 use http::{Method, Uri, Version};
 
 use super::{
@@ -16,7 +19,42 @@ pub enum Resolved<'a> {
     /// A path the gateway serves itself (as `own` said), in canonical form.
     Own(String),
     /// A route, and the canonical path matched against it (and forwarded).
-    Route(&'a Route, String),
+    Route(&'a Route, CanonicalPath),
+}
+
+/// A routed request's canonical path. Nearly always the request's own path is canonical
+/// already: then it is the request's parsed target, shared (one reference count) rather than
+/// copied into a string of its own on every request, and the upstream is sent that target
+/// as it came ([`crate::proxy::Upstream::path_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanonicalPath {
+    /// The request's target (path and query), whose path is canonical as it came.
+    Target(PathAndQuery),
+    /// The canonical form of a path that was not canonical as it came.
+    Rewritten(String),
+}
+
+impl CanonicalPath {
+    /// `canonical`, the canonical form of `uri`'s path (borrowed from it when unchanged): the
+    /// target itself when that form is the path as it came.
+    pub fn of(uri: &Uri, canonical: Cow<'_, str>) -> CanonicalPath {
+        // A rewrite may come back unchanged (a lenient form re-canonicalized with the route's
+        // options): the path is then the request's own all the same.
+        match (canonical, uri.path_and_query()) {
+            (Cow::Borrowed(_), Some(target)) => CanonicalPath::Target(target.clone()),
+            (Cow::Owned(path), Some(target)) if path == target.path() => {
+                CanonicalPath::Target(target.clone())
+            }
+            (canonical, _) => CanonicalPath::Rewritten(canonical.into_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            CanonicalPath::Target(target) => target.path(),
+            CanonicalPath::Rewritten(path) => path,
+        }
+    }
 }
 
 /// Why a request target leads nowhere.
@@ -54,7 +92,7 @@ pub fn resolve<'a>(
             let route = table
                 .find(method, &canonical)
                 .ok_or(ResolveError::NoRoute)?;
-            Ok(Resolved::Route(route, canonical.into_owned()))
+            Ok(Resolved::Route(route, CanonicalPath::of(uri, canonical)))
         }
         Err(
             strict
@@ -66,7 +104,7 @@ pub fn resolve<'a>(
             }
             let route = table.find(method, &lenient).ok_or(strict)?;
             let canonical = canonicalize_with(path, route.path_options)?;
-            Ok(Resolved::Route(route, canonical.into_owned()))
+            Ok(Resolved::Route(route, CanonicalPath::of(uri, canonical)))
         }
         Err(e) => Err(e.into()),
     }
@@ -198,7 +236,12 @@ mod tests {
             let uri: Uri = target.parse().unwrap();
             let got = resolve(&table, &Method::GET, *version, &uri, own).map(|r| match r {
                 Resolved::Own(p) => ("own".to_owned(), p),
-                Resolved::Route(route, p) => (route.id.to_string(), p),
+                Resolved::Route(route, p) => {
+                    // The request's target is shared exactly when its path is the canonical one.
+                    let shared = matches!(p, CanonicalPath::Target(_));
+                    assert_eq!(shared, p.as_str() == uri.path(), "{target}");
+                    (route.id.to_string(), p.as_str().to_owned())
+                }
             });
             let got = got.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
             assert_eq!(got, want.as_ref().map(|w| *w), "{version:?} {target}");
