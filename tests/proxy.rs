@@ -42,6 +42,11 @@ async fn the_core_flow() {
     );
     assert_eq!(r.upstream_saw("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(r.upstream_saw("x-forwarded-host"), Some(h.addr.to_string()));
+    assert_eq!(
+        r.upstream_saw("host"),
+        Some(h.upstream.addr.to_string()),
+        "the upstream's own Host, not the client's"
+    );
 
     let forbidden = h
         .send(
@@ -313,6 +318,12 @@ async fn http2_clients_are_served() {
         body["headers"]["x-forwarded-host"],
         h.addr.to_string(),
         ":authority becomes X-Forwarded-Host"
+    );
+    assert_eq!(body["headers"]["host"], h.upstream.addr.to_string());
+    // The pooled client sends the request's map: the credential must be out of it.
+    assert!(
+        body["headers"]["authorization"].is_null(),
+        "credentials are not forwarded over the pooled client either: {body}"
     );
     h.shutdown().await;
 }

@@ -150,7 +150,7 @@ async fn with_lean(response: &[u8], close: bool, method: &Method) -> Outcome {
     let key = KEYS.fetch_add(1, Ordering::Relaxed);
     let held = Arc::new(Held::default());
     let home = || Home::new(Arc::clone(&held), key);
-    let mut first = Outgoing::new(request(method), "/", []);
+    let mut first = Outgoing::new(request(method), "/", &[], []);
     let (head, body) = match h1::send(open().await, &mut first, home(), later()).await {
         Ok(resp) => {
             let head = (resp.status().as_u16(), fields(resp.headers()));
@@ -163,7 +163,7 @@ async fn with_lean(response: &[u8], close: bool, method: &Method) -> Outcome {
         Some(conn) => conn,
         None => open().await,
     };
-    let mut again = Outgoing::new(request(&Method::GET), "/", []);
+    let mut again = Outgoing::new(request(&Method::GET), "/", &[], []);
     let second = match h1::send(conn, &mut again, home(), later()).await {
         Ok(resp) => collect(resp.into_body()).await.map(|(body, _)| body),
         Err(_) => Err(()),
@@ -357,7 +357,7 @@ async fn an_early_answer_is_read_and_its_connection_not_reused() {
         .header("host", "upstream")
         .body(Endless)
         .unwrap();
-    let mut out = Outgoing::new(req, "/upload", []);
+    let mut out = Outgoing::new(req, "/upload", &[], []);
     let conn = Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()));
     let resp = h1::send(conn, &mut out, Home::new(Arc::clone(&held), 7), later())
         .await
@@ -388,7 +388,7 @@ async fn only_bodiless_idempotent_requests_may_be_sent_again() {
                 None => http_body_util::Either::Right(Empty::<Bytes>::new()),
             })
             .unwrap();
-        let mut out = Outgoing::new(req, "/", []);
+        let mut out = Outgoing::new(req, "/", &[], []);
         assert_eq!(out.may_retry(), want, "{method} before sending");
         // Sent on a connection the upstream closes unanswered: still the same answer after.
         let (addr, _) = scripted(Vec::new(), true).await;
@@ -416,7 +416,7 @@ async fn an_unanswered_exchange_ends_at_its_deadline_and_is_not_sent_again() {
         let _ = s.read_to_end(&mut sink).await;
     });
     let conn = Connection::new(Io::Plain(TcpStream::connect(addr).await.unwrap()));
-    let mut out = Outgoing::new(request(&Method::GET), "/", []);
+    let mut out = Outgoing::new(request(&Method::GET), "/", &[], []);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
     let held = Arc::new(Held::default());
     let Err(failed) = h1::send(conn, &mut out, Home::new(held, 11), deadline).await else {

@@ -115,7 +115,7 @@ async fn lean_request(
     };
     let target = req.uri().path_and_query().cloned();
     let path = target.as_ref().map_or("/", |pq| pq.as_str());
-    let mut out = Outgoing::new(req, path, std::iter::empty());
+    let mut out = Outgoing::new(req, path, &[], std::iter::empty());
     let deadline = Instant::now() + Duration::from_secs(30);
     h1::send(conn, &mut out, Home::new(held, 0), deadline)
         .await

@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::either::Either;
 
 pub use headers::{
-    Forwarded, GatewayFields, forwarded_for, strip_hop_by_hop, strip_request_headers,
+    Forwarded, GatewayFields, LEFT_OUT, forwarded_for, strip_hop_by_hop, strip_request_headers,
     vary_on_authorization,
 };
 
@@ -226,15 +226,16 @@ impl Upstream {
         match affinity {
             Some(affinity) => {
                 let host = std::iter::once((&HOST, &self.host));
-                let mut out = h1::Outgoing::new(req, path.as_str(), host.chain(fields.iter()));
+                let mut out =
+                    h1::Outgoing::new(req, path.as_str(), &LEFT_OUT, host.chain(fields.iter()));
                 Either::Left(async move {
                     let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
                     refuse_upgrade(resp.map(Body::Upstream))
                 })
             }
             None => {
-                req.headers_mut().insert(HOST, self.host.clone());
                 fields.insert_into(req.headers_mut());
+                req.headers_mut().insert(HOST, self.host.clone());
                 *req.version_mut() = Version::HTTP_11;
                 let mut parts = self.origin.clone().into_parts();
                 parts.path_and_query = Some(path);

@@ -211,11 +211,13 @@ pub struct Outgoing<B> {
 }
 
 impl<B: Body<Data = Bytes>> Outgoing<B> {
-    /// `path` is the origin-form target; `more` are fields written after `req`'s own; framing
-    /// headers in `req` are replaced by the body's.
+    /// `path` is the origin-form target; `req`'s fields named in `left_out` are not sent;
+    /// `more` are fields written after `req`'s own; framing headers in `req` are replaced by
+    /// the body's.
     pub fn new<'a>(
         req: Request<B>,
         path: &str,
+        left_out: &[HeaderName],
         more: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     ) -> Outgoing<B> {
         let (parts, body) = req.into_parts();
@@ -225,7 +227,15 @@ impl<B: Body<Data = Bytes>> Outgoing<B> {
             body.size_hint().exact()
         };
         let mut head = BytesMut::new();
-        codec::encode_head(&mut head, &parts.method, path, &parts.headers, more, length);
+        codec::encode_head(
+            &mut head,
+            &parts.method,
+            path,
+            &parts.headers,
+            left_out,
+            more,
+            length,
+        );
         Outgoing {
             method: parts.method,
             head: head.freeze(),

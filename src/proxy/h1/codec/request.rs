@@ -7,16 +7,17 @@ use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, Method};
 
-/// Appends the request head: `path` is origin-form; the fields are `headers`' then `more`
-/// (fields the caller sets beside the message's own, written without passing through a
-/// map); `Content-Length` and `Transfer-Encoding` in `headers` are ignored and the framing
-/// written is `body_length`'s: `Some(n)` a length (none written for 0 on methods that do not
-/// define a body), `None` chunked.
+/// Appends the request head: `path` is origin-form; the fields are `headers`' but those named
+/// in `left_out`, then `more` (fields the caller sets beside the message's own, written
+/// without passing through a map); `Content-Length` and `Transfer-Encoding` in `headers` are
+/// ignored and the framing written is `body_length`'s: `Some(n)` a length (none written for 0
+/// on methods that do not define a body), `None` chunked.
 pub fn encode_head<'a>(
     out: &mut BytesMut,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
+    left_out: &[HeaderName],
     more: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     body_length: Option<u64>,
 ) {
@@ -33,7 +34,7 @@ pub fn encode_head<'a>(
         out.extend_from_slice(b"\r\n");
     };
     for (name, value) in headers {
-        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING && !left_out.contains(name) {
             field(name, value);
         }
     }
@@ -66,6 +67,7 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("up"));
         headers.insert("content-length", HeaderValue::from_static("999"));
         headers.insert("transfer-encoding", HeaderValue::from_static("gzip"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer x"));
         let cases: &[(Method, Option<u64>, &str)] = &[
             (Method::GET, Some(0), ""),
             (Method::POST, Some(0), "content-length: 0\r\n"),
@@ -81,6 +83,7 @@ mod tests {
                 method,
                 "/a?b",
                 &headers,
+                &[http::header::AUTHORIZATION],
                 [(&more, &value)],
                 *length,
             );
