@@ -35,17 +35,14 @@ pub enum CanonicalPath {
 }
 
 impl CanonicalPath {
-    /// `canonical`, the canonical form of `uri`'s path (borrowed from it when unchanged): the
-    /// target itself when that form is the path as it came.
+    /// `canonical`, the canonical form of `uri`'s path: the target itself when that form is
+    /// the path as it came. Compared, not taken on trust from `Cow::Borrowed`: what is
+    /// forwarded must be what was matched, and a rewrite may also come back unchanged (a
+    /// lenient form re-canonicalized with the route's options).
     pub fn of(uri: &Uri, canonical: Cow<'_, str>) -> CanonicalPath {
-        // A rewrite may come back unchanged (a lenient form re-canonicalized with the route's
-        // options): the path is then the request's own all the same.
-        match (canonical, uri.path_and_query()) {
-            (Cow::Borrowed(_), Some(target)) => CanonicalPath::Target(target.clone()),
-            (Cow::Owned(path), Some(target)) if path == target.path() => {
-                CanonicalPath::Target(target.clone())
-            }
-            (canonical, _) => CanonicalPath::Rewritten(canonical.into_owned()),
+        match uri.path_and_query() {
+            Some(target) if *canonical == *target.path() => CanonicalPath::Target(target.clone()),
+            _ => CanonicalPath::Rewritten(canonical.into_owned()),
         }
     }
 
@@ -114,6 +111,28 @@ pub fn resolve<'a>(
 mod tests {
     use super::*;
     use crate::routes::RouteAuth;
+
+    /// The request's target is forwarded only when the canonical path is its path, however
+    /// the canonical form was come by; what is forwarded is what was matched.
+    #[test]
+    fn a_canonical_path_is_the_target_only_when_it_is_its_path() {
+        let uri: Uri = "/a/b?q=1".parse().unwrap();
+        let cases: [(Cow<'_, str>, bool); 4] = [
+            (Cow::Borrowed("/a/b"), true),
+            (Cow::Borrowed("/a/c"), false),
+            (Cow::Owned("/a/b".into()), true),
+            (Cow::Owned("/a/b/".into()), false),
+        ];
+        for (canonical, shared) in cases {
+            let path = CanonicalPath::of(&uri, canonical.clone());
+            assert_eq!(
+                matches!(path, CanonicalPath::Target(_)),
+                shared,
+                "{canonical}"
+            );
+            assert_eq!(path.as_str(), &*canonical);
+        }
+    }
 
     fn route(id: &str, prefix: &str, options: PathOptions) -> Route {
         Route {
