@@ -31,5 +31,6 @@ pub mod routes;
 pub mod scope;
 pub mod shutdown;
 pub mod store;
+pub mod thread_bytes;
 pub mod tls;
 pub mod web;

@@ -64,7 +64,10 @@ fn generate() -> HeaderValue {
     let mut id = [0u8; 32];
     id[..16].copy_from_slice(process);
     id[16..].copy_from_slice(&hex(n));
-    HeaderValue::from_bytes(&id).expect("hex digits are a valid header")
+    // In the thread's shared buffer: the response's clone of the id is then a reference
+    // count, not a promotion to an allocation of its own.
+    HeaderValue::from_maybe_shared(crate::thread_bytes::copy(&id))
+        .expect("hex digits are a valid header")
 }
 
 /// `word` as 16 lower-case hex digits, most significant first. By hand, a byte at a time:

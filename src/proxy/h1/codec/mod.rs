@@ -13,7 +13,7 @@ mod request;
 
 use std::mem::MaybeUninit;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::header::{
     CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE, HeaderName, HeaderValue, SERVER,
     TRANSFER_ENCODING,
@@ -116,8 +116,9 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, F
             Version::HTTP_11
         };
         // The head is copied out (a few hundred bytes), so that the read buffer stays the
-        // connection's alone and is reused as it is; header values are slices of the copy.
-        let head = Bytes::copy_from_slice(&buf[..len]);
+        // connection's alone and is reused as it is; header values are slices of the copy,
+        // made in the thread's shared buffer so that neither costs an allocation.
+        let head = crate::thread_bytes::copy(&buf[..len]);
         let base = buf.as_ptr() as usize;
         let mut headers = HeaderMap::with_capacity(response.headers.len().max(RECYCLED_MAP_FIELDS));
         let mut facts = Facts::default();
