@@ -7,7 +7,8 @@
 //! buffer that is already shared, it costs neither, only a reference count. Once every copy
 //! in the buffer is gone, the buffer is reused from its start; while some still live (their
 //! requests still open) and it is full, a new one is started, and the old one is freed with
-//! its last copy. So a copy pins at most one buffer, and a thread holds one of its own.
+//! its last copy. So a copy pins at most one buffer, and a thread holds one of its own. A
+//! copy longer than a buffer makes the buffer as long, and it is reused the same way.
 
 use std::cell::RefCell;
 
@@ -45,7 +46,7 @@ mod tests {
     #[test]
     fn copies_hold_their_bytes_across_buffers() {
         on_new_thread(|| {
-            // Lengths that end buffers at every offset, and one longer than a buffer.
+            // Lengths that end buffers at many offsets, and some longer than a buffer.
             let lengths = [1, 31, 32, 200, 4095, CHUNK, CHUNK + 1, 3 * CHUNK, 7];
             let mut kept = Vec::new();
             for round in 0..40u8 {
