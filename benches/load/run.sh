@@ -147,7 +147,7 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Authorization"] = "Basic $(printf '%s:%s' "$CID" "$CSECRET" | base64 -w0)"
 LUA
 
-cpu_ticks() { # total utime+stime of a process and its threads, in clock ticks
+cpu_ticks() { # total utime+stime of a process and its threads (or of PID/task/TID alone), in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 nginx_worker() { pgrep -P "$(cat "$1/nginx.pid")" | head -1; }
@@ -250,7 +250,7 @@ run guard_cache_miss "http://$PC_MISS/api/x" "${PIDS[1]}" -s "$MISS_TOKENS"
 hashing_ticks() {
   local t n=0
   for t in /proc/"$1"/task/*; do
-    case "$(cat "$t/comm" 2>/dev/null)" in portcullis-hash*) n=$((n + $(awk '{print $14 + $15}' "$t/stat"))) ;; esac
+    case "$(cat "$t/comm" 2>/dev/null)" in portcullis-hash*) n=$((n + $(cpu_ticks "$1/task/${t##*/}"))) ;; esac
   done
   echo "$n"
 }
