@@ -15,8 +15,8 @@ use std::task::Poll;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use crate::clock::SharedClock;
@@ -333,12 +333,19 @@ impl Gateway {
                 let (mut parts, body) = req.into_parts();
                 // The body is cut off (413) once it grows past its limit. A form body is read
                 // first (boxed: its future is large, and inline every request's future would
-                // be as large and be copied as often).
-                let limit = body_limit(&parts.headers, route.max_body_bytes)?;
-                let body = if is_form_urlencoded(&parts.headers) {
-                    within(deadline, Box::pin(read_form(body, limit))).await??
+                // be as large and be copied as often). A request that hyper's framing says
+                // has no body (most: GET, HEAD, a `Content-Length: 0`) has no length to check
+                // and no form to read, and its empty body is boxed without an allocation
+                // (it has no size): two header lookups and an allocation fewer.
+                let body = if body.is_end_stream() {
+                    Empty::new().map_err(|never| match never {}).boxed_unsync()
                 } else {
-                    Limited::new(body, limit).boxed_unsync()
+                    let limit = body_limit(&parts.headers, route.max_body_bytes)?;
+                    if is_form_urlencoded(&parts.headers) {
+                        within(deadline, Box::pin(read_form(body, limit))).await??
+                    } else {
+                        Limited::new(body, limit).boxed_unsync()
+                    }
                 };
                 strip_request_headers(&mut parts.headers, &self.identity_headers);
                 let fields = GatewayFields {
