@@ -1,5 +1,6 @@
-//! Small byte strings the request path makes for every request, a generated request id and an
-//! upstream response's head, copied into one buffer per thread and split off it as [`Bytes`].
+//! Small byte strings the request path makes for every request, a generated request id, an
+//! upstream response's head copied and the upstream request's head written, in one buffer per
+//! thread and split off it as [`Bytes`].
 //!
 //! A `Bytes` copied from a slice is a vector of its own: one allocation to make it, another
 //! at its first clone or slice (it is promoted to a shared buffer then; a head's header values
@@ -23,13 +24,23 @@ thread_local! {
 
 /// `bytes`, copied into this thread's buffer.
 pub fn copy(bytes: &[u8]) -> Bytes {
+    write(bytes.len(), |buffer| buffer.extend_from_slice(bytes))
+}
+
+/// What `f` appends to an empty buffer, written in this thread's buffer; `room` is what it
+/// will likely take (more is taken as `f` needs it: `BytesMut` grows). `f` must not use this
+/// module itself (the buffer is borrowed while it runs).
+pub fn write(room: usize, f: impl FnOnce(&mut BytesMut)) -> Bytes {
     BUFFER.with_borrow_mut(|buffer| {
-        if buffer.capacity() < bytes.len() {
+        // Empty after every split; cleared all the same, so that nothing a writer left
+        // behind (had it panicked) could become the start of the next one's bytes.
+        buffer.clear();
+        if buffer.capacity() < room {
             // Takes the buffer back from its start when no copy in it is left, else starts
             // a new one (`BytesMut::reserve` does both).
-            buffer.reserve(bytes.len().max(CHUNK));
+            buffer.reserve(room.max(CHUNK));
         }
-        buffer.extend_from_slice(bytes);
+        f(buffer);
         buffer.split().freeze()
     })
 }
@@ -85,6 +96,33 @@ mod tests {
             let again = copy(&[3; 100]);
             assert_eq!(again.as_ptr(), start, "the buffer was reused");
             assert_eq!(again, [3; 100].as_slice());
+        });
+    }
+
+    #[test]
+    fn writes_share_the_buffer_with_copies_and_may_outgrow_their_room() {
+        on_new_thread(|| {
+            let id = copy(b"id");
+            let head = write(8, |b| {
+                b.extend_from_slice(b"GET / HTTP/1.1\r\n");
+                b.extend_from_slice(b"\r\n");
+            });
+            assert_eq!(head, b"GET / HTTP/1.1\r\n\r\n".as_slice());
+            assert_eq!(
+                head.as_ptr(),
+                id.as_ptr().wrapping_add(2),
+                "a write is split off the same buffer, after the copy"
+            );
+            // Longer than the buffer's room: it grows, and what was written stays.
+            let long = write(1, |b| {
+                for i in 0..3 * CHUNK {
+                    b.extend_from_slice(&[i as u8]);
+                }
+            });
+            assert!(long.iter().enumerate().all(|(i, &b)| b == i as u8));
+            assert_eq!(long.len(), 3 * CHUNK);
+            assert_eq!(id, b"id".as_slice());
+            assert_eq!(copy(b"next"), b"next".as_slice());
         });
     }
 

@@ -226,19 +226,23 @@ impl<B: Body<Data = Bytes>> Outgoing<B> {
         } else {
             body.size_hint().exact()
         };
-        let mut head = BytesMut::new();
-        codec::encode_head(
-            &mut head,
-            &parts.method,
-            path,
-            &parts.headers,
-            left_out,
-            more,
-            length,
-        );
+        // In the thread's shared buffer: a head of its own would be an allocation for its
+        // bytes and another as it is frozen into `Bytes` (a vector with room to spare is
+        // given a shared header then).
+        let head = crate::thread_bytes::write(codec::HEAD_ROOM + path.len(), |head| {
+            codec::encode_head(
+                head,
+                &parts.method,
+                path,
+                &parts.headers,
+                left_out,
+                more,
+                length,
+            )
+        });
         Outgoing {
             method: parts.method,
-            head: head.freeze(),
+            head,
             body: (length != Some(0)).then_some(body),
             length,
         }

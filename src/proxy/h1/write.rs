@@ -17,7 +17,10 @@ const MAX_IOVECS: usize = 16;
 
 /// The request's bytes on their way out.
 pub(super) struct Writer {
-    /// Encoded bytes not yet written.
+    /// The head's bytes not yet written. Apart from the queue: most requests are a head
+    /// alone, and a queue allocates at its first entry.
+    head: Bytes,
+    /// The body's encoded bytes not yet written, after the head.
     queue: VecDeque<Bytes>,
     chunked: bool,
     /// Bytes still owed under `Content-Length`.
@@ -31,7 +34,8 @@ impl Writer {
     /// bytes, `None` chunked).
     pub(super) fn new(head: Bytes, length: Option<u64>, has_body: bool) -> Writer {
         Writer {
-            queue: VecDeque::from([head]),
+            head,
+            queue: VecDeque::new(),
             chunked: length.is_none(),
             remaining: length.unwrap_or(0),
             done: !has_body,
@@ -40,7 +44,12 @@ impl Writer {
 
     /// The whole request, body and its end included, has been written.
     pub(super) fn finished(&self) -> bool {
-        self.done && self.queue.is_empty()
+        self.done && self.pending() == 0
+    }
+
+    /// How many buffers wait to be written.
+    fn pending(&self) -> usize {
+        usize::from(!self.head.is_empty()) + self.queue.len()
     }
 
     /// Writes what is queued, then queues the body's next frame, until either waits.
@@ -59,7 +68,7 @@ impl Writer {
         loop {
             // The next body frame first, so that the head and the first bytes of a body at
             // hand leave in one write.
-            if !self.done && self.queue.len() < MAX_IOVECS - 2 {
+            if !self.done && self.pending() < MAX_IOVECS - 2 {
                 let Some(b) = body.as_mut() else {
                     self.done = true;
                     continue;
@@ -86,7 +95,7 @@ impl Writer {
                         self.done = true;
                         continue;
                     }
-                    Poll::Pending if self.queue.is_empty() => {
+                    Poll::Pending if self.pending() == 0 => {
                         return if progressed {
                             Poll::Ready(Ok(true))
                         } else {
@@ -96,12 +105,13 @@ impl Writer {
                     Poll::Pending => {}
                 }
             }
-            if self.queue.is_empty() {
+            let count = self.pending().min(MAX_IOVECS);
+            if count == 0 {
                 return Poll::Ready(Ok(progressed));
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = self.queue.len().min(MAX_IOVECS);
-            for (slice, bytes) in slices.iter_mut().zip(&self.queue) {
+            let head = (!self.head.is_empty()).then_some(&self.head);
+            for (slice, bytes) in slices.iter_mut().zip(head.into_iter().chain(&self.queue)) {
                 *slice = IoSlice::new(bytes);
             }
             let written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
@@ -138,6 +148,9 @@ impl Writer {
     }
 
     fn advance(&mut self, mut written: usize) {
+        let of_head = written.min(self.head.len());
+        self.head.advance(of_head);
+        written -= of_head;
         while written > 0 {
             let Some(front) = self.queue.front_mut() else {
                 return;
@@ -150,5 +163,47 @@ impl Writer {
                 written = 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_take_the_head_then_the_queue() {
+        // Bytes written by each call (partial writes included), and what is left after.
+        let cases: &[(&[usize], &str, usize)] = &[
+            (&[], "HEADbody1body2", 3),
+            (&[2], "ADbody1body2", 3),
+            (&[4], "body1body2", 2),
+            (&[6], "dy1body2", 2),
+            (&[2, 2, 5], "body2", 1),
+            (&[3, 8], "dy2", 1),
+            (&[14], "", 0),
+        ];
+        for (steps, left, pending) in cases {
+            let mut writer = Writer::new(Bytes::from_static(b"HEAD"), Some(10), true);
+            writer.queue.push_back(Bytes::from_static(b"body1"));
+            writer.queue.push_back(Bytes::from_static(b"body2"));
+            for &n in *steps {
+                writer.advance(n);
+            }
+            let rest: Vec<u8> = writer
+                .head
+                .iter()
+                .chain(writer.queue.iter().flatten())
+                .copied()
+                .collect();
+            assert_eq!(rest, left.as_bytes(), "{steps:?}");
+            assert_eq!(writer.pending(), *pending, "{steps:?}");
+        }
+        let head_alone = Writer::new(Bytes::from_static(b"HEAD"), Some(0), false);
+        assert!(!head_alone.finished(), "its head is still to be written");
+        assert_eq!(
+            head_alone.queue.capacity(),
+            0,
+            "a head alone allocates no queue"
+        );
     }
 }

@@ -21,7 +21,7 @@ use http::header::{
 use http::{HeaderMap, Method, StatusCode, Version};
 
 pub use self::chunked::{ChunkedDecoder, Decoded};
-pub use self::request::encode_head;
+pub use self::request::{HEAD_ROOM, encode_head};
 
 /// Most header fields in a response head or trailer section (hyper's client default).
 pub const MAX_HEADERS: usize = 100;

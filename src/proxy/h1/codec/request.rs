@@ -7,6 +7,9 @@ use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, Method};
 
+/// Room for a request head's fields, besides its target: most heads fit.
+pub const HEAD_ROOM: usize = 512;
+
 /// Appends the request head: `path` is origin-form; the fields are `headers`' but those named
 /// in `left_out`, then `more` (fields the caller sets beside the message's own, written
 /// without passing through a map); `Content-Length` and `Transfer-Encoding` in `headers` are
@@ -22,7 +25,7 @@ pub fn encode_head<'a>(
     body_length: Option<u64>,
 ) {
     // Most heads fit; a larger one grows the buffer (no second pass over the headers).
-    out.reserve(512 + path.len());
+    out.reserve(HEAD_ROOM + path.len());
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(path.as_bytes());
