@@ -9,7 +9,9 @@
 //! in the buffer is gone, the buffer is reused from its start; while some still live (their
 //! requests still open) and it is full, a new one is started, and the old one is freed with
 //! its last copy. So a copy pins at most one buffer, and a thread holds one of its own. A
-//! copy longer than a buffer makes the buffer as long, and it is reused the same way.
+//! copy longer than a buffer makes the buffer as long, and it is reused the same way. An
+//! upstream request's head lives until its response head arrives, so a request the upstream
+//! holds (a long poll) keeps its buffer, at most [`CHUNK`] bytes, as long.
 
 use std::cell::RefCell;
 
