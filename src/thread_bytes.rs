@@ -11,7 +11,8 @@
 //! its last copy. So a copy pins at most one buffer, and a thread holds one of its own. A
 //! copy longer than a buffer makes the buffer as long, and it is reused the same way. An
 //! upstream request's head lives until its response head arrives, so a request the upstream
-//! holds (a long poll) keeps its buffer, at most [`CHUNK`] bytes, as long.
+//! holds (a long poll) keeps its buffer ([`CHUNK`] bytes, or the head's length when longer)
+//! as long.
 
 use std::cell::RefCell;
 
