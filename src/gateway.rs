@@ -6,7 +6,9 @@
 //! -> canonical path -> route table) -> **authorize** (bearer token -> cache -> scopes) ->
 //! **upstream_request** (URI, headers and a bounded body for the upstream) -> **send** ->
 //! **upstream_response** -> **log**. `log` always runs, so every decision is counted once,
-//! with the reason its outcome gives.
+//! with the reason its outcome gives. The phases that need no waiting run at the call, before
+//! the request's future is first polled ([`Gateway::handle`] says why): most requests have
+//! their upstream request built there.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,13 +32,13 @@ use crate::oauth::throttle::Throttle;
 use crate::oauth::{AuthServer, Endpoint, Origin};
 use crate::principal::Principal;
 use crate::proxy::{
-    Affinity, Forwarded, GatewayFields, UpstreamBody, Upstreams, forwarded_for, strip_hop_by_hop,
-    strip_request_headers, vary_on_authorization,
+    Affinity, Forwarded, GatewayFields, Prepared, UpstreamBody, Upstreams, forwarded_for,
+    strip_hop_by_hop, strip_request_headers, vary_on_authorization,
 };
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routes::{CanonicalPath, Resolved, Route, RouteAuth, RouteTable, resolve};
 use crate::store::SharedStore;
-use crate::store::cache::{LastToken, TokenCache};
+use crate::store::cache::{LastToken, Miss, TokenCache};
 use crate::web::{Page, Pages};
 
 /// Everything the pipeline needs, shared by all connections.
@@ -160,52 +162,98 @@ struct RequestContext {
     upstream: Option<Arc<str>>,
     principal: Option<Principal>,
     /// The canonical path, once known, else empty (logged without the query, which may hold
-    /// anything).
+    /// anything). Once the upstream request is built, only what the log needs
+    /// ([`RequestContext::detach_path`]).
     path: CanonicalPath,
     /// `X-Request-Id`: the client's well-formed one, or generated.
     request_id: HeaderValue,
 }
 
+/// How far a request got at the call ([`Gateway::start`]).
+enum Start {
+    /// A path of the gateway's own, in canonical form (the request boxed: it is 264 bytes,
+    /// and this is moved with every proxied request's).
+    Own(String, Box<Request<Incoming>>),
+    /// The upstream request, built: the exchange is all that is left.
+    Ready(Outbound),
+    /// A routed request that must wait before its upstream request can be built (boxed: it
+    /// is rare, and the future keeps the largest of these until its first poll).
+    Waits(Box<Waiting>),
+    /// Refused, or failed, before anything went upstream.
+    Failed(GatewayError),
+}
+
+/// A request for an upstream, ready to send.
+struct Outbound {
+    /// The upstream's place in [`Gateway::upstreams`].
+    upstream: usize,
+    request: Prepared,
+}
+
+/// A routed request that waits: for the store, on a token the cache does not hold, or for its
+/// form body, read whole.
+struct Waiting {
+    parts: http::request::Parts,
+    body: Incoming,
+    /// The route's [`Route::index`].
+    route: usize,
+    /// The request's validated `Host` (or `:authority`).
+    authority: Option<HeaderValue>,
+    /// The token lookup the store finishes, when authorization waits for it.
+    miss: Option<Miss>,
+}
+
+impl RequestContext {
+    /// Keeps of a canonical path that is the request's own target only what the log needs,
+    /// in a string of its own (nothing when the access log is off). The target is a slice of
+    /// the buffer hyper reads the connection into: kept to the end, it would make hyper take
+    /// a new buffer at its next read ([`Gateway::handle`]).
+    fn detach_path(&mut self) {
+        if let CanonicalPath::Target(target) = &self.path {
+            let logged = if tracing::enabled!(target: "portcullis::access", tracing::Level::INFO) {
+                target.path().to_owned()
+            } else {
+                String::new()
+            };
+            self.path = CanonicalPath::Rewritten(logged);
+        }
+    }
+}
+
 impl Gateway {
     /// One request's life, from its head to its response.
-    // A function returning an `async move` block, not an `async fn`: an `async fn`'s future
-    // keeps each argument twice across an await, as the argument and as the local it is
-    // moved into (rust-lang/rust#62958), and hyper moves this future twice per request
-    // (benches/README.md, "The request's future").
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn would hold its arguments twice"
-    )]
+    ///
+    /// What needs no waiting is done at the call, before the future is first polled: the head
+    /// checked, the target routed, the token decided from the cache and the upstream request
+    /// encoded. hyper reads from the client connection once more (to see it close) before it
+    /// first polls the future; if the request still holds slices of the buffer it reads into,
+    /// that read takes a new buffer (8 KiB, and a shared header for it): two allocations per
+    /// request that most requests do without this way (benches/README.md). What waits (a token
+    /// the cache lacks, a form body, the gateway's own endpoints) is done in the future.
+    // A function returning an `async move` block, not an `async fn`, which would do nothing
+    // until polled (and keep each argument twice across an await, as the argument and as the
+    // local it is moved into, rust-lang/rust#62958; hyper moves this future twice per request:
+    // benches/README.md, "The request's future").
     pub fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         session: Arc<Session>,
     ) -> impl Future<Output = Response<Body>> {
+        let mut ctx = RequestContext {
+            started: Instant::now(),
+            route: None,
+            allowed: None,
+            upstream: None,
+            principal: None,
+            path: CanonicalPath::Rewritten(String::new()),
+            request_id: request_id::of(req.headers()),
+        };
+        let method = req.method().clone();
+        let start = self.start(req, &session, &mut ctx);
         async move {
-            let mut ctx = RequestContext {
-                started: Instant::now(),
-                route: None,
-                allowed: None,
-                upstream: None,
-                principal: None,
-                path: CanonicalPath::Rewritten(String::new()),
-                request_id: request_id::of(req.headers()),
-            };
-            let method = req.method().clone();
-            // route: the head is checked and the target resolved once, for every endpoint, so
-            // that the /o/ namespace is recognised on the same canonical path routing uses.
-            let resolved = crate::request::validate(req.version(), req.uri(), req.headers())
-                .map_err(GatewayError::from)
-                .and_then(|authority| {
-                    let own =
-                        |p: &str| Endpoint::for_path(p).is_some() || Page::for_path(p).is_some();
-                    let target =
-                        resolve(&self.routes, req.method(), req.version(), req.uri(), own)?;
-                    Ok((authority, target))
-                });
-            let result = match resolved {
-                Ok((_, Resolved::Own(path))) => {
-                    let mut resp = self.serve_own(&path, req, &session).await;
+            let result = match start {
+                Start::Own(path, req) => {
+                    let mut resp = self.serve_own(&path, *req, &session).await;
                     resp.headers_mut()
                         .insert(&X_REQUEST_ID, ctx.request_id.clone());
                     tracing::info!(
@@ -220,14 +268,12 @@ impl Gateway {
                     );
                     return resp;
                 }
-                Ok((authority, Resolved::Route(route, canonical))) => {
-                    ctx.path = canonical;
-                    ctx.route = Some((Arc::clone(&route.id), route.index));
-                    let deadline = ctx.started + self.request_timeout;
-                    self.proxy(req, route, authority, &session, &mut ctx, deadline)
-                        .await
+                Start::Ready(outbound) => self.exchange(outbound, &session, &mut ctx).await,
+                // Boxed: waiting is rare, and inline its future would enlarge every request's.
+                Start::Waits(waiting) => {
+                    Box::pin(self.after_waiting(*waiting, &session, &mut ctx)).await
                 }
-                Err(e) => Err(e),
+                Start::Failed(e) => Err(e),
             };
             let reason = match &result {
                 Ok(_) => ctx.allowed,
@@ -258,6 +304,103 @@ impl Gateway {
         }
     }
 
+    /// The phases that need no waiting: **route**, **authorize** from the cache, and
+    /// **upstream_request** for a body that is not read first.
+    fn start(&self, req: Request<Incoming>, session: &Session, ctx: &mut RequestContext) -> Start {
+        // route: the head is checked and the target resolved once, for every endpoint, so
+        // that the /o/ namespace is recognised on the same canonical path routing uses.
+        let resolved = crate::request::validate(req.version(), req.uri(), req.headers())
+            .map_err(GatewayError::from)
+            .and_then(|authority| {
+                let own = |p: &str| Endpoint::for_path(p).is_some() || Page::for_path(p).is_some();
+                let target = resolve(&self.routes, req.method(), req.version(), req.uri(), own)?;
+                Ok((authority, target))
+            });
+        let (authority, route) = match resolved {
+            Ok((_, Resolved::Own(path))) => return Start::Own(path, Box::new(req)),
+            Ok((authority, Resolved::Route(route, canonical))) => {
+                ctx.path = canonical;
+                ctx.route = Some((Arc::clone(&route.id), route.index));
+                (authority, route)
+            }
+            Err(e) => return Start::Failed(e),
+        };
+        // authorize
+        if guard::credential_in_query(req.uri().query()) {
+            return Start::Failed(GatewayError::CredentialInRequest);
+        }
+        let miss = match self.authorize_cached(route, req.headers(), session, ctx) {
+            Ok(miss) => miss,
+            Err(e) => return Start::Failed(e),
+        };
+        // upstream_request
+        let (parts, body) = req.into_parts();
+        // `Err`: the body waits, to be read whole (a form) or to be looked at once the
+        // store's answer has allowed the request.
+        let body = if miss.is_some() {
+            Err(body)
+        } else {
+            match streamed_body(&parts.headers, body, route.max_body_bytes) {
+                Ok(Streamed::Body(body)) => Ok(body),
+                Ok(Streamed::Form(form)) => Err(form),
+                Err(e) => return Start::Failed(e),
+            }
+        };
+        match body {
+            Ok(body) => match self.upstream_request(parts, body, route, authority, session, ctx) {
+                Ok(outbound) => Start::Ready(outbound),
+                Err(e) => Start::Failed(e),
+            },
+            Err(body) => Start::Waits(Box::new(Waiting {
+                parts,
+                body,
+                route: route.index,
+                authority,
+                miss,
+            })),
+        }
+    }
+
+    /// The rest of **authorize** and **upstream_request** for a request that waits (for the
+    /// store's answer on its token, or for its form body), then the exchange.
+    async fn after_waiting(
+        &self,
+        waiting: Waiting,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Response<Body>, GatewayError> {
+        let Waiting {
+            parts,
+            body,
+            route,
+            authority,
+            miss,
+        } = waiting;
+        let route = self
+            .routes
+            .get(route)
+            .ok_or_else(|| GatewayError::Internal(format!("route {route} missing")))?;
+        let deadline = ctx.started + self.request_timeout;
+        if let Some(miss) = miss {
+            let imported = self.auth_server.oauth.accept_imported_tokens;
+            let token = guard::bearer_token(&parts.headers, imported)?;
+            let lookup = self
+                .cache
+                .principal_missed(miss, token, &session.last_token);
+            let principal = within(deadline, lookup).await??;
+            admit(principal, &route.auth, ctx)?;
+        }
+        let body = match streamed_body(&parts.headers, body, route.max_body_bytes)? {
+            Streamed::Body(body) => body,
+            Streamed::Form(form) => {
+                let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
+                within(deadline, read_form(form, limit)).await??
+            }
+        };
+        let outbound = self.upstream_request(parts, body, route, authority, session, ctx)?;
+        self.exchange(outbound, session, ctx).await
+    }
+
     /// A path of the gateway's own: an authorization-server endpoint or a page, bounded by
     /// the request timeout like every proxied request.
     async fn serve_own(
@@ -286,83 +429,88 @@ impl Gateway {
         served.unwrap_or_else(|_| GatewayError::RequestTimeout.into_response(&self.realm))
     }
 
-    /// The phases after **route** for a request to `route`. `authority` is the request's
-    /// validated `Host` (or `:authority`).
+    /// **authorize** as far as the cache goes: `Ok(None)` once the request is allowed,
+    /// `Ok(Some(miss))` when only the store can tell, else the denial.
+    fn authorize_cached(
+        &self,
+        route: &Route,
+        headers: &http::HeaderMap,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<Miss>, GatewayError> {
+        if let RouteAuth::Public = route.auth {
+            ctx.allowed = Some(Reason::Public);
+            return Ok(None);
+        }
+        let token = guard::bearer_token(headers, self.auth_server.oauth.accept_imported_tokens)?;
+        match self.cache.principal_cached(token, &session.last_token) {
+            Ok(principal) => admit(principal, &route.auth, ctx).map(|()| None),
+            Err(miss) => Ok(Some(miss)),
+        }
+    }
+
+    /// **upstream_request**: the request for `route`'s upstream, from the client's head (its
+    /// spoofable fields stripped, the gateway's added) and `body`, encoded. `authority` is the
+    /// request's validated `Host` (or `:authority`).
+    fn upstream_request(
+        &self,
+        mut parts: http::request::Parts,
+        body: UpstreamBody,
+        route: &Route,
+        authority: Option<HeaderValue>,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Outbound, GatewayError> {
+        let upstream = self.upstreams.get(route.upstream_index).ok_or_else(|| {
+            GatewayError::Internal(format!("upstream {} missing", route.upstream))
+        })?;
+        ctx.upstream = Some(Arc::clone(&upstream.name));
+        // The canonical path was moved into the context (for the log) and is read from there.
+        let path = upstream.path_for(&ctx.path, &parts.uri)?;
+        ctx.detach_path();
+        let lean = session.affinity.for_version(parts.version).is_some();
+        strip_request_headers(&mut parts.headers, &self.identity_headers);
+        let forwarded = Forwarded {
+            peer: &session.forwarded_for,
+            proto: Forwarded::proto(session.conn.tls),
+            host: authority,
+        };
+        let fields = GatewayFields {
+            identity_headers: &self.identity_headers,
+            forwarded: &forwarded,
+            identity: ctx.principal.as_ref().map(|p| &p.header_values),
+            request_id: &ctx.request_id,
+        };
+        let request = upstream.prepare(Request::from_parts(parts, body), path, &fields, lean)?;
+        Ok(Outbound {
+            upstream: route.upstream_index,
+            request,
+        })
+    }
+
+    /// **send** and **upstream_response**: the exchange, timed for the metrics, and the
+    /// response's hop-by-hop fields gone.
     #[expect(
         clippy::manual_async_fn,
         reason = "an async fn would hold its arguments twice"
     )]
-    fn proxy<'a>(
+    fn exchange<'a>(
         &'a self,
-        req: Request<Incoming>,
-        route: &'a Route,
-        authority: Option<HeaderValue>,
+        outbound: Outbound,
         session: &'a Session,
         ctx: &'a mut RequestContext,
-        deadline: tokio::time::Instant,
     ) -> impl Future<Output = Result<Response<Body>, GatewayError>> + 'a {
         async move {
-            // `deadline` (the request timeout) bounds every phase that may wait. Each is
-            // polled before its timer is armed, so a phase that does not wait (a cache hit)
-            // costs no timer, a streamed body is not waited for here, and the upstream phase
-            // arms one timer for whichever of the request and response timeouts comes first.
-            // authorize
-            if guard::credential_in_query(req.uri().query()) {
-                return Err(GatewayError::CredentialInRequest);
-            }
-            within(deadline, self.authorize(route, &req, session, ctx)).await??;
-
-            // upstream_request
-            let upstream = self.upstreams.get(route.upstream_index).ok_or_else(|| {
-                GatewayError::Internal(format!("upstream {} missing", route.upstream))
+            // `deadline` (the request timeout) bounds the exchange too: one timer for
+            // whichever of the request and response timeouts comes first.
+            let deadline = ctx.started + self.request_timeout;
+            let upstream = self.upstreams.get(outbound.upstream).ok_or_else(|| {
+                GatewayError::Internal(format!("upstream {} missing", outbound.upstream))
             })?;
-            ctx.upstream = Some(Arc::clone(&upstream.name));
-            // The canonical path was moved into the context (for the log) and is read from
-            // there.
-            let path = upstream.path_for(&ctx.path, req.uri())?;
-            let affinity = session.affinity.for_version(req.version());
-            // In a block: what builds the upstream request is gone before the exchange
-            // waits, so the future does not keep it (the request's parts, borrowed here,
-            // would otherwise stay in it to the end).
-            let (sent, exchange) = {
-                let forwarded = Forwarded {
-                    peer: &session.forwarded_for,
-                    proto: Forwarded::proto(session.conn.tls),
-                    host: authority,
-                };
-                let (mut parts, body) = req.into_parts();
-                // The body is cut off (413) once it grows past its limit. A form body is read
-                // first (boxed: its future is large, and inline every request's future would
-                // be as large and be copied as often). A request that hyper's framing says
-                // has no body (most: GET, HEAD, a `Content-Length: 0`) has no length to check
-                // and no form to read, and its empty body is boxed without an allocation
-                // (it has no size): two header lookups and an allocation fewer.
-                let body = if body.is_end_stream() {
-                    Empty::new().map_err(|never| match never {}).boxed_unsync()
-                } else {
-                    let limit = body_limit(&parts.headers, route.max_body_bytes)?;
-                    if is_form_urlencoded(&parts.headers) {
-                        within(deadline, Box::pin(read_form(body, limit))).await??
-                    } else {
-                        Limited::new(body, limit).boxed_unsync()
-                    }
-                };
-                strip_request_headers(&mut parts.headers, &self.identity_headers);
-                let fields = GatewayFields {
-                    identity_headers: &self.identity_headers,
-                    forwarded: &forwarded,
-                    identity: ctx.principal.as_ref().map(|p| &p.header_values),
-                    request_id: &ctx.request_id,
-                };
-                // send
-                let req = Request::from_parts(parts, body);
-                let sent = Instant::now();
-                (
-                    sent,
-                    upstream.send(req, path, &fields, affinity, sent, deadline),
-                )
-            };
-            let result = exchange.await;
+            let sent = Instant::now();
+            let result = upstream
+                .send(outbound.request, &session.affinity, sent, deadline)
+                .await;
             let status_class = match &result {
                 Ok(resp) => Metrics::status_class(resp.status().as_u16()),
                 Err(GatewayError::UpstreamTimeout | GatewayError::RequestTimeout) => "timeout",
@@ -387,33 +535,6 @@ impl Gateway {
             }
             Ok(resp)
         }
-    }
-
-    async fn authorize(
-        &self,
-        route: &Route,
-        req: &Request<Incoming>,
-        session: &Session,
-        ctx: &mut RequestContext,
-    ) -> Result<(), GatewayError> {
-        let required = match &route.auth {
-            RouteAuth::Public => {
-                ctx.allowed = Some(Reason::Public);
-                return Ok(());
-            }
-            RouteAuth::Bearer { scopes } => scopes,
-        };
-        let token =
-            guard::bearer_token(req.headers(), self.auth_server.oauth.accept_imported_tokens)?;
-        let principal = self
-            .cache
-            .principal_of(token, &session.last_token)
-            .await?
-            .ok_or(AuthError::InvalidToken("unknown, revoked or expired"))?;
-        guard::check_scopes(&principal, required)?;
-        ctx.allowed = Some(Reason::Token);
-        ctx.principal = Some(principal);
-        Ok(())
     }
 
     fn log(
@@ -461,6 +582,51 @@ fn denial(e: &GatewayError) -> Option<Reason> {
         GatewayError::Auth(AuthError::InsufficientScope { .. }) => Reason::InsufficientScope,
         GatewayError::Store(_) => Reason::StoreError,
         _ => return None,
+    })
+}
+
+/// A principal the cache or the store gave for the request's token, checked against the
+/// route's scopes: the request is allowed, or refused (`None`: unknown, revoked or expired).
+fn admit(
+    principal: Option<Principal>,
+    auth: &RouteAuth,
+    ctx: &mut RequestContext,
+) -> Result<(), GatewayError> {
+    let principal = principal.ok_or(AuthError::InvalidToken("unknown, revoked or expired"))?;
+    if let RouteAuth::Bearer { scopes } = auth {
+        guard::check_scopes(&principal, scopes)?;
+    }
+    ctx.allowed = Some(Reason::Token);
+    ctx.principal = Some(principal);
+    Ok(())
+}
+
+/// The client's body as the upstream gets it: streamed, or a form to read whole first.
+enum Streamed {
+    Body(UpstreamBody),
+    Form(Incoming),
+}
+
+/// The client's body for the upstream, cut off (413) once it grows past `max`. A form body
+/// is read first ([`read_form`]), for a token in it. A request that hyper's framing says has
+/// no body (most: GET, HEAD, a `Content-Length: 0`) has no length to check and no form to
+/// read, and its empty body is boxed without an allocation (it has no size): two header
+/// lookups and an allocation fewer.
+fn streamed_body(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    max: u64,
+) -> Result<Streamed, GatewayError> {
+    if body.is_end_stream() {
+        return Ok(Streamed::Body(
+            Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        ));
+    }
+    let limit = body_limit(headers, max)?;
+    Ok(if is_form_urlencoded(headers) {
+        Streamed::Form(body)
+    } else {
+        Streamed::Body(Limited::new(body, limit).boxed_unsync())
     })
 }
 

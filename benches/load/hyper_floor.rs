@@ -92,16 +92,24 @@ async fn proxy_connection(client: TcpStream, upstream: SocketAddr) -> Result<(),
 
 /// The same with Portcullis' upstream client: the connection is held by the client
 /// connection between requests (and left to the worker's idle pool after), as in Portcullis.
+/// The upstream request is encoded at the call, as Portcullis does: hyper reads once more
+/// before it polls the future, and a request still holding slices of its read buffer then
+/// makes it allocate a new one.
 async fn lean_connection(client: TcpStream, upstream: SocketAddr) -> Result<(), hyper::Error> {
     let held = Arc::new(Held::default());
-    let service = service_fn(move |req| lean_request(req, Arc::clone(&held), upstream));
+    let service = service_fn(move |req: Request<Incoming>| {
+        let target = req.uri().path_and_query().cloned();
+        let path = target.as_ref().map_or("/", |pq| pq.as_str());
+        let out = Outgoing::new(req, path, &[], std::iter::empty());
+        lean_send(out, Arc::clone(&held), upstream)
+    });
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(client), service)
         .await
 }
 
-async fn lean_request(
-    req: Request<Incoming>,
+async fn lean_send(
+    mut out: Outgoing<Incoming>,
     held: Arc<Held>,
     upstream: SocketAddr,
 ) -> Result<Response<ResponseBody>, std::io::Error> {
@@ -113,9 +121,6 @@ async fn lean_request(
             Connection::new(Io::Plain(up))
         }
     };
-    let target = req.uri().path_and_query().cloned();
-    let path = target.as_ref().map_or("/", |pq| pq.as_str());
-    let mut out = Outgoing::new(req, path, &[], std::iter::empty());
     let deadline = Instant::now() + Duration::from_secs(30);
     h1::send(conn, &mut out, Home::new(held, 0), deadline)
         .await

@@ -62,6 +62,15 @@ pub use self::h1::BoxError;
 /// gateway had to read first.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A request ready for an upstream ([`Upstream::prepare`]).
+pub enum Prepared {
+    /// Encoded for the lean HTTP/1.1 client.
+    Lean(h1::Outgoing<UpstreamBody>),
+    /// For the pooled hyper client, its URI and fields set (boxed: a request is 240 bytes,
+    /// and this is moved on the way to the exchange with every HTTP/1.1 request's).
+    Pooled(Box<Request<UpstreamBody>>),
+}
+
 type Connector = HttpsConnector<HttpConnector>;
 
 /// One upstream: how to connect to it, and the pooled client HTTP/2 client connections share.
@@ -194,23 +203,48 @@ impl Upstream {
         PathAndQuery::try_from(pq).map_err(|e| GatewayError::Internal(e.to_string()))
     }
 
-    /// Sends the request for `path` (from [`Upstream::path_for`]) on the client connection's
-    /// own upstream connection when `affinity` is given, else through the shared pool. The
-    /// response headers must arrive within the response timeout of `sent` (else 504) and
-    /// before the request's deadline (else 408). Connection failures are 502. The request
-    /// goes with `Host` and `fields` set.
-    ///
-    /// `sent` is the caller's reading of the clock as it sends, which also times the
-    /// exchange for the metrics: one reading serves both.
-    ///
-    /// The request is encoded (or handed to the pooled client) at the call, so the future
-    /// keeps only what the exchange needs, not the request and `fields` as well.
-    pub fn send<'a>(
-        &'a self,
+    /// The request for `path` (from [`Upstream::path_for`]) made ready to send, with `Host`
+    /// and `fields` set: encoded for the lean client when `lean` (an HTTP/1 client
+    /// connection's own upstream connections, [`Affinity::for_version`]), else readied for the
+    /// pooled client. Nothing of `req` is kept but its body and method: its head's fields
+    /// are slices of the buffer hyper reads the client connection into (see `Gateway::handle`).
+    pub fn prepare(
+        &self,
         mut req: Request<UpstreamBody>,
         path: PathAndQuery,
         fields: &GatewayFields<'_>,
-        affinity: Option<&'a Affinity>,
+        lean: bool,
+    ) -> Result<Prepared, GatewayError> {
+        if lean {
+            let host = std::iter::once((&HOST, &self.host));
+            return Ok(Prepared::Lean(h1::Outgoing::new(
+                req,
+                path.as_str(),
+                &LEFT_OUT,
+                host.chain(fields.iter()),
+            )));
+        }
+        fields.insert_into(req.headers_mut());
+        req.headers_mut().insert(HOST, self.host.clone());
+        *req.version_mut() = Version::HTTP_11;
+        let mut parts = self.origin.clone().into_parts();
+        parts.path_and_query = Some(path);
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        Ok(Prepared::Pooled(Box::new(req)))
+    }
+
+    /// Sends `req` (from [`Upstream::prepare`]): an encoded one on the client connection's
+    /// own upstream connection (`affinity`), else through the shared pool. The response
+    /// headers must arrive within the response timeout of `sent` (else 504) and before the
+    /// request's deadline (else 408). Connection failures are 502.
+    ///
+    /// `sent` is the caller's reading of the clock as it sends, which also times the
+    /// exchange for the metrics: one reading serves both.
+    pub fn send<'a>(
+        &'a self,
+        req: Prepared,
+        affinity: &'a Affinity,
         sent: tokio::time::Instant,
         request_deadline: tokio::time::Instant,
     ) -> impl Future<Output = Result<Response<Body>, GatewayError>> + use<'a> {
@@ -223,30 +257,15 @@ impl Upstream {
             (response_deadline, Expiry::Response)
         };
         // Two futures, one for each way: each keeps only what its exchange needs.
-        match affinity {
-            Some(affinity) => {
-                let host = std::iter::once((&HOST, &self.host));
-                let mut out =
-                    h1::Outgoing::new(req, path.as_str(), &LEFT_OUT, host.chain(fields.iter()));
-                Either::Left(async move {
-                    let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
-                    refuse_upgrade(resp.map(Body::Upstream))
-                })
-            }
-            None => {
-                fields.insert_into(req.headers_mut());
-                req.headers_mut().insert(HOST, self.host.clone());
-                *req.version_mut() = Version::HTTP_11;
-                let mut parts = self.origin.clone().into_parts();
-                parts.path_and_query = Some(path);
-                let pending = Uri::from_parts(parts)
-                    .map_err(|e| GatewayError::Internal(e.to_string()))
-                    .map(|uri| {
-                        *req.uri_mut() = uri;
-                        tokio::time::timeout_at(deadline, self.pooled.request(req))
-                    });
+        match req {
+            Prepared::Lean(mut out) => Either::Left(async move {
+                let resp = self.send_on(affinity, &mut out, deadline, expiry).await?;
+                refuse_upgrade(resp.map(Body::Upstream))
+            }),
+            Prepared::Pooled(req) => {
+                let pending = tokio::time::timeout_at(deadline, self.pooled.request(*req));
                 Either::Right(async move {
-                    let resp = pending?
+                    let resp = pending
                         .await
                         .map_err(|_| expiry.error())?
                         .map_err(classify)?;

@@ -125,6 +125,11 @@ impl RouteTable {
             .find(|r| r.allows_method(method) && r.covers(path))
     }
 
+    /// The route whose [`Route::index`] is `index`.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
     pub fn len(&self) -> usize {
         self.routes.len()
     }

@@ -122,17 +122,24 @@ impl TokenCache {
     pub async fn principal(&self, digest: Digest) -> Result<Option<Principal>, StoreError> {
         let now = self.clock.now();
         let key = key(&digest);
-        if let Some(principal) = self.cache.get(&key) {
-            self.metrics.cache_hits.inc();
-            if principal.expires_at <= now {
-                self.invalidate_key(key);
-                return Ok(None);
-            }
-            return Ok(Some(principal));
+        if let Some(known) = self.cached(key, now) {
+            return Ok(known);
         }
         self.metrics.cache_misses.inc();
         // Boxed: a miss is rare, and inline its future would enlarge every request's.
         Box::pin(self.load(key, digest, now)).await
+    }
+
+    /// What the cache holds for `key` at `now`: `Some(None)` for a token that has expired
+    /// (dropped from the cache here), `None` when only the store can tell.
+    fn cached(&self, key: u128, now: i64) -> Option<Option<Principal>> {
+        let principal = self.cache.get(&key)?;
+        self.metrics.cache_hits.inc();
+        if principal.expires_at <= now {
+            self.invalidate_key(key);
+            return Some(None);
+        }
+        Some(Some(principal))
     }
 
     /// The principal of `token` as [`TokenCache::principal`] gives it, for a request on the
@@ -143,18 +150,63 @@ impl TokenCache {
         token: &str,
         last: &LastToken,
     ) -> Result<Option<Principal>, StoreError> {
-        if !self.remembers {
-            return self.principal(Digest::of(token)).await;
+        match self.principal_cached(token, last) {
+            Ok(known) => Ok(known),
+            Err(miss) => self.principal_missed(miss, token, last).await,
         }
+    }
+
+    /// [`TokenCache::principal_of`] without waiting: the answer when the connection's last
+    /// token or the cache holds it, else the [`Miss`] to finish with
+    /// [`TokenCache::principal_missed`]. The request path decides most requests at once with
+    /// it.
+    pub fn principal_cached(
+        &self,
+        token: &str,
+        last: &LastToken,
+    ) -> Result<Option<Principal>, Miss> {
+        let now = self.clock.now();
         // Read before the lookup: an invalidation that the lookup may have missed moves the
         // count past it, so what is remembered below is not used after that invalidation.
-        let epoch = self.invalidations.load(Ordering::SeqCst);
-        if let Some(principal) = last.recall(token, epoch, self.clock.now()) {
+        let epoch = self
+            .remembers
+            .then(|| self.invalidations.load(Ordering::SeqCst));
+        if let Some(epoch) = epoch
+            && let Some(principal) = last.recall(token, epoch, now)
+        {
             self.metrics.cache_hits.inc();
             return Ok(Some(principal));
         }
-        let principal = self.principal(Digest::of(token)).await?;
-        if let Some(p) = &principal {
+        let digest = Digest::of(token);
+        let key = key(&digest);
+        match self.cached(key, now) {
+            Some(known) => {
+                if let (Some(epoch), Some(p)) = (epoch, &known) {
+                    last.remember(token, p, epoch);
+                }
+                Ok(known)
+            }
+            None => Err(Miss {
+                key,
+                digest,
+                now,
+                epoch,
+            }),
+        }
+    }
+
+    /// The end of a lookup that [`TokenCache::principal_cached`] missed: the store's answer,
+    /// cached and remembered by the connection as there.
+    pub async fn principal_missed(
+        &self,
+        miss: Miss,
+        token: &str,
+        last: &LastToken,
+    ) -> Result<Option<Principal>, StoreError> {
+        self.metrics.cache_misses.inc();
+        // Boxed: a miss is rare, and inline its future would enlarge every request's.
+        let principal = Box::pin(self.load(miss.key, miss.digest, miss.now)).await?;
+        if let (Some(epoch), Some(p)) = (miss.epoch, &principal) {
             last.remember(token, p, epoch);
         }
         Ok(principal)
@@ -248,6 +300,17 @@ impl TokenCache {
     pub fn settle(&self) {
         self.cache.run_pending_tasks();
     }
+}
+
+/// A token lookup that neither the connection's last token nor the cache could answer: what
+/// [`TokenCache::principal_missed`] needs to ask the store.
+pub struct Miss {
+    key: u128,
+    digest: Digest,
+    now: i64,
+    /// The invalidation count read before the lookup, when the connection may remember the
+    /// answer.
+    epoch: Option<u64>,
 }
 
 /// What one client connection remembers of the last token it presented: the token, the
@@ -416,6 +479,54 @@ mod tests {
         assert!(ttl.principal_of(TOKEN, &last).await.unwrap().is_some());
         ttl.cache.invalidate(&k);
         assert!(ttl.principal_of(TOKEN, &last).await.unwrap().is_none());
+    }
+
+    /// A lookup is answered at once from the connection's last token or the cache, and is a
+    /// miss for the store to finish otherwise: never answered from what an invalidation has
+    /// ended, nor from what the connection may not remember (under a TTL backstop).
+    #[tokio::test]
+    async fn a_lookup_answers_at_once_only_from_the_connection_or_the_cache() {
+        let (shared, _dir) = cache();
+        let last = LastToken::default();
+        let k = key(&Digest::of(TOKEN));
+        let miss = shared.principal_cached(TOKEN, &last);
+        assert!(miss.is_err(), "neither holds it");
+        let missed = shared.principal_missed(miss.err().unwrap(), TOKEN, &last);
+        assert!(missed.await.unwrap().is_none(), "nor does the store");
+        shared.cache.insert(k, principal());
+        assert_eq!(
+            shared.principal_cached(TOKEN, &last).ok(),
+            Some(Some(principal()))
+        );
+        // Remembered by the connection: answered with the cache's entry gone.
+        shared.cache.invalidate(&k);
+        assert_eq!(
+            shared.principal_cached(TOKEN, &last).ok(),
+            Some(Some(principal()))
+        );
+        // An invalidation ends that.
+        shared.invalidate(&Digest::of("pcat_another"));
+        assert!(shared.principal_cached(TOKEN, &last).is_err());
+        // An expired entry is an answer (no principal), and leaves the cache.
+        let mut expired = principal();
+        expired.expires_at = 1_000; // the clock's now
+        shared.cache.insert(k, expired);
+        assert_eq!(shared.principal_cached(TOKEN, &last).ok(), Some(None));
+        assert!(shared.cache.get(&k).is_none());
+
+        let (mut ttl, _dir) = cache();
+        ttl.remembers = false;
+        let last = LastToken::default();
+        ttl.cache.insert(k, principal());
+        assert_eq!(
+            ttl.principal_cached(TOKEN, &last).ok(),
+            Some(Some(principal()))
+        );
+        ttl.cache.invalidate(&k);
+        assert!(
+            ttl.principal_cached(TOKEN, &last).is_err(),
+            "nothing remembered"
+        );
     }
 
     /// Each invalidation moves the count on both sides of removing the entry, so a lookup
