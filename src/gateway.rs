@@ -342,7 +342,7 @@ impl Gateway {
         } else {
             match streamed_body(&parts.headers, body, route.max_body_bytes) {
                 Ok(Streamed::Body(body)) => Ok(body),
-                Ok(Streamed::Form(form)) => Err(form),
+                Ok(Streamed::Form(form, _)) => Err(form),
                 Err(e) => return Start::Failed(e),
             }
         };
@@ -392,10 +392,7 @@ impl Gateway {
         }
         let body = match streamed_body(&parts.headers, body, route.max_body_bytes)? {
             Streamed::Body(body) => body,
-            Streamed::Form(form) => {
-                let limit = usize::try_from(route.max_body_bytes).unwrap_or(usize::MAX);
-                within(deadline, read_form(form, limit)).await??
-            }
+            Streamed::Form(form, limit) => within(deadline, read_form(form, limit)).await??,
         };
         let outbound = self.upstream_request(parts, body, route, authority, session, ctx)?;
         self.exchange(outbound, session, ctx).await
@@ -601,10 +598,11 @@ fn admit(
     Ok(())
 }
 
-/// The client's body as the upstream gets it: streamed, or a form to read whole first.
+/// The client's body as the upstream gets it: streamed, or a form to read whole first (at
+/// most its limit's bytes).
 enum Streamed {
     Body(UpstreamBody),
-    Form(Incoming),
+    Form(Incoming, usize),
 }
 
 /// The client's body for the upstream, cut off (413) once it grows past `max`. A form body
@@ -624,7 +622,7 @@ fn streamed_body(
     }
     let limit = body_limit(headers, max)?;
     Ok(if is_form_urlencoded(headers) {
-        Streamed::Form(body)
+        Streamed::Form(body, limit)
     } else {
         Streamed::Body(Limited::new(body, limit).boxed_unsync())
     })
