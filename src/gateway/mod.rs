@@ -10,25 +10,18 @@
 //! the request's future is first polled ([`Gateway::handle`] says why): most requests have
 //! their upstream request built there.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::HeaderValue;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Empty, Full, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::clock::SharedClock;
-use crate::config::{Config, IdentityHeaders};
-use crate::crypto::PasswordHasher;
+use crate::config::IdentityHeaders;
 use crate::guard::{self, AuthError};
-use crate::http::{Body, ErrorSource, GatewayError, is_form_urlencoded};
+use crate::http::{Body, ErrorSource, GatewayError};
 use crate::listener::ConnInfo;
 use crate::metrics::{HotMetrics, Metrics, Reason};
-use crate::oauth::throttle::Throttle;
 use crate::oauth::{AuthServer, Endpoint, Origin};
 use crate::principal::Principal;
 use crate::proxy::{
@@ -37,9 +30,16 @@ use crate::proxy::{
 };
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routes::{CanonicalPath, Resolved, Route, RouteAuth, RouteTable, resolve};
-use crate::store::SharedStore;
 use crate::store::cache::{LastToken, Miss, TokenCache};
 use crate::web::{Page, Pages};
+
+mod body;
+mod build;
+mod within;
+
+use self::body::{Streamed, read_form, streamed_body};
+pub(crate) use self::build::Parts;
+use self::within::within;
 
 /// Everything the pipeline needs, shared by all connections.
 pub struct Gateway {
@@ -55,79 +55,6 @@ pub struct Gateway {
     /// Time from a request's head to its response head.
     pub request_timeout: std::time::Duration,
     pub hot_metrics: HotMetrics,
-}
-
-/// What every generation of the request path shares, built once at start: a reload changes
-/// none of it.
-pub(crate) struct Parts {
-    pub(crate) store: SharedStore,
-    pub(crate) cache: TokenCache,
-    pub(crate) hasher: PasswordHasher,
-    pub(crate) clock: SharedClock,
-    pub(crate) metrics: Metrics,
-    /// The proxy listener's address (the default issuer names it).
-    pub(crate) addr: std::net::SocketAddr,
-    pub(crate) tls_listener: bool,
-}
-
-impl Parts {
-    /// The request path for `config`: routes, upstreams, identity headers, limits, the
-    /// authorization server with its scopes and rate limits (on `throttle`), and the pages.
-    /// Built at start and again on every reload, when `previous` (the request path in
-    /// service) lends the upstreams that did not change, with their connections.
-    pub(crate) fn gateway(
-        &self,
-        config: &Config,
-        throttle: Arc<Throttle>,
-        previous: Option<&Gateway>,
-    ) -> anyhow::Result<Gateway> {
-        let mut oauth = config.oauth.clone();
-        let scheme = if self.tls_listener { "https" } else { "http" };
-        let addr = self.addr;
-        oauth
-            .issuer
-            .get_or_insert_with(|| format!("{scheme}://{addr}"));
-        let require_tls = !self.tls_listener && !addr.ip().is_loopback() && !oauth.allow_plain_http;
-        if require_tls {
-            tracing::warn!(
-                %addr,
-                "plain HTTP on a non-loopback address: the /o/ endpoints refuse requests here; \
-                 configure `tls` (or set `oauth.allow_plain_http` behind a TLS-terminating proxy)"
-            );
-        }
-        let auth_server = AuthServer::new(
-            Arc::clone(&self.store),
-            self.cache.clone(),
-            self.hasher.clone(),
-            Arc::clone(&self.clock),
-            self.metrics.clone(),
-            Arc::new(oauth),
-            &config.limits,
-        )
-        .with_throttle(throttle)
-        .requiring_tls(require_tls);
-        let upstreams = match previous {
-            Some(p) => p.upstreams.reconfigured(config.upstreams.values())?,
-            None => Upstreams::new(config.upstreams.values())?,
-        };
-        let hot_metrics = HotMetrics::new(
-            &self.metrics,
-            &config.routes,
-            upstreams.iter().map(|u| (u.id(), &u.name)),
-        );
-        Ok(Gateway {
-            routes: config.routes.clone(),
-            upstreams,
-            cache: self.cache.clone(),
-            pages: Pages::new(auth_server.clone()),
-            auth_server,
-            identity_headers: config.identity_headers.clone(),
-            metrics: self.metrics.clone(),
-            realm: config.oauth.realm.clone(),
-            request_timeout: config.limits.request_timeout,
-            hot_metrics,
-        })
-    }
 }
 
 /// What the gateway keeps per client connection.
@@ -596,106 +523,4 @@ fn admit(
     ctx.allowed = Some(Reason::Token);
     ctx.principal = Some(principal);
     Ok(())
-}
-
-/// The client's body as the upstream gets it: streamed, or a form to read whole first (at
-/// most its limit's bytes).
-enum Streamed {
-    Body(UpstreamBody),
-    Form(Incoming, usize),
-}
-
-/// The client's body for the upstream, cut off (413) once it grows past `max`. A form body
-/// is read first ([`read_form`]), for a token in it. A request that hyper's framing says has
-/// no body (most: GET, HEAD, a `Content-Length: 0`) has no length to check and no form to
-/// read, and its empty body is boxed without an allocation (it has no size): two header
-/// lookups and an allocation fewer.
-fn streamed_body(
-    headers: &http::HeaderMap,
-    body: Incoming,
-    max: u64,
-) -> Result<Streamed, GatewayError> {
-    if body.is_end_stream() {
-        return Ok(Streamed::Body(
-            Empty::new().map_err(|never| match never {}).boxed_unsync(),
-        ));
-    }
-    let limit = body_limit(headers, max)?;
-    Ok(if is_form_urlencoded(headers) {
-        Streamed::Form(body, limit)
-    } else {
-        Streamed::Body(Limited::new(body, limit).boxed_unsync())
-    })
-}
-
-pin_project_lite::pin_project! {
-    /// `phase`, or a request timeout once `deadline` passes. The timer is made only if the
-    /// phase has to wait: most finish at their first poll (a cache hit), and a
-    /// `tokio::time::Timeout` makes its timer (the runtime's handle looked up and cloned) for
-    /// every request, and is moved with the request's future. A future of its own rather
-    /// than an `async fn`, which would hold `phase` twice (rust-lang/rust#62958).
-    struct Within<F> {
-        #[pin]
-        phase: F,
-        deadline: Instant,
-        timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    }
-}
-
-fn within<F: Future>(deadline: Instant, phase: F) -> Within<F> {
-    Within {
-        phase,
-        deadline,
-        timer: None,
-    }
-}
-
-impl<F: Future> Future for Within<F> {
-    type Output = Result<F::Output, GatewayError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(done) = this.phase.poll(cx) {
-            return Poll::Ready(Ok(done));
-        }
-        let deadline = *this.deadline;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        timer
-            .as_mut()
-            .poll(cx)
-            .map(|()| Err(GatewayError::RequestTimeout))
-    }
-}
-
-/// The most bytes the request body for the upstream may have: `max`, refused at once (413)
-/// when the declared length is larger.
-fn body_limit(headers: &http::HeaderMap, max: u64) -> Result<usize, GatewayError> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(GatewayError::BodyTooLarge);
-    }
-    Ok(usize::try_from(max).unwrap_or(usize::MAX))
-}
-
-/// A form body for the upstream, read whole (at most `limit` bytes, else 413) so that an
-/// `access_token` parameter in it (RFC 6750 §2.2) can be refused.
-async fn read_form(body: Incoming, limit: usize) -> Result<UpstreamBody, GatewayError> {
-    let bytes: Bytes = match Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(GatewayError::BodyTooLarge);
-        }
-        Err(_) => return Err(GatewayError::BodyUnreadable),
-    };
-    if guard::credential_in_form(&bytes) {
-        return Err(GatewayError::CredentialInRequest);
-    }
-    Ok(Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync())
 }
