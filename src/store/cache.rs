@@ -143,23 +143,11 @@ impl TokenCache {
     }
 
     /// The principal of `token` as [`TokenCache::principal`] gives it, for a request on the
-    /// client connection that remembers `last`: the connection's last answer when it is for
-    /// the same token and still good, else the cache's, which the connection then remembers.
-    pub async fn principal_of(
-        &self,
-        token: &str,
-        last: &LastToken,
-    ) -> Result<Option<Principal>, StoreError> {
-        match self.principal_cached(token, last) {
-            Ok(known) => Ok(known),
-            Err(miss) => self.principal_missed(miss, token, last).await,
-        }
-    }
-
-    /// [`TokenCache::principal_of`] without waiting: the answer when the connection's last
-    /// token or the cache holds it, else the [`Miss`] to finish with
-    /// [`TokenCache::principal_missed`]. The request path decides most requests at once with
-    /// it.
+    /// client connection that remembers `last`, as far as it is known without the store: the
+    /// connection's last answer when it is for the same token and still good, else the
+    /// cache's, which the connection then remembers; else the [`Miss`] that
+    /// [`TokenCache::principal_missed`] finishes with the store. The request path decides
+    /// most requests with it at once, without waiting.
     pub fn principal_cached(
         &self,
         token: &str,
@@ -455,6 +443,14 @@ mod tests {
         assert_eq!(format!("{last:?}"), "LastToken { remembered: true }");
     }
 
+    /// A whole lookup, as the request path makes it: at once, else with the store.
+    async fn principal_of(cache: &TokenCache, token: &str, last: &LastToken) -> Option<Principal> {
+        match cache.principal_cached(token, last) {
+            Ok(known) => known,
+            Err(miss) => cache.principal_missed(miss, token, last).await.unwrap(),
+        }
+    }
+
     /// The connection's answer is used without the shared cache, and no longer once any
     /// invalidation has run; under a TTL backstop nothing is remembered.
     #[tokio::test]
@@ -463,22 +459,22 @@ mod tests {
         let last = LastToken::default();
         let k = key(&Digest::of(TOKEN));
         shared.cache.insert(k, principal());
-        assert!(shared.principal_of(TOKEN, &last).await.unwrap().is_some());
+        assert!(principal_of(&shared, TOKEN, &last).await.is_some());
         // Gone from the shared cache (and never in the store) without an invalidation: the
         // connection's answer still stands, so it was not asked for.
         shared.cache.invalidate(&k);
-        assert!(shared.principal_of(TOKEN, &last).await.unwrap().is_some());
+        assert!(principal_of(&shared, TOKEN, &last).await.is_some());
         // Another token's invalidation ends it: the cache, then the (empty) store, is asked.
         shared.invalidate(&Digest::of("pcat_another"));
-        assert!(shared.principal_of(TOKEN, &last).await.unwrap().is_none());
+        assert!(principal_of(&shared, TOKEN, &last).await.is_none());
 
         let (mut ttl, _dir) = cache();
         ttl.remembers = false;
         let last = LastToken::default();
         ttl.cache.insert(k, principal());
-        assert!(ttl.principal_of(TOKEN, &last).await.unwrap().is_some());
+        assert!(principal_of(&ttl, TOKEN, &last).await.is_some());
         ttl.cache.invalidate(&k);
-        assert!(ttl.principal_of(TOKEN, &last).await.unwrap().is_none());
+        assert!(principal_of(&ttl, TOKEN, &last).await.is_none());
     }
 
     /// A lookup is answered at once from the connection's last token or the cache, and is a
