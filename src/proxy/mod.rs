@@ -206,8 +206,9 @@ impl Upstream {
     /// The request for `path` (from [`Upstream::path_for`]) made ready to send, with `Host`
     /// and `fields` set: encoded for the lean client when `lean` (an HTTP/1 client
     /// connection's own upstream connections, [`Affinity::for_version`]), else readied for the
-    /// pooled client. Nothing of `req` is kept but its body and method: its head's fields
-    /// are slices of the buffer hyper reads the client connection into (see `Gateway::handle`).
+    /// pooled client. Encoded, nothing of `req` is kept but its body and method: its head's
+    /// fields are slices of the buffer hyper reads the client connection into (see
+    /// `Gateway::handle`). The pooled client takes the request whole.
     pub fn prepare(
         &self,
         mut req: Request<UpstreamBody>,
