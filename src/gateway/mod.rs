@@ -117,17 +117,23 @@ struct Outbound {
     request: Prepared,
 }
 
-/// A routed request that waits: for the store, on a token the cache does not hold, or for its
-/// form body, read whole.
+/// A routed request that waits before its upstream request can be built.
 struct Waiting {
     parts: http::request::Parts,
-    body: Incoming,
     /// The route's [`Route::index`].
     route: usize,
     /// The request's validated `Host` (or `:authority`).
     authority: Option<HeaderValue>,
-    /// The token lookup the store finishes, when authorization waits for it.
-    miss: Option<Miss>,
+    waits_for: WaitsFor,
+}
+
+/// What a [`Waiting`] request waits for, with its body.
+enum WaitsFor {
+    /// The store's answer on a token the cache does not hold; the body is looked at once that
+    /// answer has allowed the request.
+    Store(Miss, Incoming),
+    /// Its form body, read whole (at most this many bytes), for a token in it.
+    Form(Incoming, usize),
 }
 
 impl RequestContext {
@@ -262,30 +268,26 @@ impl Gateway {
         };
         // upstream_request
         let (parts, body) = req.into_parts();
-        // `Err`: the body waits, to be read whole (a form) or to be looked at once the
-        // store's answer has allowed the request.
-        let body = if miss.is_some() {
-            Err(body)
-        } else {
-            match streamed_body(&parts.headers, body, route.max_body_bytes) {
-                Ok(Streamed::Body(body)) => Ok(body),
-                Ok(Streamed::Form(form, _)) => Err(form),
+        let waits_for = match miss {
+            Some(miss) => WaitsFor::Store(miss, body),
+            None => match streamed_body(&parts.headers, body, route.max_body_bytes) {
+                Ok(Streamed::Body(body)) => {
+                    return match self.upstream_request(parts, body, route, authority, session, ctx)
+                    {
+                        Ok(outbound) => Start::Ready(outbound),
+                        Err(e) => Start::Failed(e),
+                    };
+                }
+                Ok(Streamed::Form(form, limit)) => WaitsFor::Form(form, limit),
                 Err(e) => return Start::Failed(e),
-            }
-        };
-        match body {
-            Ok(body) => match self.upstream_request(parts, body, route, authority, session, ctx) {
-                Ok(outbound) => Start::Ready(outbound),
-                Err(e) => Start::Failed(e),
             },
-            Err(body) => Start::Waits(Box::new(Waiting {
-                parts,
-                body,
-                route: route.index,
-                authority,
-                miss,
-            })),
-        }
+        };
+        Start::Waits(Box::new(Waiting {
+            parts,
+            route: route.index,
+            authority,
+            waits_for,
+        }))
     }
 
     /// The rest of **authorize** and **upstream_request** for a request that waits (for the
@@ -298,26 +300,29 @@ impl Gateway {
     ) -> Result<Response<Body>, GatewayError> {
         let Waiting {
             parts,
-            body,
             route,
             authority,
-            miss,
+            waits_for,
         } = waiting;
         let route = self
             .routes
             .get(route)
             .ok_or_else(|| GatewayError::Internal(format!("route {route} missing")))?;
         let deadline = ctx.started + self.request_timeout;
-        if let Some(miss) = miss {
-            let imported = self.auth_server.oauth.accept_imported_tokens;
-            let token = guard::bearer_token(&parts.headers, imported)?;
-            let lookup = self
-                .cache
-                .principal_missed(miss, token, &session.last_token);
-            let principal = within(deadline, lookup).await??;
-            admit(principal, &route.auth, ctx)?;
-        }
-        let body = match streamed_body(&parts.headers, body, route.max_body_bytes)? {
+        let streamed = match waits_for {
+            WaitsFor::Store(miss, body) => {
+                let imported = self.auth_server.oauth.accept_imported_tokens;
+                let token = guard::bearer_token(&parts.headers, imported)?;
+                let lookup = self
+                    .cache
+                    .principal_missed(miss, token, &session.last_token);
+                let principal = within(deadline, lookup).await??;
+                admit(principal, &route.auth, ctx)?;
+                streamed_body(&parts.headers, body, route.max_body_bytes)?
+            }
+            WaitsFor::Form(form, limit) => Streamed::Form(form, limit),
+        };
+        let body = match streamed {
             Streamed::Body(body) => body,
             Streamed::Form(form, limit) => within(deadline, read_form(form, limit)).await??,
         };
