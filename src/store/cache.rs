@@ -482,6 +482,9 @@ mod tests {
     /// ended, nor from what the connection may not remember (under a TTL backstop).
     #[tokio::test]
     async fn a_lookup_answers_at_once_only_from_the_connection_or_the_cache() {
+        // The answer at once, if there is one.
+        let at_once =
+            |cache: &TokenCache, last: &LastToken| cache.principal_cached(TOKEN, last).ok();
         let (shared, _dir) = cache();
         let last = LastToken::default();
         let k = key(&Digest::of(TOKEN));
@@ -490,39 +493,27 @@ mod tests {
         let missed = shared.principal_missed(miss.err().unwrap(), TOKEN, &last);
         assert!(missed.await.unwrap().is_none(), "nor does the store");
         shared.cache.insert(k, principal());
-        assert_eq!(
-            shared.principal_cached(TOKEN, &last).ok(),
-            Some(Some(principal()))
-        );
+        assert_eq!(at_once(&shared, &last), Some(Some(principal())));
         // Remembered by the connection: answered with the cache's entry gone.
         shared.cache.invalidate(&k);
-        assert_eq!(
-            shared.principal_cached(TOKEN, &last).ok(),
-            Some(Some(principal()))
-        );
+        assert_eq!(at_once(&shared, &last), Some(Some(principal())));
         // An invalidation ends that.
         shared.invalidate(&Digest::of("pcat_another"));
-        assert!(shared.principal_cached(TOKEN, &last).is_err());
+        assert_eq!(at_once(&shared, &last), None);
         // An expired entry is an answer (no principal), and leaves the cache.
         let mut expired = principal();
         expired.expires_at = 1_000; // the clock's now
         shared.cache.insert(k, expired);
-        assert_eq!(shared.principal_cached(TOKEN, &last).ok(), Some(None));
+        assert_eq!(at_once(&shared, &last), Some(None));
         assert!(shared.cache.get(&k).is_none());
 
         let (mut ttl, _dir) = cache();
         ttl.remembers = false;
         let last = LastToken::default();
         ttl.cache.insert(k, principal());
-        assert_eq!(
-            ttl.principal_cached(TOKEN, &last).ok(),
-            Some(Some(principal()))
-        );
+        assert_eq!(at_once(&ttl, &last), Some(Some(principal())));
         ttl.cache.invalidate(&k);
-        assert!(
-            ttl.principal_cached(TOKEN, &last).is_err(),
-            "nothing remembered"
-        );
+        assert_eq!(at_once(&ttl, &last), None, "nothing remembered");
     }
 
     /// Each invalidation moves the count on both sides of removing the entry, so a lookup
