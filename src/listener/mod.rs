@@ -16,10 +16,12 @@ mod deadline;
 mod first_bytes;
 mod quiet;
 mod served;
+mod stop;
 mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::http::Body;
 use crate::shutdown::stopped;
 use connection::Connection;
+use quiet::Quiet;
+use stop::Stop;
 pub use workers::Workers;
 
 pub use crate::config::ConnectionLimits;
@@ -220,9 +224,15 @@ async fn accept<M, H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let inherits_nodelay = nodelay_inherited(&listener);
+    // The process's stop notification, waited for once for the loop's life; behind `Quiet`,
+    // polled only once it has woken the task (a wait begun afresh for each connection
+    // registered and left the watch's waiter list, which every worker shares, each time).
+    let mut process_stop = pin!(Quiet::new(stopped(&mut shutdown)));
+    let stop = Arc::new(Stop::default());
     loop {
         let (stream, peer) = tokio::select! {
-            _ = stopped(&mut shutdown) => break,
+            biased;
+            () = process_stop.as_mut() => break,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -238,9 +248,13 @@ async fn accept<M, H, F>(
         // that waited for a place before accepting could hold the one free place while the
         // next connection waits in another worker's backlog. At most one accepted
         // connection per worker waits here, unserved, as it would in the backlog.
-        let permit = tokio::select! {
-            _ = stopped(&mut shutdown) => break,
-            permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore never closed"),
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::select! {
+                biased;
+                () = process_stop.as_mut() => break,
+                permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore never closed"),
+            },
         };
         if !inherits_nodelay {
             let _ = stream.set_nodelay(true);
@@ -249,7 +263,7 @@ async fn accept<M, H, F>(
             builders: Arc::clone(&builders),
             tls: tls.clone(),
             limits: limits.clone(),
-            shutdown: shutdown.clone(),
+            stop: Arc::clone(&stop),
             peer,
         };
         let make_handler = make_handler.clone();
@@ -260,6 +274,8 @@ async fn accept<M, H, F>(
             drop(permit);
         }));
     }
+    // Every connection this loop accepted starts to drain.
+    stop.signal();
 }
 
 /// Sets `TCP_NODELAY` on `listener`, and says whether the sockets it accepts have it from
