@@ -500,6 +500,92 @@ async fn shutdown_drains_requests_in_flight() {
     assert_eq!(r.text(), "slow");
 }
 
+/// The stop reaches every connection at once: a connection that has sent nothing yet and a
+/// kept-alive one between requests are both closed while a request on a third still waits
+/// for its upstream, and that request's response, sent after, tells its client the
+/// connection closes.
+#[tokio::test]
+async fn shutdown_closes_idle_connections_at_once_and_ends_busy_ones_after_their_response() {
+    // An upstream that answers at once, but for `/busy`, which it reports and answers only
+    // when told to.
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let (arrived, mut reached) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (answer, answer_now) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            let (arrived, mut answer_now) = (arrived.clone(), answer_now.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let body: &[u8] = if buf[..n].starts_with(b"GET /public/busy ") {
+                        let _ = arrived.send(());
+                        let _ = answer_now.wait_for(|now| *now).await;
+                        b"busy"
+                    } else {
+                        b"fast"
+                    };
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    if s.write_all(&[head.as_bytes(), body].concat())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let h = with_upstream(format!("http://{addr}"), "").await;
+    let gateway = h.local_addr();
+
+    let mut silent = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    kept.write_all(b"GET /public/fast HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    while !first.ends_with(b"fast") {
+        let mut buf = [0u8; 4096];
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the kept connection answers its first request");
+        first.extend_from_slice(&buf[..n]);
+    }
+    let mut busy = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    busy.write_all(b"GET /public/busy HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    reached
+        .recv()
+        .await
+        .expect("the request reaches the upstream");
+
+    let stopping = tokio::spawn(h.shutdown());
+    for (name, conn) in [("silent", &mut silent), ("kept", &mut kept)] {
+        let mut rest = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(end, Ok(Ok(0))),
+            "the {name} connection is closed while the busy one still waits: {end:?}"
+        );
+    }
+
+    answer.send(true).unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut response))
+        .await
+        .expect("the busy connection ends after its response")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    assert!(response.ends_with("busy"), "{response}");
+    drop(stopping.await.unwrap());
+}
+
 /// How the numbered upstream treats its connections.
 #[derive(Clone, Copy, PartialEq)]
 enum UpstreamMode {
