@@ -1,6 +1,7 @@
 //! Stopping and its signals: SIGINT and SIGTERM ask the process to stop ([`requested`]),
 //! SIGHUP asks for a reload ([`hangups`]); a `watch` channel carries the stop notification to
-//! every task, each of which waits on it with [`stopped`].
+//! the long-lived tasks, each of which waits on it with [`stopped`] (an accept loop passes it
+//! on to its own connections: `listener::stop`).
 
 use tokio::sync::watch;
 
