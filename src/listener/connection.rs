@@ -146,7 +146,7 @@ impl Connection {
                 }
             } else {
                 Served::Http2 {
-                    conn: self.builders.http2.serve_connection(io, service),
+                    conn: Box::pin(self.builders.http2.serve_connection(io, service)),
                 }
             };
             let mut conn = pin!(conn);

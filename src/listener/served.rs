@@ -4,6 +4,12 @@
 //! read) and adds a state of its own to every poll (benches/README.md, "The lean floor": 112
 //! and 132 instructions per request, counted without LTO).
 //!
+//! An HTTP/2 connection is boxed: hyper's is 1,560 bytes against HTTP/1.1's 720, and an enum is
+//! as large as its largest variant, so every HTTP/1.1 connection's task carried (and copied, as
+//! the connection was made and its task spawned) 840 bytes it never used; an HTTP/2 connection
+//! lives long and serves many streams, and one allocation more is nothing to it
+//! (`bash benches/future_sizes.sh src/listener/`).
+//!
 //! Both impls repeat hyper's own bounds on its connections: an inherent impl and a trait impl
 //! cannot share one where clause.
 
@@ -27,7 +33,7 @@ pin_project_lite::pin_project! {
         S: HttpService<Incoming>,
     {
         Http1 { #[pin] conn: http1::Connection<I, S> },
-        Http2 { #[pin] conn: http2::Connection<I, S, E> },
+        Http2 { conn: Pin<Box<http2::Connection<I, S, E>>> },
     }
 }
 
@@ -45,7 +51,7 @@ where
     pub(super) fn graceful_shutdown(self: Pin<&mut Self>) {
         match self.project() {
             ServedProj::Http1 { conn } => conn.graceful_shutdown(),
-            ServedProj::Http2 { conn } => conn.graceful_shutdown(),
+            ServedProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
         }
     }
 }
@@ -64,7 +70,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             ServedProj::Http1 { conn } => conn.poll(cx),
-            ServedProj::Http2 { conn } => conn.poll(cx),
+            ServedProj::Http2 { conn } => conn.as_mut().poll(cx),
         }
     }
 }
